@@ -1,0 +1,213 @@
+use std::path::Path;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[crayon]
+base_url = "https://api.crayon.com"
+client_id = "id"
+client_secret = "${SECRET}"
+username = "bot@example.com"
+password = "${PASSWORD}"
+
+[sinks.audit]
+kind = "webhook"
+url = "https://hooks.example.com/x"
+"#;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "SECRET" => Some("client-secret-value".into()),
+        "PASSWORD" => Some("pass&word=+".into()),
+        _ => None,
+    }
+}
+
+fn load_str(text: &str, overrides: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let overrides = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    load_from_str(text, Path::new("/etc/bot/bot.toml"), &env, overrides)
+}
+
+#[test]
+fn minimal_config_gets_the_spec_defaults() {
+    let config = load_str(MINIMAL, &[]).unwrap();
+    assert_eq!(config.crayon.base_url.as_str(), "https://api.crayon.com/");
+    assert_eq!(config.crayon.password.expose(), "pass&word=+");
+    assert_eq!(config.crayon.scope, "CustomerApi");
+    assert_eq!(config.crayon.max_body, 64 * 1024 * 1024);
+    assert_eq!(config.watch.interval.as_secs(), 60);
+    assert_eq!(config.watch.first_run, FirstRun::Baseline);
+    assert_eq!(config.watch.state, Path::new("/etc/bot/state.db"));
+    assert_eq!(
+        config
+            .watch
+            .events
+            .iter()
+            .map(|e| e.as_str())
+            .collect::<Vec<_>>(),
+        ["downloadable", "failed"]
+    );
+    assert_eq!(config.delivery.max_attempts, 8);
+    assert_eq!(config.sinks["audit"].concurrency, 4);
+}
+
+#[test]
+fn environment_overrides_scalars_and_keeps_strings_verbatim() {
+    let config = load_str(
+        MINIMAL,
+        &[
+            ("BOT__WATCH__INTERVAL", "30s"),
+            ("BOT__DELIVERY__MAX_ATTEMPTS", "3"),
+            ("BOT__CRAYON__USERNAME", "00123"),
+            ("BOT__SINKS__AUDIT__ENABLED", "false"),
+            ("UNRELATED", "x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.watch.interval.as_secs(), 30);
+    assert_eq!(config.delivery.max_attempts, 3);
+    assert_eq!(config.crayon.username, "00123");
+    assert!(!config.sinks["audit"].enabled);
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let text = MINIMAL.replace("kind = \"webhook\"", "kind = \"webhook\"\nurll = \"x\"");
+    let err = load_str(&text, &[]).unwrap_err().to_string();
+    assert!(err.contains("urll"), "{err}");
+    assert!(err.contains("sinks.audit"), "{err}");
+    assert!(err.contains("line 11"), "{err}");
+}
+
+#[test]
+fn unknown_sink_kind_is_named() {
+    let err = load_str(&MINIMAL.replace("\"webhook\"", "\"slak\""), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sinks.audit.kind") && err.contains("slak"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unset_variable_is_named_with_the_key() {
+    let err = load_str(&MINIMAL.replace("${SECRET}", "${NOPE}"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("NOPE") && err.contains("crayon.client_secret"),
+        "{err}"
+    );
+}
+
+#[test]
+fn route_naming_a_missing_sink_is_an_error() {
+    let text = format!("{MINIMAL}\n[[routes]]\nsinks = [\"audit\", \"nope\"]\n");
+    let err = load_str(&text, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("routes[0].sinks") && err.contains("nope"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sink_no_route_names_is_a_warning() {
+    let text =
+        format!("{MINIMAL}\n[sinks.stdout]\nkind = \"console\"\n[[routes]]\nsinks = [\"audit\"]\n");
+    let config = load_str(&text, &[]).unwrap();
+    assert_eq!(config.warnings.len(), 1);
+    assert!(config.warnings[0].contains("stdout"));
+}
+
+#[test]
+fn plain_http_webhook_is_refused_unless_loopback_and_never_echoed() {
+    let text = MINIMAL.replace(
+        "https://hooks.example.com/x",
+        "http://hooks.example.com/tok3n",
+    );
+    let err = load_str(&text, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("sinks.audit.url") && err.contains("https"),
+        "{err}"
+    );
+    assert!(!err.contains("tok3n"), "{err}");
+    let loopback = MINIMAL.replace("https://hooks.example.com/x", "http://127.0.0.1:9/x");
+    assert!(load_str(&loopback, &[]).is_ok());
+}
+
+#[test]
+fn kind_specific_keys_are_checked() {
+    let text = MINIMAL.replace(
+        "kind = \"webhook\"",
+        "kind = \"webhook\"\nsmtp = \"smtp://x\"",
+    );
+    let err = load_str(&text, &[]).unwrap_err().to_string();
+    assert!(err.contains("sinks.audit.smtp"), "{err}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    for (from, to, key) in [
+        (
+            "[sinks.audit]",
+            "[watch]\ninterval = \"soon\"\n[sinks.audit]",
+            "watch.interval",
+        ),
+        (
+            "[sinks.audit]",
+            "[watch]\nfirst_run = \"maybe\"\n[sinks.audit]",
+            "watch.first_run",
+        ),
+        (
+            "[sinks.audit]",
+            "[watch]\nevents = [\"ready\"]\n[sinks.audit]",
+            "watch.events",
+        ),
+        (
+            "[sinks.audit]",
+            "[display]\ntimezone = \"Mars/Base\"\n[sinks.audit]",
+            "display.timezone",
+        ),
+        (
+            "[sinks.audit]",
+            "[sinks.Audit2]\nkind = \"console\"\n[sinks.audit]",
+            "sinks.Audit2",
+        ),
+    ] {
+        let err = load_str(&MINIMAL.replace(from, to), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}
+
+#[test]
+fn debug_of_the_config_shows_no_secret() {
+    let text = MINIMAL.replace(
+        "kind = \"webhook\"",
+        "kind = \"webhook\"\nheaders = { Authorization = \"Bearer ${SECRET}\" }",
+    );
+    let config = load_str(&text, &[]).unwrap();
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("client-secret-value"), "{debug}");
+    assert!(!debug.contains("pass&word"), "{debug}");
+    assert!(!debug.contains("hooks.example.com"), "{debug}");
+    assert!(debug.contains("***"));
+}
+
+#[test]
+fn rate_limits_parse() {
+    let text = MINIMAL.replace(
+        "kind = \"webhook\"",
+        "kind = \"webhook\"\nrate_limit = \"1/s\"",
+    );
+    let config = load_str(&text, &[]).unwrap();
+    assert_eq!(
+        config.sinks["audit"].rate_limit,
+        Some((1, std::time::Duration::from_secs(1)))
+    );
+}

@@ -1,0 +1,12 @@
+//! crayon-export-bot: polls Crayon Cloud-iQ's export queue and tells people
+//! when the export they asked for is ready (or failed).
+//!
+//! The pipeline is `crayon` (fetch) → `diff` (events) → `route` + `render`
+//! (deliveries) → `state` (one transaction) → `dispatch` (sinks). The pure
+//! steps do no I/O; `poll` and `service` wire them together.
+
+pub mod config;
+pub mod diff;
+pub mod domain;
+pub mod render;
+pub mod secret;

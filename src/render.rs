@@ -1,0 +1,296 @@
+//! Rendering: the Tera templates (built-in defaults compiled into the binary,
+//! overridden by `[templates] dir`), the filters the spec promises (`json`,
+//! `slack_escape`, `date` in `display.timezone`) and the context every
+//! template sees. Pure once built: rendering does no I/O.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{json, Value as Json};
+use tera::{Context, Kwargs, State, Tera, TeraResult};
+
+use crate::config::{RecipientConfig, SinkConfig};
+use crate::domain::{EventKind, ExportItem, RemovedReason, RenderedMessage};
+
+/// Built-in templates as (lookup name, source). The generic webhook body is
+/// the same for every event.
+const BUILTINS: &[(&str, &str)] = &[
+    (
+        "downloadable.console.text.tera",
+        include_str!("../templates/downloadable.console.text.tera"),
+    ),
+    (
+        "failed.console.text.tera",
+        include_str!("../templates/failed.console.text.tera"),
+    ),
+    (
+        "queued.console.text.tera",
+        include_str!("../templates/queued.console.text.tera"),
+    ),
+    (
+        "removed.console.text.tera",
+        include_str!("../templates/removed.console.text.tera"),
+    ),
+    (
+        "downloadable.webhook.json.tera",
+        include_str!("../templates/webhook.json.tera"),
+    ),
+    (
+        "failed.webhook.json.tera",
+        include_str!("../templates/webhook.json.tera"),
+    ),
+    (
+        "queued.webhook.json.tera",
+        include_str!("../templates/webhook.json.tera"),
+    ),
+    (
+        "removed.webhook.json.tera",
+        include_str!("../templates/webhook.json.tera"),
+    ),
+];
+
+/// Why a template could not be loaded or rendered; messages carry the
+/// template's name (file) and Tera's line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("cannot read templates folder {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("template {name}: {message}")]
+    Template { name: String, message: String },
+    #[error("no template for event {event} and sink {sink} (looked for {tried})")]
+    Missing {
+        event: EventKind,
+        sink: String,
+        tried: String,
+    },
+    #[error("template {name} rendered invalid JSON: {reason}")]
+    InvalidJson { name: String, reason: String },
+}
+
+/// The loaded templates. Cheap to share behind an `Arc`.
+pub struct Renderer {
+    tera: Tera,
+}
+
+/// Everything about one event that a message is rendered from.
+pub struct MessageInput<'a> {
+    pub event: EventKind,
+    pub reason: Option<RemovedReason>,
+    pub item: &'a ExportItem,
+    pub previous: Option<&'a ExportItem>,
+    pub nr_of_days: u32,
+    pub recipient: RecipientView,
+    pub portal: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+/// The `recipient` template variable.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecipientView {
+    pub email: Option<String>,
+    pub slack_user_id: Option<String>,
+    pub discord_user_id: Option<String>,
+}
+
+impl RecipientView {
+    /// The directory entry for a requester, with the requester's own address
+    /// as the email unless the directory redirects it.
+    pub fn new(requested_by: Option<&str>, entry: Option<&RecipientConfig>) -> Self {
+        RecipientView {
+            email: entry
+                .and_then(|e| e.email.clone())
+                .or_else(|| requested_by.map(str::to_string)),
+            slack_user_id: entry.and_then(|e| e.slack_user_id.clone()),
+            discord_user_id: entry.and_then(|e| e.discord_user_id.clone()),
+        }
+    }
+}
+
+impl Renderer {
+    /// Loads the built-ins, then every `*.tera` file of `dir` (which may
+    /// override a built-in by using its name).
+    pub fn new(dir: Option<&Path>, timezone: chrono_tz::Tz) -> Result<Renderer, RenderError> {
+        let mut tera = Tera::default();
+        tera.autoescape_on(vec![".html.tera", ".html"]);
+        register_filters(&mut tera, timezone);
+        for (name, source) in BUILTINS {
+            add(&mut tera, name, source)?;
+        }
+        if let Some(dir) = dir {
+            for (name, source) in read_dir(dir)? {
+                add(&mut tera, &name, &source)?;
+            }
+        }
+        Ok(Renderer { tera })
+    }
+
+    /// The template used for (event, sink, part): `E.S.P.tera`, else
+    /// `E.K.P.tera` (a user file or the built-in).
+    pub fn template_for(
+        &self,
+        event: EventKind,
+        sink: &SinkConfig,
+        part: &str,
+    ) -> Result<String, RenderError> {
+        let by_name = format!("{event}.{}.{part}.tera", sink.name);
+        let by_kind = format!("{event}.{}.{part}.tera", sink.kind.name());
+        [by_name, by_kind]
+            .into_iter()
+            .find(|name| self.tera.contains_template(name))
+            .ok_or_else(|| RenderError::Missing {
+                event,
+                sink: sink.name.clone(),
+                tried: format!(
+                    "{event}.{}.{part}.tera and {event}.{}.{part}.tera",
+                    sink.name,
+                    sink.kind.name()
+                ),
+            })
+    }
+
+    /// Renders every part of the sink's message; JSON parts must parse.
+    pub fn render(
+        &self,
+        sink: &SinkConfig,
+        input: &MessageInput<'_>,
+    ) -> Result<RenderedMessage, RenderError> {
+        let context = context(sink, input);
+        let mut message = RenderedMessage::default();
+        for part in sink.kind.parts() {
+            let name = self.template_for(input.event, sink, part)?;
+            let text = self
+                .tera
+                .render(&name, &context)
+                .map_err(|e| RenderError::Template {
+                    name: name.clone(),
+                    message: e.to_string(),
+                })?;
+            if *part == "json" {
+                serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| {
+                    RenderError::InvalidJson {
+                        name: name.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+            }
+            message.parts.insert((*part).to_string(), text);
+        }
+        Ok(message)
+    }
+}
+
+fn add(tera: &mut Tera, name: &str, source: &str) -> Result<(), RenderError> {
+    tera.add_raw_template(name, source)
+        .map_err(|e| RenderError::Template {
+            name: name.to_string(),
+            message: e.to_string(),
+        })
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, RenderError> {
+    let io = |source| RenderError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if !name.ends_with(".tera") || !path.is_file() {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path).map_err(|source| RenderError::Dir {
+            path: path.clone(),
+            source,
+        })?;
+        out.push((name.to_string(), source));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The template context exactly as the spec lists it.
+fn context(sink: &SinkConfig, input: &MessageInput<'_>) -> Context {
+    let value = json!({
+        "item": item_json(input.item, input.nr_of_days),
+        "previous": input.previous.map(|p| item_json(p, input.nr_of_days)),
+        "event": input.event.as_str(),
+        "event_reason": input.reason.map(RemovedReason::as_str),
+        "recipient": input.recipient,
+        "sink": { "name": sink.name, "kind": sink.kind.name(), "vars": sink.vars },
+        "links": { "portal": input.portal },
+        "bot": { "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") },
+        "now": rfc3339(input.now),
+    });
+    Context::from_serialize(&value).unwrap_or_default()
+}
+
+fn item_json(item: &ExportItem, nr_of_days: u32) -> Json {
+    let expires = item.created_date + chrono::Duration::days(i64::from(nr_of_days));
+    json!({
+        "id": item.id.0,
+        "status": item.status.code(),
+        "status_name": item.status.name(),
+        "downloadable": item.downloadable,
+        "attempts": item.attempts,
+        "action_name": item.action_name,
+        "action_url": item.action_url,
+        "requested_by": item.requested_by,
+        "created_date": rfc3339(item.created_date),
+        "expires_at": rfc3339(expires),
+    })
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn register_filters(tera: &mut Tera, timezone: chrono_tz::Tz) {
+    tera.register_filter(
+        "json",
+        |v: &tera::Value, _: Kwargs, _: &State| -> TeraResult<String> {
+            serde_json::to_string(v).map_err(|e| tera::Error::message(format!("json filter: {e}")))
+        },
+    );
+    tera.register_filter("slack_escape", |s: &str, _: Kwargs, _: &State| {
+        slack_escape(s)
+    });
+    let zone = timezone.name().to_string();
+    tera.register_filter(
+        "date",
+        move |v: &tera::Value, kwargs: Kwargs, st: &State| -> TeraResult<String> {
+            let mut args = tera::value::Map::new();
+            for (k, val) in kwargs.iter() {
+                args.insert(k.clone(), val.clone());
+            }
+            if kwargs.get::<&str>("timezone")?.is_none() {
+                args.insert("timezone".into(), tera::Value::from(zone.as_str()));
+            }
+            tera_contrib::dates::date(v, Kwargs::new(std::sync::Arc::new(args)), st)
+        },
+    );
+}
+
+/// Escapes the three characters Slack's mrkdwn treats as control (`& < >`),
+/// so item text can neither ping `<!channel>` nor forge a link.
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::config::SinkKind;
+use crate::domain::{ExportId, Snapshot, SAMPLE_QUEUE};
+use crate::secret::Secret;
+
+fn sink(name: &str, kind: SinkKind) -> SinkConfig {
+    SinkConfig {
+        name: name.into(),
+        kind,
+        enabled: true,
+        concurrency: 1,
+        rate_limit: None,
+        vars: BTreeMap::new(),
+    }
+}
+
+fn webhook() -> SinkConfig {
+    sink(
+        "audit",
+        SinkKind::Webhook {
+            url: Secret::new("https://example.com/hook"),
+            headers: BTreeMap::new(),
+        },
+    )
+}
+
+fn sample() -> ExportItem {
+    Snapshot::parse(SAMPLE_QUEUE).unwrap().0.items[&ExportId(2439)].clone()
+}
+
+fn input(event: EventKind, item: &ExportItem) -> MessageInput<'_> {
+    MessageInput {
+        event,
+        reason: (event == EventKind::Removed).then_some(RemovedReason::Expired),
+        item,
+        previous: None,
+        nr_of_days: 7,
+        recipient: RecipientView::new(item.requested_by.as_deref(), None),
+        portal: "https://cloudiq.crayon.com/",
+        now: "2024-05-30T14:00:00Z".parse().unwrap(),
+    }
+}
+
+#[test]
+fn every_builtin_renders_for_every_event_and_kind() {
+    let renderer = Renderer::new(None, chrono_tz::UTC).unwrap();
+    let item = sample();
+    for event in EventKind::ALL {
+        for sink in [webhook(), sink("stdout", SinkKind::Console)] {
+            let message = renderer.render(&sink, &input(event, &item)).unwrap();
+            for text in message.parts.values() {
+                assert!(text.contains("2439"), "{event} {}: {text}", sink.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn webhook_body_is_json_with_the_item_fields() {
+    let renderer = Renderer::new(None, chrono_tz::UTC).unwrap();
+    let item = sample();
+    let message = renderer
+        .render(&webhook(), &input(EventKind::Downloadable, &item))
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(message.part("json")).unwrap();
+    assert_eq!(body["event"], "downloadable");
+    assert_eq!(body["item"]["id"], 2439);
+    assert_eq!(body["item"]["created_date"], "2024-05-30T13:39:59Z");
+    assert_eq!(body["item"]["expires_at"], "2024-06-06T13:39:59Z");
+    assert_eq!(body["item"]["requested_by"], "lukasz.szczesniak@crayon.com");
+    assert_eq!(body["portal"], "https://cloudiq.crayon.com/");
+}
+
+#[test]
+fn hostile_item_text_stays_valid_json() {
+    let renderer = Renderer::new(None, chrono_tz::UTC).unwrap();
+    let mut item = sample();
+    item.action_name = "\"}, \"evil\": true, {\"<!channel> \u{0}\n".into();
+    item.requested_by = None;
+    let message = renderer
+        .render(&webhook(), &input(EventKind::Failed, &item))
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(message.part("json")).unwrap();
+    assert_eq!(body["item"]["action_name"], item.action_name.as_str());
+    assert!(body["item"]["requested_by"].is_null());
+    assert!(body.get("evil").is_none());
+}
+
+#[test]
+fn dates_show_in_the_display_timezone() {
+    let renderer = Renderer::new(None, chrono_tz::Europe::Oslo).unwrap();
+    let item = sample();
+    let message = renderer
+        .render(
+            &sink("stdout", SinkKind::Console),
+            &input(EventKind::Downloadable, &item),
+        )
+        .unwrap();
+    assert!(
+        message.part("text").contains("2024-05-30 15:39 CEST"),
+        "{}",
+        message.part("text")
+    );
+}
+
+#[test]
+fn user_templates_override_by_sink_name_then_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("downloadable.console.text.tera"),
+        "kind {{ item.id }}",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("downloadable.loud.text.tera"),
+        "name {{ sink.name }}",
+    )
+    .unwrap();
+    let renderer = Renderer::new(Some(dir.path()), chrono_tz::UTC).unwrap();
+    let item = sample();
+    let by_kind = renderer
+        .render(
+            &sink("stdout", SinkKind::Console),
+            &input(EventKind::Downloadable, &item),
+        )
+        .unwrap();
+    assert_eq!(by_kind.part("text"), "kind 2439");
+    let by_name = renderer
+        .render(
+            &sink("loud", SinkKind::Console),
+            &input(EventKind::Downloadable, &item),
+        )
+        .unwrap();
+    assert_eq!(by_name.part("text"), "name loud");
+}
+
+#[test]
+fn errors_name_the_template_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("failed.console.text.tera"),
+        "ok\n{{ item.nope }}",
+    )
+    .unwrap();
+    let renderer = Renderer::new(Some(dir.path()), chrono_tz::UTC).unwrap();
+    let item = sample();
+    let err = renderer
+        .render(
+            &sink("stdout", SinkKind::Console),
+            &input(EventKind::Failed, &item),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("failed.console.text.tera") && err.contains(":2:"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.path().join("failed.console.text.tera"),
+        "{{ x | nofilter }}",
+    )
+    .unwrap();
+    let err = Renderer::new(Some(dir.path()), chrono_tz::UTC)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("nofilter") && err.contains("failed.console.text.tera"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_json_from_a_template_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("downloadable.webhook.json.tera"),
+        "{\"a\": {{ item.action_name }}}",
+    )
+    .unwrap();
+    let renderer = Renderer::new(Some(dir.path()), chrono_tz::UTC).unwrap();
+    let item = sample();
+    let err = renderer
+        .render(&webhook(), &input(EventKind::Downloadable, &item))
+        .unwrap_err();
+    assert!(matches!(err, RenderError::InvalidJson { .. }), "{err}");
+}
+
+#[test]
+fn html_templates_are_autoescaped_and_others_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("downloadable.console.text.tera"),
+        "{{ item.action_name }}",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("downloadable.page.html.tera"),
+        "{{ item.action_name }}",
+    )
+    .unwrap();
+    let renderer = Renderer::new(Some(dir.path()), chrono_tz::UTC).unwrap();
+    let mut item = sample();
+    item.action_name = "<b>&\"".into();
+    let context = context(
+        &sink("stdout", SinkKind::Console),
+        &input(EventKind::Downloadable, &item),
+    );
+    let html = renderer
+        .tera
+        .render("downloadable.page.html.tera", &context)
+        .unwrap();
+    assert_eq!(html, "&lt;b&gt;&amp;&quot;");
+    let text = renderer
+        .tera
+        .render("downloadable.console.text.tera", &context)
+        .unwrap();
+    assert_eq!(text, "<b>&\"");
+}
+
+#[test]
+fn slack_escape_neutralises_control_characters() {
+    assert_eq!(
+        slack_escape("<!channel> & <http://x|y>"),
+        "&lt;!channel&gt; &amp; &lt;http://x|y&gt;"
+    );
+    assert_eq!(slack_escape("plain ü 🎉"), "plain ü 🎉");
+}
