@@ -174,10 +174,11 @@ impl Snapshot {
         let mut items = BTreeMap::new();
         let mut duplicates = Vec::new();
         for item in answer.items {
-            if items.contains_key(&item.id) {
-                duplicates.push(item.id);
-            } else {
-                items.insert(item.id, item);
+            match items.entry(item.id) {
+                std::collections::btree_map::Entry::Occupied(_) => duplicates.push(item.id),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(item);
+                }
             }
         }
         let snapshot = Snapshot {
@@ -324,8 +325,19 @@ pub struct NewDelivery {
     /// Discord user id); `None` for channel sinks.
     pub recipient: Option<String>,
     pub message: RenderedMessage,
-    /// `None`: pending. `Some(reason)`: recorded as `skipped` with that reason.
-    pub skip_reason: Option<String>,
+    pub disposition: Disposition,
+}
+
+/// The state a new delivery starts in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// To be sent.
+    Pending,
+    /// Nothing to send it to (no mapped user, no valid address); the reason
+    /// is kept. Not a failure, not an alert.
+    Skipped(String),
+    /// Could not even be rendered; the reason is kept for `outbox list`.
+    Dead(String),
 }
 
 /// The outbox's key for one delivery.

@@ -5,8 +5,18 @@
 //! (deliveries) → `state` (one transaction) → `dispatch` (sinks). The pure
 //! steps do no I/O; `poll` and `service` wire them together.
 
+pub mod check;
+pub mod cli;
 pub mod config;
+pub mod crayon;
 pub mod diff;
+pub mod dispatch;
 pub mod domain;
+pub mod poll;
 pub mod render;
+pub mod route;
 pub mod secret;
+pub mod service;
+pub mod sinks;
+pub mod state;
+pub mod text;

@@ -73,12 +73,24 @@ pub fn load_from_str(
         message: e.to_string().trim_end().to_string(),
     })?;
     expand::expand_table(&mut table, lookup)?;
-    let raw = layer(table, env_overrides).map_err(|(key, message)| ConfigError::Located {
+    let located = |(key, message): (String, String)| ConfigError::Located {
         path: path.to_path_buf(),
         line: locate_key(text, &key),
         key,
         message,
-    })?;
+    };
+    // Recipient keys are e-mail addresses: their dots would be read as path
+    // separators by the layering, so the table is taken from the file as is.
+    let recipients = table.remove("recipients");
+    let mut raw = layer(table, env_overrides).map_err(located)?;
+    if let Some(recipients) = recipients {
+        raw.recipients = serde_path_to_error::deserialize(recipients).map_err(|e| {
+            located((
+                format!("recipients.{}", e.path()),
+                e.into_inner().to_string(),
+            ))
+        })?;
+    }
     let base_dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
     validate(raw, &base_dir)
 }

@@ -1,0 +1,358 @@
+//! The one dispatcher for every sink: takes due deliveries from the outbox,
+//! sends each through its sink under the sink's concurrency limit, and records
+//! the outcome (sent, retry at a backoff time, dead). The outbox is the only
+//! queue, so a crash loses nothing and a retry waits in the state file.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, DeliveryConfig};
+use crate::domain::{Delivery, DeliveryId};
+use crate::sinks::{SendError, Sinks};
+use crate::state::{AttemptOutcome, StateError, Store};
+
+/// How many due deliveries are taken from the outbox per round.
+const BATCH: usize = 256;
+
+/// Retry arithmetic: exponential backoff from `backoff_initial`, doubling up
+/// to `backoff_max`, with jitter; dead after `max_attempts`.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl From<&DeliveryConfig> for RetryPolicy {
+    fn from(d: &DeliveryConfig) -> Self {
+        RetryPolicy {
+            max_attempts: d.max_attempts,
+            initial: d.backoff_initial,
+            max: d.backoff_max,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The ceiling of the wait after attempt number `attempt` (1-based).
+    pub fn backoff_ceiling(&self, attempt: u32) -> Duration {
+        ExponentialBuilder::default()
+            .with_min_delay(self.initial)
+            .with_max_delay(self.max)
+            .with_factor(2.0)
+            .without_max_times()
+            .build()
+            .nth(attempt.saturating_sub(1) as usize)
+            .unwrap_or(self.max)
+    }
+
+    /// The wait after attempt `attempt`: uniformly random between the initial
+    /// backoff and the ceiling, so many failing deliveries spread out.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self.backoff_ceiling(attempt);
+        let floor = self.initial.min(ceiling);
+        let span = (ceiling - floor).as_millis() as u64;
+        floor + Duration::from_millis(fastrand::u64(0..=span))
+    }
+
+    /// What to record after attempt number `attempt` ended with `result`.
+    pub fn outcome(
+        &self,
+        attempt: u32,
+        result: &Result<(), SendError>,
+        now: DateTime<Utc>,
+    ) -> AttemptOutcome {
+        let (error, wait) = match result {
+            Ok(()) => return AttemptOutcome::Sent,
+            Err(SendError::Permanent(message)) => {
+                return AttemptOutcome::Dead {
+                    error: message.clone(),
+                }
+            }
+            Err(SendError::Retryable(message)) => (message.clone(), self.backoff(attempt)),
+            Err(e @ SendError::RetryAfter { after, .. }) => (e.to_string(), *after),
+        };
+        if attempt >= self.max_attempts {
+            return AttemptOutcome::Dead {
+                error: format!("gave up after {attempt} attempts: {error}"),
+            };
+        }
+        let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+        AttemptOutcome::Retry {
+            error,
+            next_attempt_at: now.checked_add_signed(wait).unwrap_or(now),
+        }
+    }
+}
+
+/// Sends deliveries. Cheap to clone (shared state behind `Arc`s).
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Arc<Store>,
+    sinks: Arc<Sinks>,
+    policy: RetryPolicy,
+    limits: Arc<HashMap<String, Arc<Semaphore>>>,
+    in_flight: Arc<Mutex<HashSet<DeliveryId>>>,
+}
+
+/// What one round of `drain_due` did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DrainSummary {
+    pub sent: usize,
+    pub retrying: usize,
+    pub dead: usize,
+}
+
+impl DrainSummary {
+    /// True when every attempted delivery was delivered.
+    pub fn all_sent(&self) -> bool {
+        self.retrying == 0 && self.dead == 0
+    }
+
+    fn add(&mut self, outcome: &AttemptOutcome) {
+        match outcome {
+            AttemptOutcome::Sent => self.sent += 1,
+            AttemptOutcome::Retry { .. } => self.retrying += 1,
+            AttemptOutcome::Dead { .. } => self.dead += 1,
+        }
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher over the configured sinks, each limited to its
+    /// `concurrency`.
+    pub fn new(config: &Config, store: Arc<Store>, sinks: Arc<Sinks>) -> Self {
+        let limits = config
+            .sinks
+            .values()
+            .map(|s| (s.name.clone(), Arc::new(Semaphore::new(s.concurrency))))
+            .collect();
+        Dispatcher {
+            store,
+            sinks,
+            policy: RetryPolicy::from(&config.delivery),
+            limits: Arc::new(limits),
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// One attempt for every delivery due now (what `once` does): no waiting
+    /// out backoffs.
+    pub async fn drain_due(&self) -> Result<DrainSummary, StateError> {
+        let mut summary = DrainSummary::default();
+        let mut tasks = JoinSet::new();
+        for delivery in self.take_due(Utc::now())? {
+            let this = self.clone();
+            tasks.spawn(async move { this.deliver(delivery).await });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(outcome) = joined {
+                summary.add(&outcome?);
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Delivers continuously until `shutdown`: due deliveries are sent as
+    /// their time comes; `wake` is notified when a poll enqueued new ones. On
+    /// shutdown, sends in flight get `grace` to finish; the rest stay pending.
+    pub async fn run(&self, shutdown: CancellationToken, wake: Arc<Notify>, grace: Duration) {
+        let mut tasks = JoinSet::new();
+        loop {
+            match self.take_due(Utc::now()) {
+                Ok(due) => {
+                    for delivery in due {
+                        let this = self.clone();
+                        tasks.spawn(async move { this.deliver(delivery).await });
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read the outbox"),
+            }
+            let sleep = self.until_next_due();
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "sends still in flight after the shutdown grace period; they stay pending"
+            );
+        }
+    }
+
+    fn until_next_due(&self) -> Duration {
+        let cap = Duration::from_secs(30);
+        match self.store.next_due_at() {
+            Ok(Some(at)) => (at - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(cap),
+            _ => cap,
+        }
+        .max(Duration::from_millis(20))
+    }
+
+    /// Due deliveries not already being sent, marked as in flight.
+    fn take_due(&self, now: DateTime<Utc>) -> Result<Vec<Delivery>, StateError> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let due = self.store.due_deliveries(now, BATCH, &in_flight)?;
+        in_flight.extend(due.iter().map(|d| d.id));
+        Ok(due)
+    }
+
+    /// One attempt for one delivery, recorded in the outbox and logged.
+    pub async fn deliver(&self, delivery: Delivery) -> Result<AttemptOutcome, StateError> {
+        let permit = match self.limits.get(&delivery.sink) {
+            Some(limit) => Some(limit.clone().acquire_owned().await),
+            None => None,
+        };
+        let started = Instant::now();
+        let result = match self.sinks.get(&delivery.sink) {
+            Some(sink) => sink.send(&delivery).await,
+            None => Err(SendError::Permanent(format!(
+                "sink {:?} is not configured or is disabled",
+                delivery.sink
+            ))),
+        };
+        drop(permit);
+        let latency = started.elapsed();
+        let attempt = delivery.attempts + 1;
+        let outcome = self.policy.outcome(attempt, &result, Utc::now());
+        log_attempt(&delivery, attempt, &outcome, latency);
+        let recorded = self
+            .store
+            .record_attempt(delivery.id, &outcome, Utc::now(), latency);
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&delivery.id);
+        recorded.map(|()| outcome)
+    }
+}
+
+fn log_attempt(delivery: &Delivery, attempt: u32, outcome: &AttemptOutcome, latency: Duration) {
+    let latency_ms = latency.as_millis() as u64;
+    let (id, sink, item, event) = (
+        delivery.id.0,
+        delivery.sink.as_str(),
+        delivery.item_id.0,
+        delivery.event.as_str(),
+    );
+    match outcome {
+        AttemptOutcome::Sent => tracing::info!(
+            delivery = id,
+            sink,
+            item,
+            event,
+            attempt,
+            outcome = "sent",
+            latency_ms,
+            "delivery attempt"
+        ),
+        AttemptOutcome::Retry {
+            error,
+            next_attempt_at,
+        } => tracing::warn!(
+            delivery = id, sink, item, event, attempt, outcome = "retry", latency_ms,
+            error = %error, next_attempt_at = %next_attempt_at.to_rfc3339(),
+            "delivery attempt"
+        ),
+        AttemptOutcome::Dead { error } => tracing::error!(
+            delivery = id, sink, item, event, attempt, outcome = "dead", latency_ms,
+            error = %error, "delivery attempt"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(10),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        "2024-06-01T12:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_inside_it() {
+        let p = policy();
+        let ceilings: Vec<u64> = (1..=5).map(|n| p.backoff_ceiling(n).as_secs()).collect();
+        assert_eq!(ceilings, [2, 4, 8, 10, 10]);
+        for n in 1..=5 {
+            for _ in 0..50 {
+                let d = p.backoff(n);
+                assert!(d >= p.initial && d <= p.backoff_ceiling(n), "{n}: {d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn outcomes_follow_the_error_class() {
+        let p = policy();
+        assert_eq!(p.outcome(1, &Ok(()), now()), AttemptOutcome::Sent);
+        let dead = p.outcome(1, &Err(SendError::Permanent("HTTP 400: bad".into())), now());
+        assert_eq!(
+            dead,
+            AttemptOutcome::Dead {
+                error: "HTTP 400: bad".into()
+            }
+        );
+        match p.outcome(1, &Err(SendError::Retryable("HTTP 500".into())), now()) {
+            AttemptOutcome::Retry {
+                next_attempt_at, ..
+            } => {
+                assert!(next_attempt_at >= now() + chrono::Duration::seconds(2));
+                assert!(next_attempt_at <= now() + chrono::Duration::seconds(2));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn retry_after_overrides_the_backoff() {
+        let p = policy();
+        let err = SendError::RetryAfter {
+            after: Duration::from_secs(120),
+            message: "HTTP 429".into(),
+        };
+        match p.outcome(2, &Err(err), now()) {
+            AttemptOutcome::Retry {
+                next_attempt_at, ..
+            } => {
+                assert_eq!(next_attempt_at, now() + chrono::Duration::seconds(120));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn attempts_run_out_into_dead_with_the_last_reason() {
+        let p = policy();
+        let outcome = p.outcome(3, &Err(SendError::Retryable("HTTP 503".into())), now());
+        assert_eq!(
+            outcome,
+            AttemptOutcome::Dead {
+                error: "gave up after 3 attempts: HTTP 503".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! One poll cycle, the same for `run`, `once` and `demo`: fetch the queue,
+//! diff it against the stored snapshot, drop events that already fired, route
+//! and render the deliveries, and commit snapshot + fired records +
+//! deliveries in one transaction. A failed fetch changes nothing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::{Config, FirstRun, SinkKind};
+use crate::crayon::{CrayonClient, CrayonError};
+use crate::diff::{diff, DiffOptions, Event};
+use crate::domain::{
+    Disposition, EventKind, ExportId, NewDelivery, RenderedMessage, Snapshot, DEFAULT_ACCOUNT,
+};
+use crate::render::{MessageInput, RecipientView, Renderer};
+use crate::route::Router;
+use crate::state::{PollCommit, StateError, Store};
+
+/// Why a poll did not complete. Either way nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("poll failed: {0}")]
+    Api(#[from] CrayonError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What one successful poll did (for the per-poll log line and tests).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollReport {
+    pub items: usize,
+    pub events: usize,
+    pub deliveries: usize,
+    /// True when this poll only recorded the baseline.
+    pub baseline: bool,
+    pub duplicates: Vec<ExportId>,
+    pub rows_written: usize,
+}
+
+/// The watcher's state between polls: the last snapshot is kept in memory
+/// after it was loaded once, so a poll reads nothing it does not need.
+pub struct Watcher {
+    config: Arc<Config>,
+    client: Arc<CrayonClient>,
+    store: Arc<Store>,
+    router: Router,
+    renderer: Arc<Renderer>,
+    previous: Option<Snapshot>,
+    loaded: bool,
+}
+
+impl Watcher {
+    /// A watcher over already-built parts (so tests and the demo can supply
+    /// their own client).
+    pub fn new(
+        config: Arc<Config>,
+        client: Arc<CrayonClient>,
+        store: Arc<Store>,
+        renderer: Arc<Renderer>,
+    ) -> Self {
+        Watcher {
+            router: Router::new(&config),
+            config,
+            client,
+            store,
+            renderer,
+            previous: None,
+            loaded: false,
+        }
+    }
+
+    /// One poll; logs its summary line and returns what it did.
+    pub async fn poll(&mut self) -> Result<PollReport, PollError> {
+        let started = Instant::now();
+        let result = self.poll_inner().await;
+        log_poll(&result, started.elapsed());
+        result
+    }
+
+    async fn poll_inner(&mut self) -> Result<PollReport, PollError> {
+        let (snapshot, duplicates) = self.client.fetch_queue().await?;
+        let now = Utc::now();
+        if !self.loaded {
+            self.previous = self.store.load_snapshot(DEFAULT_ACCOUNT)?;
+            self.loaded = true;
+        }
+        let baseline = self.previous.is_none() && self.config.watch.first_run == FirstRun::Baseline;
+        let mut report = if baseline {
+            self.commit(&snapshot, &[], &[], now)?
+        } else {
+            self.notify(&snapshot, now)?
+        };
+        if baseline {
+            tracing::info!(
+                items = snapshot.items.len(),
+                "baseline: {} items recorded",
+                snapshot.items.len()
+            );
+        }
+        for id in &duplicates {
+            tracing::warn!(
+                item = id.0,
+                "the queue listed item {id} more than once; kept the first"
+            );
+        }
+        report.baseline = baseline;
+        report.duplicates = duplicates;
+        self.previous = Some(snapshot);
+        Ok(report)
+    }
+
+    fn notify(&self, snapshot: &Snapshot, now: DateTime<Utc>) -> Result<PollReport, PollError> {
+        let options = DiffOptions {
+            max_age: self.config.watch.max_age,
+        };
+        let events: Vec<Event<'_>> = diff(self.previous.as_ref(), snapshot, now, options)
+            .into_iter()
+            .filter(|e| self.router.watches(e.kind))
+            .collect();
+        let pairs: Vec<(ExportId, EventKind)> =
+            events.iter().map(|e| (e.item.id, e.kind)).collect();
+        let fired = self.store.already_fired(DEFAULT_ACCOUNT, &pairs)?;
+        let fresh: Vec<&Event<'_>> = events
+            .iter()
+            .filter(|e| !fired.contains(&(e.item.id, e.kind)))
+            .collect();
+        let nr_of_days = snapshot.nr_of_days;
+        let deliveries: Vec<NewDelivery> = fresh
+            .iter()
+            .flat_map(|e| self.deliveries_for(e, nr_of_days, now))
+            .collect();
+        let fired: Vec<(ExportId, EventKind)> = fresh.iter().map(|e| (e.item.id, e.kind)).collect();
+        self.commit(snapshot, &fired, &deliveries, now)
+    }
+
+    fn commit(
+        &self,
+        snapshot: &Snapshot,
+        fired: &[(ExportId, EventKind)],
+        deliveries: &[NewDelivery],
+        now: DateTime<Utc>,
+    ) -> Result<PollReport, PollError> {
+        let stats = self.store.commit_poll(&PollCommit {
+            account: DEFAULT_ACCOUNT,
+            previous: self.previous.as_ref(),
+            snapshot,
+            fired,
+            deliveries,
+            now,
+        })?;
+        Ok(PollReport {
+            items: snapshot.items.len(),
+            events: fired.len(),
+            deliveries: deliveries.len(),
+            rows_written: stats.items_written + stats.items_deleted,
+            ..PollReport::default()
+        })
+    }
+
+    /// One delivery per routed sink, rendered now. A template that fails on
+    /// this item yields a dead delivery with the reason, not a lost event.
+    fn deliveries_for(
+        &self,
+        event: &Event<'_>,
+        nr_of_days: u32,
+        now: DateTime<Utc>,
+    ) -> Vec<NewDelivery> {
+        let requested_by = event.item.requested_by.as_deref();
+        let entry = self.router.recipient(requested_by);
+        let input = MessageInput {
+            event: event.kind,
+            reason: event.reason,
+            item: event.item,
+            previous: event.previous,
+            nr_of_days,
+            recipient: RecipientView::new(requested_by, entry),
+            portal: self.config.portal.as_str(),
+            now,
+        };
+        self.router
+            .sinks_for(event.kind, event.item)
+            .into_iter()
+            .filter_map(|name| self.config.sinks.get(name))
+            .map(|sink| {
+                let (message, disposition) = match self.renderer.render(sink, &input) {
+                    Ok(message) => (message, Disposition::Pending),
+                    Err(e) => (RenderedMessage::default(), Disposition::Dead(e.to_string())),
+                };
+                NewDelivery {
+                    item_id: event.item.id,
+                    event: event.kind,
+                    sink: sink.name.clone(),
+                    recipient: recipient_for(&sink.kind, &input.recipient),
+                    message,
+                    disposition,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The per-person address a sink sends to; channel sinks have none.
+fn recipient_for(kind: &SinkKind, recipient: &RecipientView) -> Option<String> {
+    match kind {
+        SinkKind::Email(_) => recipient.email.clone(),
+        SinkKind::Discord {
+            bot_token: Some(_), ..
+        } => recipient.discord_user_id.clone(),
+        _ => None,
+    }
+}
+
+fn log_poll(result: &Result<PollReport, PollError>, elapsed: Duration) {
+    let duration_ms = elapsed.as_millis() as u64;
+    match result {
+        Ok(r) => tracing::info!(
+            items = r.items,
+            events = r.events,
+            deliveries = r.deliveries,
+            rows_written = r.rows_written,
+            duration_ms,
+            "poll"
+        ),
+        Err(e) => tracing::debug!(error = %e, duration_ms, "poll failed"),
+    }
+}

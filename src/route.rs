@@ -1,0 +1,216 @@
+//! Routing: which sinks hear about an event (`[[routes]]`, `watch.events`,
+//! `enabled`) and who the requester is in the `[recipients]` directory. Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use globset::{GlobBuilder, GlobMatcher};
+
+use crate::config::{Config, RecipientConfig, RouteConfig};
+use crate::domain::{EventKind, ExportItem};
+
+/// Compiled routes plus the enabled sinks, built once per config.
+#[derive(Debug, Clone)]
+pub struct Router {
+    events: BTreeSet<EventKind>,
+    enabled_sinks: Vec<String>,
+    routes: Vec<CompiledRoute>,
+    recipients: BTreeMap<String, RecipientConfig>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledRoute {
+    events: Option<BTreeSet<EventKind>>,
+    requested_by: Option<GlobMatcher>,
+    action_name: Option<GlobMatcher>,
+    sinks: Vec<String>,
+}
+
+impl Router {
+    /// Compiles the routes of a checked config (globs were validated there).
+    pub fn new(config: &Config) -> Router {
+        Router {
+            events: config.watch.events.clone(),
+            enabled_sinks: config
+                .sinks
+                .values()
+                .filter(|s| s.enabled)
+                .map(|s| s.name.clone())
+                .collect(),
+            routes: config.routes.iter().map(compile).collect(),
+            recipients: config.recipients.clone(),
+        }
+    }
+
+    /// Whether the event kind is watched at all (`watch.events`).
+    pub fn watches(&self, kind: EventKind) -> bool {
+        self.events.contains(&kind)
+    }
+
+    /// The sinks an event goes to: the union of every matching route's sinks,
+    /// each once, in config order; with no routes, every enabled sink.
+    pub fn sinks_for(&self, kind: EventKind, item: &ExportItem) -> Vec<&str> {
+        if !self.watches(kind) {
+            return Vec::new();
+        }
+        if self.routes.is_empty() {
+            return self.enabled_sinks.iter().map(String::as_str).collect();
+        }
+        let mut out: Vec<&str> = Vec::new();
+        for route in self.routes.iter().filter(|r| r.matches(kind, item)) {
+            for sink in &route.sinks {
+                if self.enabled_sinks.contains(sink) && !out.contains(&sink.as_str()) {
+                    out.push(sink);
+                }
+            }
+        }
+        out
+    }
+
+    /// The `[recipients]` entry for a requester (case-insensitive).
+    pub fn recipient(&self, requested_by: Option<&str>) -> Option<&RecipientConfig> {
+        let key = requested_by?.trim().to_lowercase();
+        self.recipients.get(&key)
+    }
+}
+
+impl CompiledRoute {
+    fn matches(&self, kind: EventKind, item: &ExportItem) -> bool {
+        let event_ok = self.events.as_ref().is_none_or(|e| e.contains(&kind));
+        let requester_ok = match (&self.requested_by, &item.requested_by) {
+            (None, _) => true,
+            (Some(glob), Some(who)) => glob.is_match(who.trim()),
+            (Some(_), None) => false,
+        };
+        let name_ok = self
+            .action_name
+            .as_ref()
+            .is_none_or(|glob| glob.is_match(&item.action_name));
+        event_ok && requester_ok && name_ok
+    }
+}
+
+fn compile(route: &RouteConfig) -> CompiledRoute {
+    CompiledRoute {
+        events: route.events.clone(),
+        requested_by: route.requested_by.as_deref().map(glob),
+        action_name: route.action_name.as_deref().map(glob),
+        sinks: route.sinks.clone(),
+    }
+}
+
+/// Case-insensitive glob where `*` also crosses `/` (names and addresses are
+/// not paths). Invalid globs were rejected by config validation.
+fn glob(pattern: &str) -> GlobMatcher {
+    GlobBuilder::new(pattern)
+        .case_insensitive(true)
+        .literal_separator(false)
+        .build()
+        .map(|g| g.compile_matcher())
+        .unwrap_or_else(|_| {
+            globset::Glob::new("!!never-matches!!")
+                .expect("literal glob")
+                .compile_matcher()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::load_from_str;
+    use crate::domain::{ExportId, ExportStatus};
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            r#"
+[crayon]
+base_url = "https://api.crayon.com/"
+client_id = "id"
+client_secret = "s"
+username = "u"
+password = "p"
+[sinks.mail]
+kind = "console"
+[sinks.team_slack]
+kind = "console"
+[sinks.audit]
+kind = "console"
+{extra}
+"#
+        );
+        load_from_str(&text, Path::new("bot.toml"), &|_| None, vec![]).unwrap()
+    }
+
+    fn item(name: &str, who: Option<&str>) -> ExportItem {
+        ExportItem {
+            id: ExportId(1),
+            status: ExportStatus::Processed,
+            action_url: String::new(),
+            downloadable: true,
+            attempts: 1,
+            action_name: name.into(),
+            requested_by: who.map(str::to_string),
+            created_date: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn no_routes_means_every_enabled_sink() {
+        let mut config = config("");
+        config.sinks.get_mut("audit").unwrap().enabled = false;
+        let router = Router::new(&config);
+        let sinks = router.sinks_for(EventKind::Downloadable, &item("x", None));
+        assert_eq!(sinks, ["mail", "team_slack"]);
+    }
+
+    #[test]
+    fn unwatched_events_go_nowhere() {
+        let router = Router::new(&config(""));
+        assert!(router
+            .sinks_for(EventKind::Queued, &item("x", None))
+            .is_empty());
+    }
+
+    #[test]
+    fn matching_routes_union_their_sinks_once() {
+        let router = Router::new(&config(
+            r#"
+[[routes]]
+requested_by = "*@EXAMPLE.com"
+action_name = "*License*"
+sinks = ["mail", "team_slack"]
+[[routes]]
+events = ["downloadable"]
+sinks = ["team_slack", "audit"]
+[[routes]]
+events = ["failed"]
+sinks = ["mail"]
+"#,
+        ));
+        let licence = item("New Commerce License-based Report", Some("Ann@Example.com"));
+        assert_eq!(
+            router.sinks_for(EventKind::Downloadable, &licence),
+            ["mail", "team_slack", "audit"]
+        );
+        let other = item("Invoice export", Some("ann@example.com"));
+        assert_eq!(
+            router.sinks_for(EventKind::Downloadable, &other),
+            ["team_slack", "audit"]
+        );
+        assert_eq!(router.sinks_for(EventKind::Failed, &other), ["mail"]);
+        let nobody = item("New Commerce License-based Report", None);
+        assert_eq!(router.sinks_for(EventKind::Failed, &nobody), ["mail"]);
+    }
+
+    #[test]
+    fn recipients_are_found_case_insensitively() {
+        let router = Router::new(&config(
+            "[recipients.\"Lukasz@Example.com\"]\nslack_user_id = \"U1\"\n",
+        ));
+        let entry = router.recipient(Some(" lukasz@EXAMPLE.com")).unwrap();
+        assert_eq!(entry.slack_user_id.as_deref(), Some("U1"));
+        assert!(router.recipient(None).is_none());
+        assert!(router.recipient(Some("x@example.com")).is_none());
+    }
+}

@@ -1,0 +1,123 @@
+//! Sinks: where a rendered message goes. A sink sends one message and only
+//! *classifies* a failure (retry, retry after N s, permanent); backoff, limits
+//! and bookkeeping live in the shared dispatcher (`crate::dispatch`).
+
+mod console;
+mod http;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use console::ConsoleSink;
+pub use http::HttpSink;
+
+use crate::config::{Config, SinkConfig, SinkKind};
+use crate::domain::Delivery;
+
+/// How a send failed, as far as retrying is concerned. Messages never hold a
+/// secret (no webhook URL, no token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth trying again after the usual backoff (5xx, timeouts, resets).
+    #[error("{0}")]
+    Retryable(String),
+    /// The server said when to come back (429 Retry-After, Discord retry_after).
+    #[error("{message} (retry after {}s)", after.as_secs())]
+    RetryAfter { after: Duration, message: String },
+    /// Retrying cannot help (4xx other than 408/429, a refused address).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Why a sink could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("sink {sink}: {message}")]
+    Sink { sink: String, message: String },
+}
+
+/// One configured sink.
+pub enum Sink {
+    Console(ConsoleSink),
+    Http(HttpSink),
+}
+
+impl Sink {
+    /// Builds the sink for one `[sinks.NAME]` entry, sharing `http` (one
+    /// connection pool and TLS stack for every HTTP sink).
+    pub fn build(config: &SinkConfig, http: &reqwest::Client) -> Result<Sink, BuildError> {
+        let unsupported = |kind: &str| BuildError::Sink {
+            sink: config.name.clone(),
+            message: format!("sink kind {kind:?} is not supported by this build yet"),
+        };
+        Ok(match &config.kind {
+            SinkKind::Console => Sink::Console(ConsoleSink::stdout()),
+            SinkKind::Webhook { url, headers } => {
+                Sink::Http(HttpSink::new(http.clone(), url.clone(), headers.clone()))
+            }
+            SinkKind::Slack { .. } => return Err(unsupported("slack")),
+            SinkKind::Teams { .. } => return Err(unsupported("teams")),
+            SinkKind::Discord { .. } => return Err(unsupported("discord")),
+            SinkKind::Email(_) => return Err(unsupported("email")),
+        })
+    }
+
+    /// Sends one delivery's rendered message.
+    pub async fn send(&self, delivery: &Delivery) -> Result<(), SendError> {
+        match self {
+            Sink::Console(sink) => sink.send(delivery),
+            Sink::Http(sink) => sink.send(delivery).await,
+        }
+    }
+}
+
+/// Every enabled sink of a config, by name.
+pub struct Sinks {
+    sinks: BTreeMap<String, Sink>,
+}
+
+impl Sinks {
+    /// Builds every enabled sink; the first failure names its sink.
+    pub fn build(config: &Config, http: &reqwest::Client) -> Result<Sinks, BuildError> {
+        let sinks = config
+            .sinks
+            .values()
+            .filter(|s| s.enabled)
+            .map(|s| Ok((s.name.clone(), Sink::build(s, http)?)))
+            .collect::<Result<_, BuildError>>()?;
+        Ok(Sinks { sinks })
+    }
+
+    /// The sink of that name, if configured and enabled.
+    pub fn get(&self, name: &str) -> Option<&Sink> {
+        self.sinks.get(name)
+    }
+}
+
+/// The HTTP client every HTTP sink shares: rustls with the system roots (plus
+/// `tls.ca_file`), bounded timeouts, no redirects to follow blindly.
+pub fn http_client(config: &Config) -> Result<reqwest::Client, BuildError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("crayon-export-bot/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .redirect(reqwest::redirect::Policy::limited(3));
+    if let Some(path) = &config.ca_file {
+        let fail = |message: String| BuildError::Sink {
+            sink: "tls.ca_file".into(),
+            message,
+        };
+        let pem = std::fs::read(path)
+            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| fail(format!("{} is not PEM: {e}", path.display())))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| BuildError::Sink {
+        sink: "http".into(),
+        message: e.without_url().to_string(),
+    })
+}
