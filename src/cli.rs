@@ -126,7 +126,7 @@ async fn once(config: Config) -> Result<(), Failure> {
         Ok(())
     } else {
         Err(Failure::Runtime(anyhow::anyhow!(
-            "{} deliveries did not succeed ({} will be retried, {} are dead); see `outbox list`",
+            "{} of the due deliveries did not succeed ({} retrying, {} dead); see the log above",
             summary.retrying + summary.dead,
             summary.retrying,
             summary.dead
@@ -183,6 +183,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Pretty => builder.with_target(false).try_init(),

@@ -8,23 +8,29 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{Config, FirstRun, SinkKind};
+use crate::config::{Config, FirstRun, SinkConfig};
 use crate::crayon::{CrayonClient, CrayonError};
 use crate::diff::{diff, DiffOptions, Event};
 use crate::domain::{
     Disposition, EventKind, ExportId, NewDelivery, RenderedMessage, Snapshot, DEFAULT_ACCOUNT,
 };
 use crate::render::{MessageInput, RecipientView, Renderer};
-use crate::route::Router;
+use crate::route::{self, Router, Target};
 use crate::state::{PollCommit, StateError, Store};
 
 /// Why a poll did not complete. Either way nothing was written.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
     #[error("poll failed: {0}")]
-    Api(#[from] CrayonError),
+    Api(CrayonError),
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+impl From<CrayonError> for PollError {
+    fn from(e: CrayonError) -> Self {
+        PollError::Api(e)
+    }
 }
 
 /// What one successful poll did (for the per-poll log line and tests).
@@ -183,32 +189,43 @@ impl Watcher {
             .sinks_for(event.kind, event.item)
             .into_iter()
             .filter_map(|name| self.config.sinks.get(name))
-            .map(|sink| {
-                let (message, disposition) = match self.renderer.render(sink, &input) {
-                    Ok(message) => (message, Disposition::Pending),
-                    Err(e) => (RenderedMessage::default(), Disposition::Dead(e.to_string())),
-                };
-                NewDelivery {
-                    item_id: event.item.id,
-                    event: event.kind,
-                    sink: sink.name.clone(),
-                    recipient: recipient_for(&sink.kind, &input.recipient),
-                    message,
-                    disposition,
-                }
-            })
+            .map(|sink| self.delivery(event, sink, &input))
             .collect()
     }
-}
 
-/// The per-person address a sink sends to; channel sinks have none.
-fn recipient_for(kind: &SinkKind, recipient: &RecipientView) -> Option<String> {
-    match kind {
-        SinkKind::Email(_) => recipient.email.clone(),
-        SinkKind::Discord {
-            bot_token: Some(_), ..
-        } => recipient.discord_user_id.clone(),
-        _ => None,
+    /// One sink's delivery: skipped when the sink has no one to send it to,
+    /// dead when the template fails on this item, pending otherwise.
+    fn delivery(
+        &self,
+        event: &Event<'_>,
+        sink: &SinkConfig,
+        input: &MessageInput<'_>,
+    ) -> NewDelivery {
+        let (recipient, mut disposition) = match route::target(
+            &sink.kind,
+            event.item.requested_by.as_deref(),
+            &input.recipient,
+        ) {
+            Target::Channel => (None, Disposition::Pending),
+            Target::Person(who) => (Some(who), Disposition::Pending),
+            Target::Skip(reason) => (None, Disposition::Skipped(reason)),
+        };
+        let message = if disposition == Disposition::Pending {
+            self.renderer.render(sink, input).unwrap_or_else(|e| {
+                disposition = Disposition::Dead(e.to_string());
+                RenderedMessage::default()
+            })
+        } else {
+            RenderedMessage::default()
+        };
+        NewDelivery {
+            item_id: event.item.id,
+            event: event.kind,
+            sink: sink.name.clone(),
+            recipient,
+            message,
+            disposition,
+        }
     }
 }
 

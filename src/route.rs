@@ -5,8 +5,39 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use crate::config::{Config, RecipientConfig, RouteConfig};
+use crate::config::{Config, RecipientConfig, RouteConfig, SinkKind};
 use crate::domain::{EventKind, ExportItem};
+use crate::render::RecipientView;
+
+/// Where a sink sends one event's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A channel sink (webhook, Slack, Teams, console): no per-person address.
+    Channel,
+    /// A per-person sink: this address (email) or user id (Discord DM).
+    Person(String),
+    /// Nothing to send it to; the delivery is recorded as `skipped` with this
+    /// reason (not a failure, not an alert).
+    Skip(String),
+}
+
+/// Resolves the per-person target of a sink for an item's requester.
+pub fn target(kind: &SinkKind, requested_by: Option<&str>, recipient: &RecipientView) -> Target {
+    let who = requested_by.unwrap_or("(no RequestedBy)");
+    match kind {
+        SinkKind::Email(_) => match &recipient.email {
+            Some(address) => Target::Person(address.clone()),
+            None => Target::Skip("the item has no RequestedBy to send to".into()),
+        },
+        SinkKind::Discord {
+            bot_token: Some(_), ..
+        } => match &recipient.discord_user_id {
+            Some(id) => Target::Person(id.clone()),
+            None => Target::Skip(format!("no discord_user_id in [recipients] for {who}")),
+        },
+        _ => Target::Channel,
+    }
+}
 
 /// Compiled routes plus the enabled sinks, built once per config.
 #[derive(Debug, Clone)]

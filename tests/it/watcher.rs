@@ -127,7 +127,7 @@ async fn a_refused_delivery_makes_once_exit_1_and_is_kept() {
     baseline_then_flip(&h).await;
     let out = h.bot(&["once"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("will be retried"), "{}", text(&out));
+    assert!(text(&out).contains("1 retrying"), "{}", text(&out));
     assert!(text(&out).contains("HTTP 500"), "{}", text(&out));
 
     h.hook_answers(200).await;
