@@ -9,7 +9,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
+use crate::domain::{DeliveryId, DeliveryStatus, ExportId, DEFAULT_ACCOUNT};
+use crate::report;
 use crate::service::App;
+use crate::state::{StateError, Store};
 
 /// crayon-export-bot: tells people when their Crayon Cloud-iQ export is ready.
 #[derive(Debug, Parser)]
@@ -41,6 +44,45 @@ pub enum Command {
     Once,
     /// Validate config, ${VAR}s, routes and templates.
     Check,
+    /// Inspect and repair the outbox (works while `run` is running).
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+    /// Show an item's stored states, fired events and deliveries.
+    Why {
+        /// The export queue item id.
+        item_id: i64,
+    },
+}
+
+/// `outbox` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum OutboxAction {
+    /// One row per delivery: id, sink, item, event, status, attempts, next attempt, last error.
+    List {
+        /// Only deliveries in this status (pending, sent, dead, skipped).
+        #[arg(long)]
+        status: Option<DeliveryStatus>,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a dead delivery again (attempts start over).
+    Retry {
+        /// The delivery id (see `outbox list`).
+        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        id: Option<i64>,
+        /// Every dead delivery.
+        #[arg(long)]
+        all_dead: bool,
+    },
+    /// Delete sent and skipped deliveries older than a duration.
+    Purge {
+        /// e.g. 7d: deliveries sent more than this long ago are deleted.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        sent_before: std::time::Duration,
+    },
 }
 
 /// A command's failure, carrying its exit code.
@@ -93,7 +135,63 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Run => run(load(&cli.config)?).await,
         Command::Once => once(load(&cli.config)?).await,
         Command::Check => check(&cli.config),
+        Command::Outbox { action } => outbox(&cli.config, action),
+        Command::Why { item_id } => why(&cli.config, item_id),
     }
+}
+
+/// Opens the state file named by the config, without taking the run lock.
+fn open_store(path: &std::path::Path) -> Result<Store, Failure> {
+    let config = load(path)?;
+    Store::open(&config.watch.state).map_err(|e| Failure::Runtime(e.into()))
+}
+
+fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
+    let store = open_store(path)?;
+    let runtime = |e: StateError| Failure::Runtime(e.into());
+    match action {
+        OutboxAction::List { status, json } => {
+            let deliveries = store.list_deliveries(status).map_err(runtime)?;
+            if json {
+                println!("{}", report::outbox_json(&deliveries));
+            } else {
+                print!("{}", report::outbox_table(&deliveries));
+            }
+        }
+        OutboxAction::Retry { id, all_dead } => {
+            let id = if all_dead { None } else { id.map(DeliveryId) };
+            let n = store.retry_dead(id, chrono::Utc::now()).map_err(runtime)?;
+            if n == 0 {
+                let what = id.map_or("no dead deliveries".to_string(), |id| {
+                    format!("delivery {id} is not dead (or does not exist)")
+                });
+                return Err(Failure::Runtime(anyhow::anyhow!(
+                    "nothing to retry: {what}"
+                )));
+            }
+            println!(
+                "{n} delivery(ies) pending again; a running `run` sends them now, or run `once`"
+            );
+        }
+        OutboxAction::Purge { sent_before } => {
+            let cutoff = chrono::Utc::now()
+                - chrono::Duration::from_std(sent_before).unwrap_or(chrono::Duration::MAX);
+            let keep_fired = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+            let (n, _) = store.prune(cutoff, keep_fired).map_err(runtime)?;
+            println!("{n} sent or skipped delivery(ies) deleted");
+        }
+    }
+    Ok(())
+}
+
+fn why(path: &std::path::Path, item_id: i64) -> Result<(), Failure> {
+    let store = open_store(path)?;
+    let id = ExportId(item_id);
+    let history = store
+        .item_history(DEFAULT_ACCOUNT, id)
+        .map_err(|e| Failure::Runtime(e.into()))?;
+    print!("{}", report::why(id, &history));
+    Ok(())
 }
 
 fn load(path: &std::path::Path) -> Result<Config, Failure> {

@@ -4,8 +4,9 @@
 //! queue, so a crash loses nothing and a retry waits in the state file.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
@@ -13,7 +14,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DeliveryConfig};
+use crate::config::{Config, DeliveryConfig, SinkConfig};
 use crate::domain::{Delivery, DeliveryId};
 use crate::sinks::{SendError, Sinks};
 use crate::state::{AttemptOutcome, StateError, Store};
@@ -92,14 +93,73 @@ impl RetryPolicy {
     }
 }
 
+/// The time the dispatcher schedules by. `Tokio` follows tokio's clock, so
+/// tests with `tokio::time::pause()` see retries happen at virtual times.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    System,
+    Tokio {
+        wall_at_start: DateTime<Utc>,
+        start: tokio::time::Instant,
+    },
+}
+
+impl Clock {
+    /// A clock that starts at the current wall time and then advances with
+    /// tokio's (possibly paused) time.
+    pub fn tokio() -> Clock {
+        Clock::Tokio {
+            wall_at_start: Utc::now(),
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The current time on this clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Tokio {
+                wall_at_start,
+                start,
+            } => {
+                let elapsed = chrono::Duration::from_std(start.elapsed()).unwrap_or_default();
+                *wall_at_start + elapsed
+            }
+        }
+    }
+}
+
+type RateLimiter = governor::DefaultDirectRateLimiter;
+
+/// A sink's limits: sends in flight, and optionally sends per period.
+struct SinkLimits {
+    in_flight: Arc<Semaphore>,
+    rate: Option<RateLimiter>,
+}
+
+impl SinkLimits {
+    fn new(sink: &SinkConfig) -> Self {
+        let rate = sink.rate_limit.and_then(|(count, period)| {
+            let burst = NonZeroU32::new(count)?;
+            let quota = governor::Quota::with_period(period / count)?.allow_burst(burst);
+            Some(governor::RateLimiter::direct(quota))
+        });
+        SinkLimits {
+            in_flight: Arc::new(Semaphore::new(sink.concurrency)),
+            rate,
+        }
+    }
+}
+
 /// Sends deliveries. Cheap to clone (shared state behind `Arc`s).
 #[derive(Clone)]
 pub struct Dispatcher {
     store: Arc<Store>,
     sinks: Arc<Sinks>,
     policy: RetryPolicy,
-    limits: Arc<HashMap<String, Arc<Semaphore>>>,
+    limits: Arc<HashMap<String, SinkLimits>>,
     in_flight: Arc<Mutex<HashSet<DeliveryId>>>,
+    clock: Clock,
 }
 
 /// What one round of `drain_due` did.
@@ -132,7 +192,7 @@ impl Dispatcher {
         let limits = config
             .sinks
             .values()
-            .map(|s| (s.name.clone(), Arc::new(Semaphore::new(s.concurrency))))
+            .map(|s| (s.name.clone(), SinkLimits::new(s)))
             .collect();
         Dispatcher {
             store,
@@ -140,7 +200,14 @@ impl Dispatcher {
             policy: RetryPolicy::from(&config.delivery),
             limits: Arc::new(limits),
             in_flight: Arc::default(),
+            clock: Clock::System,
         }
+    }
+
+    /// The same dispatcher scheduling by another clock (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// One attempt for every delivery due now (what `once` does): no waiting
@@ -148,7 +215,7 @@ impl Dispatcher {
     pub async fn drain_due(&self) -> Result<DrainSummary, StateError> {
         let mut summary = DrainSummary::default();
         let mut tasks = JoinSet::new();
-        for delivery in self.take_due(Utc::now())? {
+        for delivery in self.take_due(self.clock.now())? {
             let this = self.clone();
             tasks.spawn(async move { this.deliver(delivery).await });
         }
@@ -166,7 +233,7 @@ impl Dispatcher {
     pub async fn run(&self, shutdown: CancellationToken, wake: Arc<Notify>, grace: Duration) {
         let mut tasks = JoinSet::new();
         loop {
-            match self.take_due(Utc::now()) {
+            match self.take_due(self.clock.now()) {
                 Ok(due) => {
                     for delivery in due {
                         let this = self.clone();
@@ -195,7 +262,7 @@ impl Dispatcher {
     fn until_next_due(&self) -> Duration {
         let cap = Duration::from_secs(30);
         match self.store.next_due_at() {
-            Ok(Some(at)) => (at - Utc::now())
+            Ok(Some(at)) => (at - self.clock.now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
                 .min(cap),
@@ -214,11 +281,15 @@ impl Dispatcher {
 
     /// One attempt for one delivery, recorded in the outbox and logged.
     pub async fn deliver(&self, delivery: Delivery) -> Result<AttemptOutcome, StateError> {
-        let permit = match self.limits.get(&delivery.sink) {
-            Some(limit) => Some(limit.clone().acquire_owned().await),
+        let limits = self.limits.get(&delivery.sink);
+        let permit = match limits {
+            Some(limits) => Some(limits.in_flight.clone().acquire_owned().await),
             None => None,
         };
-        let started = Instant::now();
+        if let Some(rate) = limits.and_then(|l| l.rate.as_ref()) {
+            rate.until_ready().await;
+        }
+        let started = tokio::time::Instant::now();
         let result = match self.sinks.get(&delivery.sink) {
             Some(sink) => sink.send(&delivery).await,
             None => Err(SendError::Permanent(format!(
@@ -229,11 +300,12 @@ impl Dispatcher {
         drop(permit);
         let latency = started.elapsed();
         let attempt = delivery.attempts + 1;
-        let outcome = self.policy.outcome(attempt, &result, Utc::now());
+        let now = self.clock.now();
+        let outcome = self.policy.outcome(attempt, &result, now);
         log_attempt(&delivery, attempt, &outcome, latency);
         let recorded = self
             .store
-            .record_attempt(delivery.id, &outcome, Utc::now(), latency);
+            .record_attempt(delivery.id, &outcome, now, latency);
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -279,6 +351,148 @@ fn log_attempt(delivery: &Delivery, attempt: u32, outcome: &AttemptOutcome, late
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Disposition, EventKind, ExportId, NewDelivery, Snapshot};
+    use crate::sinks::scripted::ScriptedSink;
+    use crate::sinks::Sink;
+    use crate::state::PollCommit;
+
+    /// A dispatcher over one scripted sink `s`, with one pending delivery.
+    fn dispatcher_with(
+        script: Vec<Result<(), SendError>>,
+        dir: &tempfile::TempDir,
+    ) -> (Dispatcher, Arc<ScriptedSink>) {
+        let store = Arc::new(Store::open(&dir.path().join("state.db")).unwrap());
+        let clock = Clock::tokio();
+        let delivery = NewDelivery {
+            item_id: ExportId(1),
+            event: EventKind::Downloadable,
+            sink: "s".into(),
+            recipient: None,
+            message: Default::default(),
+            disposition: Disposition::Pending,
+        };
+        let snapshot = Snapshot::default();
+        store
+            .commit_poll(&PollCommit {
+                account: "default",
+                previous: None,
+                snapshot: &snapshot,
+                fired: &[(ExportId(1), EventKind::Downloadable)],
+                deliveries: &[delivery],
+                now: clock.now(),
+            })
+            .unwrap();
+        let sink = Arc::new(ScriptedSink::new(script));
+        let sinks = Sinks::from_sinks([("s".to_string(), Sink::Scripted(sink.clone()))].into());
+        let dispatcher = Dispatcher {
+            store,
+            sinks: Arc::new(sinks),
+            policy: policy(),
+            limits: Arc::default(),
+            in_flight: Arc::default(),
+            clock,
+        };
+        (dispatcher, sink)
+    }
+
+    async fn run_until_calls(dispatcher: &Dispatcher, sink: &ScriptedSink, calls: usize) {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let (d, s) = (dispatcher.clone(), shutdown.clone());
+            async move {
+                d.run(s, Arc::new(Notify::new()), Duration::from_secs(1))
+                    .await
+            }
+        });
+        for _ in 0..10_000 {
+            if sink.calls().len() >= calls {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    fn gaps(calls: &[tokio::time::Instant]) -> Vec<u128> {
+        calls
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_wait_the_backoff_and_retry_after_in_virtual_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = vec![
+            Err(SendError::Retryable("HTTP 500".into())),
+            Err(SendError::RetryAfter {
+                after: Duration::from_secs(120),
+                message: "HTTP 429".into(),
+            }),
+        ];
+        let (dispatcher, sink) = dispatcher_with(script, &dir);
+        run_until_calls(&dispatcher, &sink, 3).await;
+        let gaps = gaps(&sink.calls());
+        assert_eq!(gaps.len(), 2, "{gaps:?}");
+        assert!(
+            (2_000..2_100).contains(&gaps[0]),
+            "backoff after attempt 1: {gaps:?}"
+        );
+        assert!(
+            (120_000..120_100).contains(&gaps[1]),
+            "Retry-After honoured: {gaps:?}"
+        );
+        let delivery = dispatcher
+            .store
+            .get_delivery(DeliveryId(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(delivery.status, crate::domain::DeliveryStatus::Sent);
+        assert_eq!(delivery.attempts, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_failure_goes_dead_at_once_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = vec![Err(SendError::Permanent(
+            "HTTP 400: invalid_payload".into(),
+        ))];
+        let (dispatcher, sink) = dispatcher_with(script, &dir);
+        run_until_calls(&dispatcher, &sink, 1).await;
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(sink.calls().len(), 1);
+        let delivery = dispatcher
+            .store
+            .get_delivery(DeliveryId(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(delivery.status, crate::domain::DeliveryStatus::Dead);
+        assert_eq!(
+            delivery.last_error.as_deref(),
+            Some("HTTP 400: invalid_payload")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_run_out_after_max_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = vec![Err(SendError::Retryable("HTTP 503".into())); 5];
+        let (dispatcher, sink) = dispatcher_with(script, &dir);
+        run_until_calls(&dispatcher, &sink, 3).await;
+        let before = sink.calls().len();
+        assert_eq!(before, 3);
+        let delivery = dispatcher
+            .store
+            .get_delivery(DeliveryId(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(delivery.status, crate::domain::DeliveryStatus::Dead);
+        assert!(delivery
+            .last_error
+            .unwrap()
+            .contains("gave up after 3 attempts"));
+    }
 
     fn policy() -> RetryPolicy {
         RetryPolicy {

@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod poll;
 pub mod render;
+pub mod report;
 pub mod route;
 pub mod secret;
 pub mod service;

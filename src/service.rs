@@ -19,6 +19,9 @@ use crate::render::{RenderError, Renderer};
 use crate::sinks::{self, BuildError, Sinks};
 use crate::state::{StateError, Store};
 
+/// How often `run` prunes old sent deliveries and fired records.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Why the service could not start or stopped. `is_config` tells the CLI
 /// which exit code applies (2: fix the config; 1: runtime).
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +131,12 @@ impl App {
         let mut watcher = self.watcher();
         let mut streak = FailureStreak::default();
         let interval = self.config.watch.interval;
+        let mut last_prune = tokio::time::Instant::now();
         loop {
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                self.prune();
+                last_prune = tokio::time::Instant::now();
+            }
             let wait = match watcher.poll().await {
                 Ok(report) => {
                     streak.succeeded();
@@ -182,12 +190,13 @@ impl FailureStreak {
     fn failed(&mut self, error: &PollError, interval: Duration) -> Duration {
         self.failures += 1;
         let credentials = matches!(error, PollError::Api(e) if e.is_credentials());
-        if credentials {
-            tracing::error!(error = %error, "the Crayon API refused the credentials");
-        } else if self.failures == 1 {
-            tracing::warn!(error = %error, "poll failed; retrying with backoff");
-        } else {
-            tracing::debug!(error = %error, failures = self.failures, "poll failed again");
+        match (self.failures, credentials) {
+            (1, true) => tracing::error!(
+                error = %error,
+                "the Crayon API refuses the credentials; fix [crayon] and reload or restart"
+            ),
+            (1, false) => tracing::warn!(error = %error, "poll failed; retrying with backoff"),
+            _ => tracing::debug!(error = %error, failures = self.failures, "poll failed again"),
         }
         let factor = 2u32.saturating_pow(self.failures.min(4)).min(10);
         interval * factor

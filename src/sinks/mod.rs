@@ -4,6 +4,8 @@
 
 mod console;
 mod http;
+#[cfg(test)]
+pub mod scripted;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,6 +42,8 @@ pub enum BuildError {
 pub enum Sink {
     Console(ConsoleSink),
     Http(HttpSink),
+    #[cfg(test)]
+    Scripted(std::sync::Arc<scripted::ScriptedSink>),
 }
 
 impl Sink {
@@ -67,6 +71,8 @@ impl Sink {
         match self {
             Sink::Console(sink) => sink.send(delivery),
             Sink::Http(sink) => sink.send(delivery).await,
+            #[cfg(test)]
+            Sink::Scripted(sink) => sink.send(),
         }
     }
 }
@@ -86,6 +92,12 @@ impl Sinks {
             .map(|s| Ok((s.name.clone(), Sink::build(s, http)?)))
             .collect::<Result<_, BuildError>>()?;
         Ok(Sinks { sinks })
+    }
+
+    /// A set of ready-made sinks (tests).
+    #[cfg(test)]
+    pub fn from_sinks(sinks: BTreeMap<String, Sink>) -> Sinks {
+        Sinks { sinks }
     }
 
     /// The sink of that name, if configured and enabled.

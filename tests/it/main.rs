@@ -3,4 +3,5 @@
 
 mod check;
 mod helpers;
+mod reliability;
 mod watcher;

@@ -1,0 +1,121 @@
+//! What `outbox list` and `why` print: plain tables for people, JSON for
+//! scripts. Pure formatting over what the state file holds.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::domain::{Delivery, ExportId};
+use crate::state::ItemHistory;
+
+/// One `outbox list --json` row: exactly the fields the spec names.
+#[derive(Debug, Serialize)]
+pub struct OutboxRow<'a> {
+    pub id: i64,
+    pub sink: &'a str,
+    pub item_id: i64,
+    pub event: &'a str,
+    pub status: &'a str,
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<&'a str>,
+}
+
+impl<'a> From<&'a Delivery> for OutboxRow<'a> {
+    fn from(d: &'a Delivery) -> Self {
+        OutboxRow {
+            id: d.id.0,
+            sink: &d.sink,
+            item_id: d.item_id.0,
+            event: d.event.as_str(),
+            status: d.status.as_str(),
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at.map(time),
+            last_error: d.last_error.as_deref(),
+        }
+    }
+}
+
+/// `outbox list --json`: an array of rows.
+pub fn outbox_json(deliveries: &[Delivery]) -> String {
+    let rows: Vec<OutboxRow<'_>> = deliveries.iter().map(OutboxRow::from).collect();
+    serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into())
+}
+
+/// `outbox list`: one aligned row per delivery under a header.
+pub fn outbox_table(deliveries: &[Delivery]) -> String {
+    let mut out = format!(
+        "{:>6}  {:<14} {:>8}  {:<12} {:<8} {:>8}  {:<20}  {}\n",
+        "ID", "SINK", "ITEM", "EVENT", "STATUS", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR"
+    );
+    for d in deliveries {
+        let row = OutboxRow::from(d);
+        out.push_str(&format!(
+            "{:>6}  {:<14} {:>8}  {:<12} {:<8} {:>8}  {:<20}  {}\n",
+            row.id,
+            row.sink,
+            row.item_id,
+            row.event,
+            row.status,
+            row.attempts,
+            row.next_attempt_at.unwrap_or_else(|| "-".into()),
+            row.last_error.unwrap_or("-"),
+        ));
+    }
+    out
+}
+
+/// `why ITEM_ID`: the item's stored state, the events fired for it, and each
+/// delivery with its attempts.
+pub fn why(id: ExportId, history: &ItemHistory) -> String {
+    let mut out = format!("item {id}\n");
+    match &history.item {
+        Some(item) => out.push_str(&format!(
+            "  stored: status {} ({}), downloadable {}, attempts {}, requested by {}, created {}\n  name: {}\n",
+            item.status.code(),
+            item.status.name(),
+            item.downloadable,
+            item.attempts,
+            item.requested_by.as_deref().unwrap_or("(none)"),
+            time(item.created_date),
+            item.action_name,
+        )),
+        None => out.push_str("  stored: not in the last stored snapshot\n"),
+    }
+    if history.fired.is_empty() {
+        out.push_str("  events: none fired\n");
+    }
+    for (event, at) in &history.fired {
+        out.push_str(&format!("  event {event} fired at {}\n", time(*at)));
+    }
+    for (d, attempts) in &history.deliveries {
+        out.push_str(&format!(
+            "  delivery {} to {} ({}): {}, {} attempt(s){}\n",
+            d.id,
+            d.sink,
+            d.event,
+            d.status.as_str(),
+            d.attempts,
+            d.last_error
+                .as_deref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default()
+        ));
+        for a in attempts {
+            out.push_str(&format!(
+                "    {} {} after {} ms{}\n",
+                time(a.at),
+                a.outcome,
+                a.latency_ms,
+                a.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    out
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}

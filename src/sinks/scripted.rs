@@ -1,0 +1,36 @@
+//! A sink that answers from a script, for unit tests of the dispatcher's
+//! retry logic and timing (the wire is tested with each real sink).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use super::SendError;
+
+/// Answers each send with the next scripted result (then `Ok`), and records
+/// when each send happened on tokio's clock.
+#[derive(Default)]
+pub struct ScriptedSink {
+    script: Mutex<VecDeque<Result<(), SendError>>>,
+    calls: Mutex<Vec<tokio::time::Instant>>,
+}
+
+impl ScriptedSink {
+    /// A sink that answers with `script`, in order.
+    pub fn new(script: Vec<Result<(), SendError>>) -> Self {
+        ScriptedSink {
+            script: Mutex::new(script.into()),
+            calls: Mutex::default(),
+        }
+    }
+
+    /// When each send happened.
+    pub fn calls(&self) -> Vec<tokio::time::Instant> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Records the call and returns the next scripted answer.
+    pub fn send(&self) -> Result<(), SendError> {
+        self.calls.lock().unwrap().push(tokio::time::Instant::now());
+        self.script.lock().unwrap().pop_front().unwrap_or(Ok(()))
+    }
+}
