@@ -452,6 +452,23 @@ mod tests {
         assert_eq!(delivery.attempts, 3);
     }
 
+    #[test]
+    fn a_rate_limit_allows_its_burst_then_holds_back() {
+        let sink = SinkConfig {
+            name: "s".into(),
+            kind: crate::config::SinkKind::Console,
+            enabled: true,
+            concurrency: 2,
+            rate_limit: Some((3, Duration::from_secs(60))),
+            vars: Default::default(),
+        };
+        let limits = SinkLimits::new(&sink);
+        let rate = limits.rate.expect("a limiter");
+        assert!((0..3).all(|_| rate.check().is_ok()));
+        assert!(rate.check().is_err(), "the 4th send within the minute waits");
+        assert_eq!(limits.in_flight.available_permits(), 2);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_permanent_failure_goes_dead_at_once_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
