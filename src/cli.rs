@@ -18,9 +18,10 @@ use crate::state::{StateError, Store};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub struct Cli {
-    /// The config file.
-    #[arg(long, global = true, env = "BOT_CONFIG", default_value = "bot.toml")]
-    pub config: PathBuf,
+    /// The config file [default: $BOT_CONFIG, else bot.toml; `demo` reads
+    /// none unless this is given].
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -48,6 +49,15 @@ pub enum Command {
     Outbox {
         #[command(subcommand)]
         action: OutboxAction,
+    },
+    /// Run against a built-in simulated export queue: no credentials needed.
+    Demo {
+        /// How many polls of the simulated queue.
+        #[arg(long, default_value_t = 6)]
+        cycles: u32,
+        /// Time between polls.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
     },
     /// Show an item's stored states, fired events and deliveries.
     Why {
@@ -131,13 +141,40 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    let path = cli.config.clone().unwrap_or_else(|| {
+        std::env::var_os("BOT_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("bot.toml"))
+    });
     match cli.command {
-        Command::Run => run(load(&cli.config)?).await,
-        Command::Once => once(load(&cli.config)?).await,
-        Command::Check => check(&cli.config),
-        Command::Outbox { action } => outbox(&cli.config, action),
-        Command::Why { item_id } => why(&cli.config, item_id),
+        Command::Run => run(load(&path)?).await,
+        Command::Once => once(load(&path)?).await,
+        Command::Check => check(&path),
+        Command::Outbox { action } => outbox(&path, action),
+        Command::Why { item_id } => why(&path, item_id),
+        Command::Demo { cycles, interval } => demo(cycles, interval, cli.config).await,
     }
+}
+
+async fn demo(
+    cycles: u32,
+    interval: std::time::Duration,
+    config: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let options = crate::demo::DemoOptions {
+        cycles: cycles.max(1),
+        interval,
+        extra_config: config,
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    crate::demo::run(options, shutdown)
+        .await
+        .map_err(|e| match e {
+            crate::demo::DemoError::Config(_) => Failure::Usage(e.into()),
+            crate::demo::DemoError::Service(ref s) if s.is_config() => Failure::Usage(e.into()),
+            _ => Failure::Runtime(e.into()),
+        })
 }
 
 /// Opens the state file named by the config, without taking the run lock.

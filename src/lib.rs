@@ -9,6 +9,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod crayon;
+pub mod demo;
 pub mod diff;
 pub mod dispatch;
 pub mod domain;

@@ -5,29 +5,37 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use super::SendError;
-use crate::domain::Delivery;
+use crate::domain::{Delivery, EventKind};
 
 /// Where the console sink writes: the process's stdout, or a buffer in tests.
 pub struct ConsoleSink {
     buffer: Option<Arc<Mutex<Vec<u8>>>>,
+    colour: bool,
 }
 
 impl ConsoleSink {
     /// The sink used in production: the process's stdout.
     pub fn stdout() -> Self {
-        ConsoleSink { buffer: None }
+        ConsoleSink {
+            buffer: None,
+            colour: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        }
     }
 
     /// A sink writing into `buffer`, so tests can read what was printed.
     pub fn buffer(buffer: Arc<Mutex<Vec<u8>>>) -> Self {
         ConsoleSink {
             buffer: Some(buffer),
+            colour: false,
         }
     }
 
     /// Prints the message; a closed stdout is a permanent failure.
     pub fn send(&self, delivery: &Delivery) -> Result<(), SendError> {
         let mut text = delivery.message.part("text").trim_end().to_string();
+        if self.colour {
+            text = colour_first_line(&text, delivery.event);
+        }
         text.push('\n');
         let result = match &self.buffer {
             Some(buffer) => {
@@ -41,4 +49,22 @@ impl ConsoleSink {
         };
         result.map_err(|e| SendError::Permanent(format!("cannot write to the console: {e}")))
     }
+}
+
+/// Bold and coloured by event (green ready, red failed, yellow queued, dim
+/// removed): used only when stdout is a terminal.
+fn colour_first_line(text: &str, event: EventKind) -> String {
+    let code = match event {
+        EventKind::Downloadable => "1;32",
+        EventKind::Failed => "1;31",
+        EventKind::Queued => "1;33",
+        EventKind::Removed => "2",
+    };
+    let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+    let mut out = format!("\x1b[{code}m{first}\x1b[0m");
+    if !rest.is_empty() {
+        out.push('\n');
+        out.push_str(rest);
+    }
+    out
 }

@@ -2,6 +2,7 @@
 //! the Crayon API and as webhook receivers).
 
 mod check;
+mod demo;
 mod helpers;
 mod reliability;
 mod watcher;
