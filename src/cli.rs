@@ -9,10 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::domain::{DeliveryId, DeliveryStatus, ExportId, DEFAULT_ACCOUNT};
-use crate::report;
+use crate::domain::{DeliveryId, DeliveryStatus, EventKind, ExportId, DEFAULT_ACCOUNT};
+use crate::render::Renderer;
 use crate::service::App;
 use crate::state::{StateError, Store};
+use crate::{preview, probe, report};
 
 /// crayon-export-bot: tells people when their Crayon Cloud-iQ export is ready.
 #[derive(Debug, Parser)]
@@ -44,7 +45,38 @@ pub enum Command {
     /// One poll, then one attempt for every due delivery, then exit.
     Once,
     /// Validate config, ${VAR}s, routes and templates.
-    Check,
+    Check {
+        /// Also get a Crayon token and check each sink's host answers (sends nothing).
+        #[arg(long)]
+        online: bool,
+    },
+    /// Print what a sink would send for an event, or write an HTML preview page.
+    Render {
+        /// downloadable, failed, queued or removed.
+        #[arg(long, required_unless_present = "html_preview")]
+        event: Option<EventKind>,
+        /// The sink's name in the config.
+        #[arg(long, required_unless_present = "html_preview")]
+        sink: Option<String>,
+        /// One item in the API's shape (default: a built-in sample).
+        #[arg(long)]
+        item: Option<PathBuf>,
+        /// Render as if now were this RFC 3339 time (reproducible previews).
+        #[arg(long, value_parser = parse_rfc3339)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
+        /// Write one HTML page showing every sink's rendering.
+        #[arg(long, conflicts_with_all = ["event", "sink"])]
+        html_preview: Option<PathBuf>,
+    },
+    /// Deliver one clearly marked test message through a sink.
+    SendTest {
+        /// The sink's name in the config.
+        #[arg(long)]
+        sink: String,
+        /// Who a per-person sink (email, Discord DM) sends the test to.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Inspect and repair the outbox (works while `run` is running).
     Outbox {
         #[command(subcommand)]
@@ -149,7 +181,35 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Run => run(load(&path)?).await,
         Command::Once => once(load(&path)?).await,
-        Command::Check => check(&path),
+        Command::Check { online } => check(&path, online).await,
+        Command::Render {
+            event,
+            sink,
+            item,
+            now,
+            html_preview,
+        } => {
+            let config = load(&path)?;
+            let now = now.unwrap_or_else(chrono::Utc::now);
+            match html_preview {
+                Some(out) => render_page(&config, item.as_deref(), now, &out),
+                None => render_one(&config, event, sink, item.as_deref(), now),
+            }
+        }
+        Command::SendTest { sink, to } => {
+            let config = load(&path)?;
+            let ok = probe::send_test(&config, &sink, to.as_deref())
+                .await
+                .map_err(|e| {
+                    if e.is_usage() {
+                        Failure::Usage(e.into())
+                    } else {
+                        Failure::Runtime(e.into())
+                    }
+                })?;
+            println!("{ok}");
+            Ok(())
+        }
         Command::Outbox { action } => outbox(&path, action),
         Command::Why { item_id } => why(&path, item_id),
         Command::Demo { cycles, interval } => demo(cycles, interval, cli.config).await,
@@ -269,7 +329,7 @@ async fn once(config: Config) -> Result<(), Failure> {
     }
 }
 
-fn check(path: &std::path::Path) -> Result<(), Failure> {
+async fn check(path: &std::path::Path, online: bool) -> Result<(), Failure> {
     let config = load(path)?;
     let report = crate::check::check(&config);
     for warning in &report.warnings {
@@ -290,6 +350,76 @@ fn check(path: &std::path::Path) -> Result<(), Failure> {
         config.routes.len(),
         report.rendered
     );
+    if online {
+        return check_online(&config).await;
+    }
+    Ok(())
+}
+
+async fn check_online(config: &Config) -> Result<(), Failure> {
+    let mut failed = 0;
+    for check in probe::online(config).await {
+        match check.result {
+            Ok(detail) => println!("ok: {}: {detail}", check.what),
+            Err(reason) => {
+                failed += 1;
+                println!("FAILED: {}: {reason}", check.what);
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "{failed} online check(s) failed"
+        )));
+    }
+    Ok(())
+}
+
+fn parse_rfc3339(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time (e.g. 2024-05-30T14:00:00Z): {e}"))
+}
+
+fn renderer(config: &Config) -> Result<Renderer, Failure> {
+    Renderer::new(config.templates_dir.as_deref(), config.timezone)
+        .map_err(|e| Failure::Usage(e.into()))
+}
+
+fn render_one(
+    config: &Config,
+    event: Option<EventKind>,
+    sink: Option<String>,
+    item: Option<&std::path::Path>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), Failure> {
+    let usage = |e: preview::PreviewError| Failure::Usage(e.into());
+    let (event, sink) = event.zip(sink).ok_or_else(|| {
+        Failure::Usage(anyhow::anyhow!(
+            "render needs --event and --sink (or --html-preview FILE)"
+        ))
+    })?;
+    let sink = preview::sink(config, &sink).map_err(usage)?;
+    let (item, days) = preview::load_item(item).map_err(usage)?;
+    let message =
+        preview::render_message(config, &renderer(config)?, sink, event, (&item, days), now)
+            .map_err(|e| Failure::Usage(e.into()))?;
+    println!("{}", preview::format_for_terminal(&message));
+    Ok(())
+}
+
+fn render_page(
+    config: &Config,
+    item: Option<&std::path::Path>,
+    now: chrono::DateTime<chrono::Utc>,
+    out: &std::path::Path,
+) -> Result<(), Failure> {
+    let (item, days) = preview::load_item(item).map_err(|e| Failure::Usage(e.into()))?;
+    let page = preview::html_page(config, &renderer(config)?, (&item, days), now)
+        .map_err(|e| Failure::Usage(e.into()))?;
+    std::fs::write(out, page)
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot write {}: {e}", out.display())))?;
+    println!("wrote {}", out.display());
     Ok(())
 }
 

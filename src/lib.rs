@@ -14,6 +14,8 @@ pub mod diff;
 pub mod dispatch;
 pub mod domain;
 pub mod poll;
+pub mod preview;
+pub mod probe;
 pub mod render;
 pub mod report;
 pub mod route;

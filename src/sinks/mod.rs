@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use console::ConsoleSink;
-pub use http::HttpSink;
+pub use http::{transport_error, HttpSink};
 
 use crate::config::{Config, SinkConfig, SinkKind};
 use crate::domain::Delivery;

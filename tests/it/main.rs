@@ -4,5 +4,6 @@
 mod check;
 mod demo;
 mod helpers;
+mod preview;
 mod reliability;
 mod watcher;

@@ -1,0 +1,184 @@
+//! Talking to the real endpoints on request: `send-test` (one clearly marked
+//! message through one sink, outside the outbox, never touching the fired
+//! records) and `check --online` (credentials, reachability; sends nothing).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use url::Url;
+
+use crate::config::{Config, SinkKind};
+use crate::crayon::CrayonClient;
+use crate::domain::{Delivery, DeliveryId, DeliveryStatus, EventKind};
+use crate::preview;
+use crate::render::Renderer;
+use crate::route::{self, Router, Target};
+use crate::service::crayon_settings;
+use crate::sinks::{self, Sink};
+
+/// Why a probe could not be made or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Preview(#[from] preview::PreviewError),
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
+    #[error(transparent)]
+    Build(#[from] sinks::BuildError),
+    #[error("sink {sink} refused the test message: {reason}")]
+    Refused { sink: String, reason: String },
+    #[error("sink {sink} has nobody to send the test to ({reason}); give an address with --to")]
+    NoRecipient { sink: String, reason: String },
+}
+
+impl ProbeError {
+    /// True when the fix is in the config or command line (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, ProbeError::Refused { .. })
+    }
+}
+
+/// Sends one `[TEST]` message through the sink named `name`. `to` overrides
+/// the recipient of per-person sinks (email, Discord DMs).
+pub async fn send_test(
+    config: &Config,
+    name: &str,
+    to: Option<&str>,
+) -> Result<String, ProbeError> {
+    let sink_config = preview::sink(config, name)?;
+    let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
+    let http = sinks::http_client(config)?;
+    let sink = Sink::build(sink_config, &http)?;
+    let (mut item, days) = preview::load_item(None)?;
+    item.action_name = format!(
+        "[TEST] {} (sent by crayon-export-bot send-test)",
+        item.action_name
+    );
+    if let Some(to) = to {
+        item.requested_by = Some(to.to_string());
+    }
+    let message = preview::render_message(
+        config,
+        &renderer,
+        sink_config,
+        EventKind::Downloadable,
+        (&item, days),
+        Utc::now(),
+    )?;
+    let router = Router::new(config);
+    let requested_by = item.requested_by.as_deref();
+    let view = crate::render::RecipientView::new(requested_by, router.recipient(requested_by));
+    let recipient = match route::target(&sink_config.kind, requested_by, &view) {
+        Target::Channel => None,
+        Target::Person(who) => Some(who),
+        Target::Skip(reason) => {
+            return Err(ProbeError::NoRecipient {
+                sink: name.to_string(),
+                reason,
+            })
+        }
+    };
+    let delivery = Delivery {
+        id: DeliveryId(0),
+        item_id: item.id,
+        event: EventKind::Downloadable,
+        sink: name.to_string(),
+        recipient,
+        message,
+        status: DeliveryStatus::Pending,
+        attempts: 0,
+        next_attempt_at: None,
+        last_error: None,
+        created_at: Utc::now(),
+    };
+    sink.send(&delivery)
+        .await
+        .map_err(|e| ProbeError::Refused {
+            sink: name.to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok(format!("ok: sink {name} accepted the test message"))
+}
+
+/// One line of `check --online`: what was checked and whether it worked.
+pub struct OnlineCheck {
+    pub what: String,
+    pub result: Result<String, String>,
+}
+
+/// Gets a Crayon token and checks that each enabled sink's host answers.
+pub async fn online(config: &Config) -> Vec<OnlineCheck> {
+    let mut checks = vec![OnlineCheck {
+        what: "crayon credentials".into(),
+        result: crayon_token(config).await,
+    }];
+    let http = match sinks::http_client(config) {
+        Ok(http) => http,
+        Err(e) => {
+            checks.push(OnlineCheck {
+                what: "http client".into(),
+                result: Err(e.to_string()),
+            });
+            return checks;
+        }
+    };
+    for sink in config.sinks.values().filter(|s| s.enabled) {
+        if let Some(origin) = origin_of(&sink.kind) {
+            checks.push(OnlineCheck {
+                what: format!("sink {} ({})", sink.name, sink.kind.name()),
+                result: host_answers(&http, origin).await,
+            });
+        }
+    }
+    checks
+}
+
+async fn crayon_token(config: &Config) -> Result<String, String> {
+    let client = CrayonClient::new(crayon_settings(config)).map_err(|e| e.to_string())?;
+    let lifetime = client
+        .check_credentials()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!("token granted (valid {}s)", lifetime.as_secs()))
+}
+
+/// Scheme, host and port of where a sink sends: the path is left out, since
+/// for webhooks it is the credential.
+fn origin_of(kind: &SinkKind) -> Option<Url> {
+    let url = match kind {
+        SinkKind::Webhook { url, .. } | SinkKind::Slack { url } | SinkKind::Teams { url } => {
+            Url::parse(url.expose()).ok()?
+        }
+        SinkKind::Discord {
+            webhook_url,
+            api_base,
+            ..
+        } => match (api_base, webhook_url) {
+            (Some(base), _) => base.clone(),
+            (None, Some(url)) => Url::parse(url.expose()).ok()?,
+            (None, None) => Url::parse("https://discord.com/").ok()?,
+        },
+        SinkKind::Console | SinkKind::Email(_) => return None,
+    };
+    let mut origin = url;
+    origin.set_path("/");
+    origin.set_query(None);
+    origin.set_fragment(None);
+    Some(origin)
+}
+
+async fn host_answers(http: &reqwest::Client, origin: Url) -> Result<String, String> {
+    let host = origin.host_str().unwrap_or("?").to_string();
+    match http
+        .head(origin)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+    {
+        Ok(response) => Ok(format!(
+            "{host} answers (HTTP {})",
+            response.status().as_u16()
+        )),
+        Err(e) => Err(format!("{host}: {}", sinks::transport_error(e))),
+    }
+}
