@@ -138,7 +138,11 @@ impl Watcher {
             .flat_map(|e| self.deliveries_for(e, nr_of_days, now))
             .collect();
         let fired: Vec<(ExportId, EventKind)> = fresh.iter().map(|e| (e.item.id, e.kind)).collect();
-        self.commit(snapshot, &fired, &deliveries, now)
+        let report = self.commit(snapshot, &fired, &deliveries, now)?;
+        fresh
+            .iter()
+            .for_each(|e| crate::telemetry::event_fired(e.kind));
+        Ok(report)
     }
 
     fn commit(
@@ -232,14 +236,20 @@ impl Watcher {
 fn log_poll(result: &Result<PollReport, PollError>, elapsed: Duration) {
     let duration_ms = elapsed.as_millis() as u64;
     match result {
-        Ok(r) => tracing::info!(
-            items = r.items,
-            events = r.events,
-            deliveries = r.deliveries,
-            rows_written = r.rows_written,
-            duration_ms,
-            "poll"
-        ),
-        Err(e) => tracing::debug!(error = %e, duration_ms, "poll failed"),
+        Ok(r) => {
+            crate::telemetry::poll_succeeded(elapsed, r.items, Utc::now());
+            tracing::info!(
+                items = r.items,
+                events = r.events,
+                deliveries = r.deliveries,
+                rows_written = r.rows_written,
+                duration_ms,
+                "poll"
+            )
+        }
+        Err(e) => {
+            crate::telemetry::poll_failed(elapsed);
+            tracing::debug!(error = %e, duration_ms, "poll failed")
+        }
     }
 }

@@ -16,8 +16,10 @@ use crate::crayon::{CrayonClient, CrayonError, CrayonSettings};
 use crate::dispatch::{Dispatcher, DrainSummary};
 use crate::poll::{PollError, PollReport, Watcher};
 use crate::render::{RenderError, Renderer};
+use crate::server;
 use crate::sinks::{self, BuildError, Sinks};
 use crate::state::{StateError, Store};
+use crate::telemetry::Health;
 
 /// How often `run` prunes old sent deliveries and fired records.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -36,6 +38,11 @@ pub enum ServiceError {
     State(#[from] StateError),
     #[error("another crayon-export-bot is already running on {state} (lock {lock} is held); stop it first")]
     Locked { state: PathBuf, lock: PathBuf },
+    #[error("cannot listen on {listen} ([server] listen): {source}")]
+    Listen {
+        listen: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot create lock file {path}: {source}")]
     LockFile {
         path: PathBuf,
@@ -114,6 +121,25 @@ impl App {
         let _lock = lock_state(&self.config.watch.state)?;
         log_startup(&self.config);
         self.prune();
+        let health = Arc::new(Health::new(self.config.watch.interval));
+        let server = match self.config.server_listen {
+            Some(listen) => {
+                let sinks = self.config.sinks.keys().cloned().collect();
+                let server = server::serve(
+                    listen,
+                    health.clone(),
+                    self.store.clone(),
+                    sinks,
+                    shutdown.clone(),
+                );
+                Some(
+                    server
+                        .await
+                        .map_err(|source| ServiceError::Listen { listen, source })?,
+                )
+            }
+            None => None,
+        };
         let wake = Arc::new(Notify::new());
         let dispatcher = self.dispatcher.clone();
         let grace = self.config.delivery.shutdown_grace;
@@ -121,13 +147,17 @@ impl App {
             let (shutdown, wake) = (shutdown.clone(), wake.clone());
             async move { dispatcher.run(shutdown, wake, grace).await }
         });
-        self.poll_loop(&shutdown, &wake).await;
+        self.poll_loop(&shutdown, &wake, &health).await;
+        health.stopped();
         let _ = deliveries.await;
+        if let Some(server) = server {
+            let _ = server.await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
 
-    async fn poll_loop(&self, shutdown: &CancellationToken, wake: &Notify) {
+    async fn poll_loop(&self, shutdown: &CancellationToken, wake: &Notify, health: &Health) {
         let mut watcher = self.watcher();
         let mut streak = FailureStreak::default();
         let interval = self.config.watch.interval;
@@ -137,7 +167,9 @@ impl App {
                 self.prune();
                 last_prune = tokio::time::Instant::now();
             }
-            let wait = match watcher.poll().await {
+            let result = watcher.poll().await;
+            health.polled(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            let wait = match result {
                 Ok(report) => {
                     streak.succeeded();
                     if report.deliveries > 0 {

@@ -4,6 +4,7 @@
 mod check;
 mod demo;
 mod helpers;
+mod operate;
 mod preview;
 mod reliability;
 mod watcher;

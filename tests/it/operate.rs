@@ -1,0 +1,188 @@
+//! Operating it: `/livez`, `/healthz` and `/metrics` of a running service.
+
+use std::time::Duration;
+
+use crate::helpers::{item, text, Harness, QueueAnswer};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get(url: &str) -> Option<(u16, String)> {
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.unwrap_or_default()))
+}
+
+/// Waits until `url` answers with `status`; returns the body.
+async fn wait_status(url: &str, status: u16) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some((got, body)) = get(url).await {
+            if got == status {
+                return body;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} never answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn metric(metrics: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let lines = metrics.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition format");
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn healthz_fails_while_the_api_fails_and_recovers_livez_stays_up() {
+    let h = Harness::start().await;
+    h.hook_answers(200).await;
+    let port = free_port();
+    h.write_config(&format!("[server]\nlisten = \"127.0.0.1:{port}\""));
+    let base = format!("http://127.0.0.1:{port}");
+    let run = h
+        .command(&["run"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_status(&format!("{base}/healthz"), 200).await;
+
+    h.queue.set(QueueAnswer::Status(503));
+    let body = wait_status(&format!("{base}/healthz"), 503).await;
+    assert!(body.contains("failing") && body.contains("503"), "{body}");
+    assert_eq!(
+        get(&format!("{base}/livez")).await.unwrap().0,
+        200,
+        "alive while the API is down"
+    );
+
+    h.queue.set_items(vec![]);
+    let body = wait_status(&format!("{base}/healthz"), 200).await;
+    assert!(body.contains("ok"), "{body}");
+    drop(run);
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_a_flip() {
+    let h = Harness::start().await;
+    h.hook_answers(200).await;
+    let port = free_port();
+    h.write_config(&format!("[server]\nlisten = \"127.0.0.1:{port}\""));
+    h.queue.set_items(vec![item(1, 1, false)]);
+    let run = h
+        .command(&["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let before = wait_status(&url, 200).await;
+    assert_eq!(metric(&before, "crayon_export_bot_events_total", None), 0.0);
+    assert_eq!(
+        metric(
+            &before,
+            "crayon_export_bot_build_info",
+            Some(("version", env!("CARGO_PKG_VERSION")))
+        ),
+        1.0
+    );
+
+    h.queue.set_items(vec![item(1, 2, true)]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        let (_, body) = get(&url).await.unwrap();
+        if metric(
+            &body,
+            "crayon_export_bot_deliveries_total",
+            Some(("outcome", "sent")),
+        ) >= 1.0
+        {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery counted:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        metric(
+            &after,
+            "crayon_export_bot_events_total",
+            Some(("event", "downloadable"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "crayon_export_bot_deliveries_total",
+            Some(("sink", "audit"))
+        ),
+        1.0
+    );
+    assert_eq!(metric(&after, "crayon_export_bot_queue_items", None), 1.0);
+    assert!(
+        metric(
+            &after,
+            "crayon_export_bot_polls_total",
+            Some(("outcome", "ok"))
+        ) >= 2.0
+    );
+    assert!(
+        metric(
+            &after,
+            "crayon_export_bot_last_success_timestamp_seconds",
+            None
+        ) > 1.7e9
+    );
+    assert!(
+        after.contains("crayon_export_bot_poll_duration_seconds_bucket"),
+        "a histogram"
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "crayon_export_bot_outbox_pending",
+            Some(("sink", "audit"))
+        ),
+        0.0
+    );
+    assert!(
+        after.contains("crayon_export_bot_outbox_dead{sink=\"audit\"} 0"),
+        "{after}"
+    );
+    let out = {
+        let pid = run.id().unwrap().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        run.wait_with_output().await.unwrap()
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
