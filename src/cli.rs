@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
 use crate::domain::{DeliveryId, DeliveryStatus, EventKind, ExportId, DEFAULT_ACCOUNT};
+use crate::reload;
 use crate::render::Renderer;
-use crate::service::App;
+use crate::service::{App, Reloads};
 use crate::state::{StateError, Store};
 use crate::{preview, probe, report};
 
@@ -179,7 +180,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             .unwrap_or_else(|| PathBuf::from("bot.toml"))
     });
     match cli.command {
-        Command::Run => run(load(&path)?).await,
+        Command::Run => run(load(&path)?, path).await,
         Command::Once => once(load(&path)?).await,
         Command::Check { online } => check(&path, online).await,
         Command::Render {
@@ -305,11 +306,29 @@ fn build(config: Config) -> Result<App, Failure> {
     })
 }
 
-async fn run(config: Config) -> Result<(), Failure> {
+async fn run(config: Config, path: PathBuf) -> Result<(), Failure> {
+    let (tx, requests) = tokio::sync::mpsc::channel(4);
+    reload::on_sighup(tx.clone());
+    let _watch = if config.watch.reload {
+        let watch =
+            reload::on_file_change(&path, config.templates_dir.as_deref(), tx).map_err(|e| {
+                Failure::Runtime(anyhow::anyhow!(
+                    "cannot watch {} for changes: {e}",
+                    path.display()
+                ))
+            })?;
+        Some(watch)
+    } else {
+        None
+    };
     let app = build(config)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    app.run(shutdown)
+    let reloads = Reloads {
+        requests,
+        load: Box::new(move || config::load(&path)),
+    };
+    app.run(shutdown, Some(reloads))
         .await
         .map_err(|e| Failure::Runtime(e.into()))
 }

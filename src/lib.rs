@@ -16,6 +16,7 @@ pub mod domain;
 pub mod poll;
 pub mod preview;
 pub mod probe;
+pub mod reload;
 pub mod render;
 pub mod report;
 pub mod route;

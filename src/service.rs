@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::crayon::{CrayonClient, CrayonError, CrayonSettings};
 use crate::dispatch::{Dispatcher, DrainSummary};
 use crate::poll::{PollError, PollReport, Watcher};
@@ -38,6 +38,10 @@ pub enum ServiceError {
     State(#[from] StateError),
     #[error("another crayon-export-bot is already running on {state} (lock {lock} is held); stop it first")]
     Locked { state: PathBuf, lock: PathBuf },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Reload(String),
     #[error("cannot listen on {listen} ([server] listen): {source}")]
     Listen {
         listen: std::net::SocketAddr,
@@ -117,39 +121,43 @@ impl App {
 
     /// `run`: polls every interval and delivers continuously until
     /// `shutdown`; then lets sends in flight finish within the grace period.
-    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), ServiceError> {
+    /// Each request on `reloads` re-reads config and templates: a bad one is
+    /// refused (the running config stays), a good one takes effect at the
+    /// next poll, pending deliveries untouched.
+    pub async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        mut reloads: Option<Reloads>,
+    ) -> Result<(), ServiceError> {
         let _lock = lock_state(&self.config.watch.state)?;
         log_startup(&self.config);
         self.prune();
         let health = Arc::new(Health::new(self.config.watch.interval));
-        let server = match self.config.server_listen {
-            Some(listen) => {
-                let sinks = self.config.sinks.keys().cloned().collect();
-                let server = server::serve(
-                    listen,
-                    health.clone(),
-                    self.store.clone(),
-                    sinks,
-                    shutdown.clone(),
-                );
-                Some(
-                    server
-                        .await
-                        .map_err(|source| ServiceError::Listen { listen, source })?,
-                )
-            }
-            None => None,
-        };
+        let server = self.serve(&health, &shutdown).await?;
         let wake = Arc::new(Notify::new());
-        let dispatcher = self.dispatcher.clone();
-        let grace = self.config.delivery.shutdown_grace;
-        let deliveries = tokio::spawn({
-            let (shutdown, wake) = (shutdown.clone(), wake.clone());
-            async move { dispatcher.run(shutdown, wake, grace).await }
-        });
-        self.poll_loop(&shutdown, &wake, &health).await;
+        let mut deliveries = self.spawn_dispatcher(&shutdown, &wake);
+        let mut poller = Poller::new(self.watcher());
+        loop {
+            let requests = reloads.as_mut().map(|r| &mut r.requests);
+            match self
+                .poll_loop(&mut poller, &shutdown, &wake, &health, requests)
+                .await
+            {
+                LoopExit::Shutdown => break,
+                LoopExit::Reload => {
+                    let Some(next) = reloads.as_ref().and_then(|r| self.reload(r)) else {
+                        continue;
+                    };
+                    deliveries.stop().await;
+                    self = next;
+                    deliveries = self.spawn_dispatcher(&shutdown, &wake);
+                    poller = Poller::new(self.watcher());
+                    tracing::info!("config reloaded; it applies from this poll on");
+                }
+            }
+        }
         health.stopped();
-        let _ = deliveries.await;
+        deliveries.stop().await;
         if let Some(server) = server {
             let _ = server.await;
         }
@@ -157,30 +165,106 @@ impl App {
         Ok(())
     }
 
-    async fn poll_loop(&self, shutdown: &CancellationToken, wake: &Notify, health: &Health) {
-        let mut watcher = self.watcher();
-        let mut streak = FailureStreak::default();
-        let interval = self.config.watch.interval;
-        let mut last_prune = tokio::time::Instant::now();
-        loop {
-            if last_prune.elapsed() >= PRUNE_EVERY {
-                self.prune();
-                last_prune = tokio::time::Instant::now();
+    async fn serve(
+        &self,
+        health: &Arc<Health>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, ServiceError> {
+        let Some(listen) = self.config.server_listen else {
+            return Ok(None);
+        };
+        let sinks = self.config.sinks.keys().cloned().collect();
+        server::serve(
+            listen,
+            health.clone(),
+            self.store.clone(),
+            sinks,
+            shutdown.clone(),
+        )
+        .await
+        .map(Some)
+        .map_err(|source| ServiceError::Listen { listen, source })
+    }
+
+    fn spawn_dispatcher(&self, shutdown: &CancellationToken, wake: &Arc<Notify>) -> Deliveries {
+        let generation = shutdown.child_token();
+        let dispatcher = self.dispatcher.clone();
+        let grace = self.config.delivery.shutdown_grace;
+        let task = tokio::spawn({
+            let (generation, wake) = (generation.clone(), wake.clone());
+            async move { dispatcher.run(generation, wake, grace).await }
+        });
+        Deliveries { generation, task }
+    }
+
+    /// Loads and builds the new config; `None` (with an error log) when it
+    /// is refused.
+    fn reload(&self, reloads: &Reloads) -> Option<App> {
+        let result = (reloads.load)()
+            .map_err(ServiceError::from)
+            .and_then(|config| self.reconfigured(config));
+        match result {
+            Ok(app) => Some(app),
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the running config stays");
+                None
             }
-            let result = watcher.poll().await;
+        }
+    }
+
+    /// A new App for `config`, sharing this one's state file.
+    fn reconfigured(&self, config: Config) -> Result<App, ServiceError> {
+        if config.watch.state != self.config.watch.state {
+            return Err(ServiceError::Reload(
+                "watch.state cannot change while running; restart the service".into(),
+            ));
+        }
+        if config.server_listen != self.config.server_listen {
+            tracing::warn!("server.listen changes take effect at the next restart");
+        }
+        let client = CrayonClient::new(crayon_settings(&config))?;
+        let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
+        let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
+        let config = Arc::new(config);
+        let dispatcher = Dispatcher::new(&config, self.store.clone(), Arc::new(sinks));
+        Ok(App {
+            config,
+            store: self.store.clone(),
+            client: Arc::new(client),
+            renderer: Arc::new(renderer),
+            dispatcher,
+        })
+    }
+
+    async fn poll_loop(
+        &self,
+        poller: &mut Poller,
+        shutdown: &CancellationToken,
+        wake: &Notify,
+        health: &Health,
+        mut reload: Option<&mut mpsc::Receiver<()>>,
+    ) -> LoopExit {
+        let interval = self.config.watch.interval;
+        loop {
+            if poller.last_prune.elapsed() >= PRUNE_EVERY {
+                self.prune();
+                poller.last_prune = tokio::time::Instant::now();
+            }
+            let result = poller.watcher.poll().await;
             health.polled(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
             let wait = match result {
                 Ok(report) => {
-                    streak.succeeded();
+                    poller.streak.succeeded();
                     if report.deliveries > 0 {
                         wake.notify_one();
                     }
                     interval
                 }
-                Err(e) => streak.failed(&e, interval),
+                Err(e) => poller.streak.failed(&e, interval),
             };
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return LoopExit::Shutdown,
+                true = next_request(reload.as_deref_mut()) => return LoopExit::Reload,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -201,6 +285,66 @@ impl App {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not prune old records"),
         }
+    }
+}
+
+/// Where reload requests come from (SIGHUP, file changes) and how the new
+/// config is read.
+pub struct Reloads {
+    pub requests: mpsc::Receiver<()>,
+    pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
+}
+
+/// Why the poll loop returned.
+enum LoopExit {
+    Shutdown,
+    Reload,
+}
+
+/// The poll loop's state, kept across refused reloads.
+struct Poller {
+    watcher: Watcher,
+    streak: FailureStreak,
+    last_prune: tokio::time::Instant,
+}
+
+impl Poller {
+    fn new(watcher: Watcher) -> Self {
+        Poller {
+            watcher,
+            streak: FailureStreak::default(),
+            last_prune: tokio::time::Instant::now(),
+        }
+    }
+}
+
+/// The running dispatcher of one config generation.
+struct Deliveries {
+    generation: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Deliveries {
+    /// Stops taking new deliveries and waits for sends in flight (bounded
+    /// by the shutdown grace period).
+    async fn stop(self) {
+        self.generation.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Resolves to `true` at the next reload request; never when there is no
+/// source (or it closed).
+async fn next_request(rx: Option<&mut mpsc::Receiver<()>>) -> bool {
+    match rx {
+        Some(rx) => match rx.recv().await {
+            Some(()) => {
+                while rx.try_recv().is_ok() {}
+                true
+            }
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

@@ -69,7 +69,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
         stop.clone(),
         options.cycles,
     ));
-    let result = app.run(stop.clone()).await;
+    let result = app.run(stop.clone(), None).await;
     watcher.abort();
     server.abort();
     result?;

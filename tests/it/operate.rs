@@ -186,3 +186,107 @@ async fn metrics_parse_and_count_a_flip() {
     };
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap();
+}
+
+/// Waits until the hook has received `n` bodies.
+async fn wait_bodies(h: &Harness, n: usize) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let bodies = h.hook_bodies().await;
+        if bodies.len() >= n || tokio::time::Instant::now() > deadline {
+            return bodies;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A second webhook sink on the same receiver, under another path.
+const SECOND_SINK: &str = "[sinks.second]\nkind = \"webhook\"\nurl = \"${SECOND_URL}\"";
+
+#[tokio::test]
+async fn sighup_refuses_a_broken_config_and_applies_a_good_one() {
+    let h = Harness::start().await;
+    h.hook_answers(200).await;
+    h.write_config("");
+    h.queue
+        .set_items(vec![item(1, 1, false), item(2, 1, false)]);
+    let mut cmd = h.command(&["run"]);
+    cmd.env(
+        "SECOND_URL",
+        format!("{}{}", h.hook.uri(), crate::helpers::HOOK_PATH),
+    );
+    let run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let good = std::fs::read_to_string(h.config_path()).unwrap();
+    std::fs::write(
+        h.config_path(),
+        format!("{good}\n[sinks.broken]\nkind = \"nope\"\n"),
+    )
+    .unwrap();
+    signal(&run, "-HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.queue.set_items(vec![item(1, 2, true), item(2, 1, false)]);
+    let bodies = wait_bodies(&h, 1).await;
+    assert_eq!(bodies.len(), 1, "the old config keeps delivering");
+    assert_eq!(bodies[0]["sink"], "audit");
+
+    std::fs::write(h.config_path(), format!("{good}\n{SECOND_SINK}\n")).unwrap();
+    signal(&run, "-HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.queue.set_items(vec![item(1, 2, true), item(2, 2, true)]);
+    let bodies = wait_bodies(&h, 3).await;
+    let mut sinks: Vec<String> = bodies[1..]
+        .iter()
+        .map(|b| b["sink"].as_str().unwrap().to_string())
+        .collect();
+    sinks.sort();
+    assert_eq!(
+        sinks,
+        ["audit", "second"],
+        "the new sink receives the next event"
+    );
+    signal(&run, "-TERM");
+    let out = run.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("reload refused"), "{}", text(&out));
+    assert!(text(&out).contains("sinks.broken.kind"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn a_config_saved_by_rename_is_reloaded_when_watching() {
+    let h = Harness::start().await;
+    h.hook_answers(200).await;
+    h.write_config("");
+    let good = std::fs::read_to_string(h.config_path()).unwrap().replace(
+        "state = \"state.db\"",
+        "state = \"state.db\"\nreload = true",
+    );
+    std::fs::write(h.config_path(), &good).unwrap();
+    h.queue.set_items(vec![item(4, 1, false)]);
+    let mut cmd = h.command(&["run"]);
+    cmd.env(
+        "SECOND_URL",
+        format!("{}{}", h.hook.uri(), crate::helpers::HOOK_PATH),
+    );
+    let run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let tmp = h.dir.path().join(".bot.toml.swp");
+    std::fs::write(&tmp, format!("{good}\n{SECOND_SINK}\n")).unwrap();
+    std::fs::rename(&tmp, h.config_path()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    h.queue.set_items(vec![item(4, 2, true)]);
+    let bodies = wait_bodies(&h, 2).await;
+    signal(&run, "-TERM");
+    let out = run.wait_with_output().await.unwrap();
+    assert_eq!(bodies.len(), 2, "{}", text(&out));
+    assert!(text(&out).contains("config reloaded"), "{}", text(&out));
+}
