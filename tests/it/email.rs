@@ -241,7 +241,11 @@ async fn a_451_is_retried_later_with_the_same_message_id() {
     );
     let (_, status, _, reason) = outbox(&h)[0].clone();
     assert_eq!(status, "pending");
-    assert!(reason.unwrap().contains("451"), "{}", text(&out));
+    let reason = reason.unwrap();
+    assert!(
+        reason.contains("deferred") && reason.contains("SMTP 451 4.3.0"),
+        "{reason}"
+    );
 
     tokio::time::sleep(Duration::from_millis(400)).await;
     let out = h.bot(&["once"]).await;
@@ -270,7 +274,7 @@ async fn a_550_goes_dead_with_the_servers_reason() {
     assert_eq!(status, "dead");
     let reason = reason.unwrap();
     assert!(
-        reason.contains("550") && reason.contains("rejected by policy"),
+        reason.contains("refused") && reason.contains("SMTP 550 5.7.1 message rejected by policy"),
         "{reason}"
     );
     assert!(!reason.contains(SMTP_PASSWORD));
@@ -312,7 +316,7 @@ async fn smtp_requires_starttls_and_sends_nothing_in_clear_without_it() {
     assert_eq!(status, "pending");
     let reason = reason.unwrap();
     assert!(
-        reason.contains("STARTTLS") && reason.contains("nothing was sent in clear"),
+        reason.contains("does not offer STARTTLS") && reason.contains("nothing was sent in clear"),
         "{reason}"
     );
 }
@@ -391,7 +395,7 @@ async fn an_untrusted_certificate_is_refused_before_anything_is_sent() {
     assert_eq!(status, "pending");
     let reason = reason.unwrap();
     assert!(
-        reason.to_lowercase().contains("tls") || reason.contains("certificate"),
+        reason.starts_with("TLS with the SMTP server failed") && reason.contains("certificate"),
         "{reason}"
     );
 }

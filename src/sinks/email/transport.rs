@@ -104,28 +104,66 @@ fn tls_parameters(host: &str, ca_file: Option<&Path>) -> Result<TlsParameters, T
 /// reply (connection, TLS, timeout, a server without STARTTLS) is worth
 /// retrying. The password never appears in the text.
 pub fn classify(error: &lettre::transport::smtp::Error, password: Option<&Secret>) -> SendError {
-    let mut text = error.to_string();
+    let detail = one_line(&innermost(error), password);
+    if let Some(code) = error.status() {
+        let text = format!("SMTP {code} {detail}");
+        return if error.is_permanent() {
+            SendError::Permanent(format!("the SMTP server refused the message: {text}"))
+        } else {
+            SendError::Retryable(format!("the SMTP server deferred the message: {text}"))
+        };
+    }
+    if detail.contains("STARTTLS") {
+        return SendError::Retryable(
+            "the SMTP server does not offer STARTTLS, which smtp:// requires, so nothing was \
+             sent in clear (use smtps:// for a server that speaks TLS from the start)"
+                .into(),
+        );
+    }
+    let tls = error.is_tls() || detail.contains("certificate") || detail.contains("TLS");
+    let (what, hint) = if tls {
+        let hint = if detail.contains("UnknownIssuer") {
+            " (is the server's CA among the system roots or in tls.ca_file?)"
+        } else {
+            ""
+        };
+        ("TLS with the SMTP server failed", hint)
+    } else if error.is_timeout() {
+        ("the SMTP server timed out", "")
+    } else {
+        ("could not talk to the SMTP server", "")
+    };
+    SendError::Retryable(format!("{what}: {detail}{hint}"))
+}
+
+/// The most specific message in the error's chain (lettre wraps the cause in
+/// one or two generic layers).
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = error;
+    while let Some(source) = last.source() {
+        last = source;
+    }
+    last.to_string()
+}
+
+/// One line of at most 300 characters, with the password masked.
+fn one_line(text: &str, password: Option<&Secret>) -> String {
+    let mut text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if let Some(password) = password.filter(|p| !p.expose().is_empty()) {
         text = text.replace(password.expose(), "***");
     }
-    let text = crate::text::shorten(&text.split_whitespace().collect::<Vec<_>>().join(" "), 300);
-    if error.is_permanent() {
-        return SendError::Permanent(format!("the SMTP server refused the message: {text}"));
+    crate::text::shorten(&text, 300)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_is_one_short_line_without_the_password() {
+        let password = Secret::new("hunter2-Zz");
+        let text = one_line("535 5.7.8\r\n  bad login hunter2-Zz", Some(&password));
+        assert_eq!(text, "535 5.7.8 bad login ***");
+        assert_eq!(one_line(&"x ".repeat(400), None).chars().count(), 300);
     }
-    if error.is_transient() {
-        return SendError::Retryable(format!("the SMTP server deferred the message: {text}"));
-    }
-    if text.contains("STARTTLS") {
-        return SendError::Retryable(format!(
-            "{text}; smtp:// requires STARTTLS, so nothing was sent in clear"
-        ));
-    }
-    let what = if error.is_tls() {
-        "TLS with the SMTP server failed"
-    } else if error.is_timeout() {
-        "the SMTP server timed out"
-    } else {
-        "could not talk to the SMTP server"
-    };
-    SendError::Retryable(format!("{what}: {text}"))
 }
