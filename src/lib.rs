@@ -5,6 +5,7 @@
 //! (deliveries) → `state` (one transaction) → `dispatch` (sinks). The pure
 //! steps do no I/O; `poll` and `service` wire them together.
 
+pub mod address;
 pub mod check;
 pub mod cli;
 pub mod config;

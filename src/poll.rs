@@ -213,6 +213,15 @@ impl Watcher {
             Target::Channel => (None, Disposition::Pending),
             Target::Person(who) => (Some(who), Disposition::Pending),
             Target::Skip(reason) => (None, Disposition::Skipped(reason)),
+            Target::FixedOnly(reason) => {
+                tracing::info!(
+                    sink = %sink.name,
+                    item = event.item.id.0,
+                    reason = %reason,
+                    "not sending to the requester; sending to the sink's fixed recipients only"
+                );
+                (None, Disposition::Pending)
+            }
         };
         let message = if disposition == Disposition::Pending {
             self.renderer.render(sink, input).unwrap_or_else(|e| {

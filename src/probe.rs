@@ -48,7 +48,7 @@ pub async fn send_test(
     let sink_config = preview::sink(config, name)?;
     let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
     let http = sinks::http_client(config)?;
-    let sink = Sink::build(sink_config, &http)?;
+    let sink = Sink::build(sink_config, &http, config.ca_file.as_deref())?;
     let (mut item, days) = preview::load_item(None)?;
     item.action_name = format!(
         "[TEST] {} (sent by crayon-export-bot send-test)",
@@ -69,7 +69,7 @@ pub async fn send_test(
     let requested_by = item.requested_by.as_deref();
     let view = crate::render::RecipientView::new(requested_by, router.recipient(requested_by));
     let recipient = match route::target(&sink_config.kind, requested_by, &view) {
-        Target::Channel => None,
+        Target::Channel | Target::FixedOnly(_) => None,
         Target::Person(who) => Some(who),
         Target::Skip(reason) => {
             return Err(ProbeError::NoRecipient {

@@ -13,8 +13,9 @@ use tera::{Context, Kwargs, State, Tera, TeraResult};
 use crate::config::{RecipientConfig, SinkConfig};
 use crate::domain::{EventKind, ExportItem, RemovedReason, RenderedMessage};
 
-/// Built-in templates as (lookup name, source). The generic webhook body is
-/// the same for every event.
+/// Built-in templates as (lookup name, source). The generic webhook body and
+/// the email HTML layout are the same for every event (the HTML varies its
+/// wording on `event`).
 const BUILTINS: &[(&str, &str)] = &[
     (
         "downloadable.console.text.tera",
@@ -31,6 +32,54 @@ const BUILTINS: &[(&str, &str)] = &[
     (
         "removed.console.text.tera",
         include_str!("../templates/removed.console.text.tera"),
+    ),
+    (
+        "downloadable.email.subject.tera",
+        include_str!("../templates/downloadable.email.subject.tera"),
+    ),
+    (
+        "downloadable.email.text.tera",
+        include_str!("../templates/downloadable.email.text.tera"),
+    ),
+    (
+        "downloadable.email.html.tera",
+        include_str!("../templates/email.html.tera"),
+    ),
+    (
+        "failed.email.subject.tera",
+        include_str!("../templates/failed.email.subject.tera"),
+    ),
+    (
+        "failed.email.text.tera",
+        include_str!("../templates/failed.email.text.tera"),
+    ),
+    (
+        "failed.email.html.tera",
+        include_str!("../templates/email.html.tera"),
+    ),
+    (
+        "queued.email.subject.tera",
+        include_str!("../templates/queued.email.subject.tera"),
+    ),
+    (
+        "queued.email.text.tera",
+        include_str!("../templates/queued.email.text.tera"),
+    ),
+    (
+        "queued.email.html.tera",
+        include_str!("../templates/email.html.tera"),
+    ),
+    (
+        "removed.email.subject.tera",
+        include_str!("../templates/removed.email.subject.tera"),
+    ),
+    (
+        "removed.email.text.tera",
+        include_str!("../templates/removed.email.text.tera"),
+    ),
+    (
+        "removed.email.html.tera",
+        include_str!("../templates/email.html.tera"),
     ),
     (
         "downloadable.webhook.json.tera",

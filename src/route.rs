@@ -5,9 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use crate::config::{Config, RecipientConfig, RouteConfig, SinkKind};
+use crate::address::{domain_allowed, single_address};
+use crate::config::{Config, EmailConfig, RecipientConfig, RouteConfig, SinkKind};
 use crate::domain::{EventKind, ExportItem};
 use crate::render::RecipientView;
+use crate::text::shorten;
 
 /// Where a sink sends one event's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,16 +21,16 @@ pub enum Target {
     /// Nothing to send it to; the delivery is recorded as `skipped` with this
     /// reason (not a failure, not an alert).
     Skip(String),
+    /// A per-person sink whose person cannot be used (the reason), but which
+    /// has fixed recipients (email `to`/`cc`/`bcc`): it is sent to those only.
+    FixedOnly(String),
 }
 
 /// Resolves the per-person target of a sink for an item's requester.
 pub fn target(kind: &SinkKind, requested_by: Option<&str>, recipient: &RecipientView) -> Target {
     let who = requested_by.unwrap_or("(no RequestedBy)");
     match kind {
-        SinkKind::Email(_) => match &recipient.email {
-            Some(address) => Target::Person(address.clone()),
-            None => Target::Skip("the item has no RequestedBy to send to".into()),
-        },
+        SinkKind::Email(email) => email_target(email, requested_by, recipient),
         SinkKind::Discord {
             bot_token: Some(_), ..
         } => match &recipient.discord_user_id {
@@ -36,6 +38,53 @@ pub fn target(kind: &SinkKind, requested_by: Option<&str>, recipient: &Recipient
             None => Target::Skip(format!("no discord_user_id in [recipients] for {who}")),
         },
         _ => Target::Channel,
+    }
+}
+
+/// The email sink's target: the requester as one checked address (or its
+/// `[recipients]` redirect) when `requester = true`; the fixed `to`/`cc`/`bcc`
+/// are added by the sink at send time, so a requester that cannot be used
+/// only skips the delivery when there is nobody else to send it to.
+fn email_target(
+    email: &EmailConfig,
+    requested_by: Option<&str>,
+    recipient: &RecipientView,
+) -> Target {
+    if !email.requester {
+        return Target::Channel;
+    }
+    match requester_address(email, requested_by, recipient) {
+        Ok(address) => Target::Person(address),
+        Err(reason) if email.has_fixed_recipients() => Target::FixedOnly(reason),
+        Err(reason) => Target::Skip(reason),
+    }
+}
+
+/// The requester's address, or why no mail goes to it: `RequestedBy` must be
+/// exactly one address, in `requester_domains` when that is set; a directory
+/// redirect must be one address too.
+fn requester_address(
+    email: &EmailConfig,
+    requested_by: Option<&str>,
+    recipient: &RecipientView,
+) -> Result<String, String> {
+    let raw = requested_by.ok_or("the item has no RequestedBy to send to")?;
+    let shown = || format!("{:?}", shorten(raw, 120));
+    let requester = single_address(raw)
+        .map_err(|e| format!("RequestedBy {} is not one email address: {e}", shown()))?;
+    if let Some(domains) = &email.requester_domains {
+        if !domain_allowed(&requester, domains) {
+            return Err(format!(
+                "RequestedBy {requester} is outside requester_domains ({})",
+                domains.join(", ")
+            ));
+        }
+    }
+    match recipient.email.as_deref() {
+        Some(target) if target.trim() != raw.trim() => single_address(target)
+            .map(|a| a.to_string())
+            .map_err(|e| format!("the [recipients] email for {requester} is not one address: {e}")),
+        _ => Ok(requester.to_string()),
     }
 }
 
@@ -243,5 +292,81 @@ sinks = ["mail"]
         assert_eq!(entry.slack_user_id.as_deref(), Some("U1"));
         assert!(router.recipient(None).is_none());
         assert!(router.recipient(Some("x@example.com")).is_none());
+    }
+
+    fn email_kind(extra: &str) -> SinkKind {
+        let config = config(&format!(
+            "[sinks.email]\nkind = \"email\"\nsmtp = \"smtp://mail.example.com\"\nfrom = \"bot@example.com\"\n{extra}\n"
+        ));
+        config.sinks["email"].kind.clone()
+    }
+
+    fn email_target_for(kind: &SinkKind, who: Option<&str>, redirect: Option<&str>) -> Target {
+        let entry = RecipientConfig {
+            email: redirect.map(str::to_string),
+            ..RecipientConfig::default()
+        };
+        let view = RecipientView::new(who, redirect.map(|_| &entry));
+        target(kind, who, &view)
+    }
+
+    #[test]
+    fn email_goes_to_the_requester_or_its_redirect() {
+        let kind = email_kind("");
+        assert_eq!(
+            email_target_for(&kind, Some(" Ann@Example.com "), None),
+            Target::Person("Ann@Example.com".into())
+        );
+        assert_eq!(
+            email_target_for(&kind, Some("ann@example.com"), Some("ann.alt@example.com")),
+            Target::Person("ann.alt@example.com".into())
+        );
+    }
+
+    #[test]
+    fn a_requested_by_that_is_not_one_address_is_skipped_with_the_reason() {
+        let kind = email_kind("");
+        for (who, why) in [
+            (Some("ann@example.com\r\nBcc: x@evil.test"), "line break"),
+            (Some("ann@example.com, bob@example.com"), "more than one"),
+            (Some(""), "empty"),
+            (Some("Ann Smith"), "not a valid"),
+            (None, "no RequestedBy"),
+        ] {
+            match email_target_for(&kind, who, None) {
+                Target::Skip(reason) => {
+                    assert!(reason.contains(why), "{who:?}: {reason}");
+                    assert!(!reason.contains('\n'), "one line: {reason:?}");
+                }
+                other => panic!("{who:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn requester_domains_limit_who_gets_mail() {
+        let kind = email_kind("requester_domains = [\"example.com\"]");
+        assert_eq!(
+            email_target_for(&kind, Some("ann@example.com"), None),
+            Target::Person("ann@example.com".into())
+        );
+        match email_target_for(&kind, Some("eve@evil.test"), Some("ann@example.com")) {
+            Target::Skip(reason) => assert!(reason.contains("requester_domains"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fixed_recipients_still_get_mail_when_the_requester_is_skipped() {
+        let kind = email_kind("cc = [\"ops@example.com\"]");
+        match email_target_for(&kind, Some("a@x.test\nBcc: y@evil.test"), None) {
+            Target::FixedOnly(reason) => assert!(reason.contains("line break"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let fixed_only = email_kind("requester = false\nto = [\"ops@example.com\"]");
+        assert_eq!(
+            email_target_for(&fixed_only, Some("ann@example.com"), None),
+            Target::Channel
+        );
     }
 }

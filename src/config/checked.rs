@@ -7,10 +7,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lettre::message::Mailbox;
 use url::Url;
 
 use super::raw::{RawConfig, RawCrayon, RawDelivery, RawRoute, RawSink, RawWatch};
 use super::ConfigError;
+use crate::address::{single_address, single_mailbox};
 use crate::domain::EventKind;
 use crate::secret::Secret;
 
@@ -144,20 +146,43 @@ impl SinkKind {
     }
 }
 
-/// `kind = "email"` settings.
+/// How the email sink protects its SMTP session, from `smtp`'s scheme and
+/// `tls`. There is no "opportunistic" mode: `smtp://` never falls back to
+/// plain text when the server does not offer STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// `smtp://`: STARTTLS is required (port 587 unless given).
+    StartTls,
+    /// `smtps://`: TLS from the first byte (port 465 unless given).
+    Implicit,
+    /// `tls = "none"`: plain SMTP, only for loopback or `allow_insecure`.
+    None,
+}
+
+/// `kind = "email"` settings, checked: addresses are parsed, the TLS mode is
+/// decided, and a sink that could never send anything is refused.
 #[derive(Debug, Clone)]
 pub struct EmailConfig {
     pub smtp: Url,
-    pub tls: Option<String>,
-    pub allow_insecure: bool,
+    pub security: SmtpSecurity,
     pub username: Option<String>,
     pub password: Option<Secret>,
-    pub from: String,
+    pub from: Mailbox,
+    /// Send to the item's `RequestedBy` (or its `[recipients]` redirect).
     pub requester: bool,
+    /// Lowercase domains; `None` = every requester's domain.
     pub requester_domains: Option<Vec<String>>,
-    pub to: Vec<String>,
-    pub cc: Vec<String>,
-    pub bcc: Vec<String>,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    pub bcc: Vec<Mailbox>,
+}
+
+impl EmailConfig {
+    /// True when `to`, `cc` or `bcc` names someone: the sink then has people
+    /// to send to even when the requester is skipped.
+    pub fn has_fixed_recipients(&self) -> bool {
+        !(self.to.is_empty() && self.cc.is_empty() && self.bcc.is_empty())
+    }
 }
 
 /// One `[[routes]]` entry; globs are compiled by the router.
@@ -247,11 +272,11 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
                 let entry = RecipientConfig {
                     discord_user_id: r.discord_user_id,
                     slack_user_id: r.slack_user_id,
-                    email: r.email,
+                    email: check_recipient_email(&addr, r.email)?,
                 };
-                (addr.trim().to_lowercase(), entry)
+                Ok((addr.trim().to_lowercase(), entry))
             })
-            .collect(),
+            .collect::<Result<_, ConfigError>>()?,
         warnings,
     })
 }
@@ -495,38 +520,154 @@ fn check_discord(name: &str, raw: &RawSink) -> Result<SinkKind, ConfigError> {
 
 fn check_email(name: &str, raw: &RawSink) -> Result<EmailConfig, ConfigError> {
     let key = |k: &str| format!("sinks.{name}.{k}");
-    let smtp_text = raw.smtp.as_deref().ok_or_else(|| {
-        ConfigError::invalid(
-            key("smtp"),
-            "is required (e.g. \"smtp://mail.example.com:587\")",
-        )
-    })?;
-    let smtp = parse_url(&key("smtp"), smtp_text)?;
-    if !matches!(smtp.scheme(), "smtp" | "smtps") {
-        return Err(ConfigError::invalid(
-            key("smtp"),
-            "must start with smtp:// (STARTTLS) or smtps:// (implicit TLS)",
-        ));
-    }
-    let from = raw.from.clone().ok_or_else(|| {
+    let (smtp, security) = check_smtp(name, raw)?;
+    let from = raw.from.as_deref().ok_or_else(|| {
         ConfigError::invalid(
             key("from"),
             "is required (e.g. \"Export Bot <exports@example.com>\")",
         )
     })?;
-    Ok(EmailConfig {
+    let config = EmailConfig {
         smtp,
-        tls: raw.tls.clone(),
-        allow_insecure: raw.allow_insecure.unwrap_or(false),
+        security,
         username: raw.username.clone(),
         password: raw.password.clone(),
-        from,
+        from: mailbox(&key("from"), from)?,
         requester: raw.requester.unwrap_or(true),
-        requester_domains: raw.requester_domains.clone(),
-        to: raw.to.clone().unwrap_or_default(),
-        cc: raw.cc.clone().unwrap_or_default(),
-        bcc: raw.bcc.clone().unwrap_or_default(),
+        requester_domains: check_domains(&key("requester_domains"), &raw.requester_domains)?,
+        to: mailboxes(&key("to"), &raw.to)?,
+        cc: mailboxes(&key("cc"), &raw.cc)?,
+        bcc: mailboxes(&key("bcc"), &raw.bcc)?,
+    };
+    if raw.password.is_some() && raw.username.is_none() {
+        return Err(ConfigError::invalid(
+            key("username"),
+            "is required when password is set",
+        ));
+    }
+    if !config.requester && !config.has_fixed_recipients() {
+        return Err(ConfigError::invalid(
+            key("requester"),
+            "is false and to, cc and bcc are empty, so this sink would never send anything",
+        ));
+    }
+    Ok(config)
+}
+
+/// `smtp` and `tls`: `smtp://` = STARTTLS required, `smtps://` = implicit
+/// TLS, `tls = "none"` = plain, accepted only for loopback hosts or with
+/// `allow_insecure = true`.
+fn check_smtp(name: &str, raw: &RawSink) -> Result<(Url, SmtpSecurity), ConfigError> {
+    let key = |k: &str| format!("sinks.{name}.{k}");
+    let text = raw.smtp.as_deref().ok_or_else(|| {
+        ConfigError::invalid(
+            key("smtp"),
+            "is required (e.g. \"smtp://mail.example.com:587\")",
+        )
+    })?;
+    let smtp = parse_url(&key("smtp"), text)?;
+    if smtp.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::invalid(
+            key("smtp"),
+            "needs a host (e.g. \"smtp://mail.example.com:587\")",
+        ));
+    }
+    let security = smtp_security(name, smtp.scheme(), raw.tls.as_deref())?;
+    let insecure_ok = smtp_is_loopback(&smtp) || raw.allow_insecure.unwrap_or(false);
+    if security == SmtpSecurity::None && !insecure_ok {
+        return Err(ConfigError::invalid(
+            key("tls"),
+            "\"none\" sends mail and passwords in clear: it is accepted only for a loopback host or with allow_insecure = true",
+        ));
+    }
+    Ok((smtp, security))
+}
+
+/// The TLS mode from the scheme and `tls` (whose only value is "none").
+fn smtp_security(name: &str, scheme: &str, tls: Option<&str>) -> Result<SmtpSecurity, ConfigError> {
+    let key = |k: &str| format!("sinks.{name}.{k}");
+    match (scheme, tls) {
+        ("smtp", None) => Ok(SmtpSecurity::StartTls),
+        ("smtps", None) => Ok(SmtpSecurity::Implicit),
+        ("smtp", Some("none")) => Ok(SmtpSecurity::None),
+        ("smtps", Some("none")) => Err(ConfigError::invalid(
+            key("tls"),
+            "\"none\" contradicts smtps:// (implicit TLS); use smtp://host:25 for plain SMTP",
+        )),
+        ("smtp" | "smtps", Some(other)) => Err(ConfigError::invalid(
+            key("tls"),
+            format!("{other:?} is not a TLS mode: the only value is \"none\" (the scheme of smtp picks STARTTLS or implicit TLS)"),
+        )),
+        _ => Err(ConfigError::invalid(
+            key("smtp"),
+            "must start with smtp:// (STARTTLS) or smtps:// (implicit TLS)",
+        )),
+    }
+}
+
+/// Like [`is_loopback`] for `smtp://` URLs, whose hosts the `url` crate
+/// keeps as opaque text (an IPv4 address is not parsed for unknown schemes).
+fn smtp_is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d
+            .parse::<std::net::IpAddr>()
+            .map_or(d.eq_ignore_ascii_case("localhost"), |ip| ip.is_loopback()),
+        _ => is_loopback(url),
+    }
+}
+
+fn mailbox(key: &str, text: &str) -> Result<Mailbox, ConfigError> {
+    single_mailbox(text).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!("{text:?} is not one email address ({e}); e.g. \"Export Bot <exports@example.com>\""),
+        )
     })
+}
+
+fn mailboxes(key: &str, list: &Option<Vec<String>>) -> Result<Vec<Mailbox>, ConfigError> {
+    list.iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, text)| mailbox(&format!("{key}[{i}]"), text))
+        .collect()
+}
+
+/// Lowercased, without a leading `@`; each must look like a domain.
+fn check_domains(
+    key: &str,
+    list: &Option<Vec<String>>,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(list) = list else { return Ok(None) };
+    list.iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let domain = d.trim().trim_start_matches('@').to_ascii_lowercase();
+            match single_address(&format!("x@{domain}")) {
+                Ok(_) => Ok(domain),
+                Err(_) => Err(ConfigError::invalid(
+                    format!("{key}[{i}]"),
+                    format!("{d:?} is not a domain (e.g. \"example.com\")"),
+                )),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// A `[recipients."addr"]` redirect must be exactly one address.
+fn check_recipient_email(
+    requester: &str,
+    email: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    let Some(email) = email else { return Ok(None) };
+    match single_address(&email) {
+        Ok(address) => Ok(Some(address.to_string())),
+        Err(e) => Err(ConfigError::invalid(
+            format!("recipients.\"{requester}\".email"),
+            format!("{email:?} is not one email address ({e})"),
+        )),
+    }
 }
 
 fn check_route(

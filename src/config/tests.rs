@@ -211,3 +211,87 @@ fn rate_limits_parse() {
         Some((1, std::time::Duration::from_secs(1)))
     );
 }
+
+fn email_sink(lines: &str) -> Result<Config, ConfigError> {
+    let text = format!(
+        "{MINIMAL}\n[sinks.mail]\nkind = \"email\"\nfrom = \"Export Bot <exports@example.com>\"\n{lines}\n"
+    );
+    load_str(&text, &[])
+}
+
+fn email_of(config: &Config) -> &EmailConfig {
+    match &config.sinks["mail"].kind {
+        SinkKind::Email(email) => email,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_smtp_scheme_picks_starttls_or_implicit_tls() {
+    let starttls = email_sink("smtp = \"smtp://mail.example.com:587\"").unwrap();
+    assert_eq!(email_of(&starttls).security, SmtpSecurity::StartTls);
+    let implicit = email_sink("smtp = \"smtps://mail.example.com\"").unwrap();
+    assert_eq!(email_of(&implicit).security, SmtpSecurity::Implicit);
+    let email = email_of(&implicit);
+    assert_eq!(email.from.email.to_string(), "exports@example.com");
+    assert!(email.requester);
+}
+
+#[test]
+fn plain_smtp_is_refused_unless_loopback_or_allowed() {
+    let err = email_sink("smtp = \"smtp://mail.example.com:25\"\ntls = \"none\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sinks.mail.tls") && err.contains("allow_insecure"),
+        "{err}"
+    );
+    let loopback = email_sink("smtp = \"smtp://127.0.0.1:2525\"\ntls = \"none\"").unwrap();
+    assert_eq!(email_of(&loopback).security, SmtpSecurity::None);
+    let allowed =
+        email_sink("smtp = \"smtp://mail.example.com:25\"\ntls = \"none\"\nallow_insecure = true")
+            .unwrap();
+    assert_eq!(email_of(&allowed).security, SmtpSecurity::None);
+}
+
+#[test]
+fn email_settings_that_cannot_work_name_their_key() {
+    let smtp = "smtp = \"smtp://mail.example.com\"";
+    for (lines, key) in [
+        ("smtp = \"http://mail.example.com\"".to_string(), "sinks.mail.smtp"),
+        (format!("{smtp}\ntls = \"starttls\""), "sinks.mail.tls"),
+        ("smtp = \"smtps://mail.example.com\"\ntls = \"none\"".into(), "sinks.mail.tls"),
+        (format!("{smtp}\nrequester = false"), "sinks.mail.requester"),
+        (format!("{smtp}\nto = [\"ops@example.com, x@evil.test\"]"), "sinks.mail.to[0]"),
+        (format!("{smtp}\nbcc = [\"not an address\"]"), "sinks.mail.bcc[0]"),
+        (format!("{smtp}\nrequester_domains = [\"exa mple.com\"]"), "sinks.mail.requester_domains[0]"),
+        (format!("{smtp}\npassword = \"pw\""), "sinks.mail.username"),
+        (
+            format!("{smtp}\n[recipients.\"ann@example.com\"]\nemail = \"a@example.com\\r\\nBcc: x@evil.test\""),
+            "recipients.\"ann@example.com\".email",
+        ),
+    ] {
+        let err = email_sink(&lines).unwrap_err().to_string();
+        assert!(err.contains(key), "{lines}: {err}");
+    }
+    let text = format!(
+        "{MINIMAL}\n[sinks.mail]\nkind = \"email\"\nsmtp = \"smtp://mail.example.com\"\nfrom = \"Bot\\r\\nBcc: x@evil.test <exports@example.com>\"\n"
+    );
+    let err = load_str(&text, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("sinks.mail.from") && err.contains("line break"),
+        "{err}"
+    );
+}
+
+#[test]
+fn requester_domains_are_normalised() {
+    let config = email_sink(
+        "smtp = \"smtp://mail.example.com\"\nrequester_domains = [\"@Example.COM\", \"corp.example\"]",
+    )
+    .unwrap();
+    assert_eq!(
+        email_of(&config).requester_domains.as_deref(),
+        Some(&["example.com".to_string(), "corp.example".to_string()][..])
+    );
+}

@@ -229,3 +229,90 @@ fn slack_escape_neutralises_control_characters() {
     );
     assert_eq!(slack_escape("plain ü 🎉"), "plain ü 🎉");
 }
+
+fn email() -> SinkConfig {
+    let config = crate::config::EmailConfig {
+        smtp: "smtp://mail.example.com:587".parse().unwrap(),
+        security: crate::config::SmtpSecurity::StartTls,
+        username: None,
+        password: None,
+        from: "Export Bot <exports@example.com>".parse().unwrap(),
+        requester: true,
+        requester_domains: None,
+        to: vec![],
+        cc: vec![],
+        bcc: vec![],
+    };
+    sink("mail", SinkKind::Email(Box::new(config)))
+}
+
+#[test]
+fn every_event_has_a_builtin_email_with_all_three_parts() {
+    let renderer = Renderer::new(None, chrono_tz::UTC).unwrap();
+    let item = sample();
+    for event in EventKind::ALL {
+        let message = renderer.render(&email(), &input(event, &item)).unwrap();
+        for part in ["subject", "text", "html"] {
+            let text = message.part(part);
+            assert!(text.contains(&item.action_name), "{event} {part}: {text}");
+        }
+        assert!(message
+            .part("html")
+            .contains("href=\"https://cloudiq.crayon.com/\""));
+        assert!(!message.part("html").contains(&item.action_url));
+    }
+}
+
+#[test]
+fn the_email_html_part_is_autoescaped_and_the_text_part_is_not() {
+    let renderer = Renderer::new(None, chrono_tz::UTC).unwrap();
+    let mut item = sample();
+    item.action_name = "<script>alert(1)</script> & \"Q\"".into();
+    item.requested_by = Some("<b>ann</b>@example.com".into());
+    let message = renderer
+        .render(&email(), &input(EventKind::Downloadable, &item))
+        .unwrap();
+    let html = message.part("html");
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;&#x2F;script&gt; &amp; &quot;Q&quot;")
+            || html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;Q&quot;"),
+        "{html}"
+    );
+    assert!(!html.contains("<b>ann</b>"), "{html}");
+    assert!(message.part("text").contains("<script>alert(1)</script>"));
+}
+
+#[test]
+fn the_downloadable_email_shows_what_a_requester_needs() {
+    let renderer = Renderer::new(None, chrono_tz::UTC).unwrap();
+    let item = sample();
+    let message = renderer
+        .render(&email(), &input(EventKind::Downloadable, &item))
+        .unwrap();
+    let html = message.part("html");
+    for expected in [
+        "Your export is ready",
+        "lukasz.szczesniak@crayon.com",
+        "2024-05-30 13:39 UTC",
+        "2024-06-06 13:39 UTC",
+        "Processed",
+        "Download in Cloud-iQ",
+    ] {
+        assert!(html.contains(expected), "{expected}: {html}");
+    }
+    let text = message.part("text");
+    for expected in [
+        "lukasz.szczesniak@crayon.com",
+        "Available until: 2024-06-06 13:39 UTC",
+        "Processed",
+        "https://cloudiq.crayon.com/",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+    assert!(!html.contains("<style"), "inline CSS only");
+    assert_eq!(
+        message.part("subject").trim(),
+        format!("Your export is ready: {}", item.action_name)
+    );
+}

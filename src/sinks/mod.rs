@@ -3,14 +3,17 @@
 //! and bookkeeping live in the shared dispatcher (`crate::dispatch`).
 
 mod console;
+pub mod email;
 mod http;
 #[cfg(test)]
 pub mod scripted;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 pub use console::ConsoleSink;
+pub use email::EmailSink;
 pub use http::{transport_error, HttpSink};
 
 use crate::config::{Config, SinkConfig, SinkKind};
@@ -44,12 +47,18 @@ pub enum Sink {
     Http(HttpSink),
     #[cfg(test)]
     Scripted(std::sync::Arc<scripted::ScriptedSink>),
+    Email(Box<EmailSink>),
 }
 
 impl Sink {
     /// Builds the sink for one `[sinks.NAME]` entry, sharing `http` (one
-    /// connection pool and TLS stack for every HTTP sink).
-    pub fn build(config: &SinkConfig, http: &reqwest::Client) -> Result<Sink, BuildError> {
+    /// connection pool and TLS stack for every HTTP sink); `ca_file` is the
+    /// extra root CA of `[tls]` for sinks with their own TLS stack (email).
+    pub fn build(
+        config: &SinkConfig,
+        http: &reqwest::Client,
+        ca_file: Option<&Path>,
+    ) -> Result<Sink, BuildError> {
         let unsupported = |kind: &str| BuildError::Sink {
             sink: config.name.clone(),
             message: format!("sink kind {kind:?} is not supported by this build yet"),
@@ -62,7 +71,12 @@ impl Sink {
             SinkKind::Slack { .. } => return Err(unsupported("slack")),
             SinkKind::Teams { .. } => return Err(unsupported("teams")),
             SinkKind::Discord { .. } => return Err(unsupported("discord")),
-            SinkKind::Email(_) => return Err(unsupported("email")),
+            SinkKind::Email(email) => EmailSink::new(email, ca_file, config.concurrency)
+                .map(|sink| Sink::Email(Box::new(sink)))
+                .map_err(|e| BuildError::Sink {
+                    sink: config.name.clone(),
+                    message: e.to_string(),
+                })?,
         })
     }
 
@@ -73,6 +87,7 @@ impl Sink {
             Sink::Http(sink) => sink.send(delivery).await,
             #[cfg(test)]
             Sink::Scripted(sink) => sink.send(),
+            Sink::Email(sink) => sink.send(delivery).await,
         }
     }
 }
@@ -89,7 +104,10 @@ impl Sinks {
             .sinks
             .values()
             .filter(|s| s.enabled)
-            .map(|s| Ok((s.name.clone(), Sink::build(s, http)?)))
+            .map(|s| {
+                let sink = Sink::build(s, http, config.ca_file.as_deref())?;
+                Ok((s.name.clone(), sink))
+            })
             .collect::<Result<_, BuildError>>()?;
         Ok(Sinks { sinks })
     }

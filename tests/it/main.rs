@@ -1,10 +1,12 @@
 //! Integration tests: the real binary against fakes on loopback (wiremock as
-//! the Crayon API and as webhook receivers).
+//! the Crayon API and as webhook receivers, an SMTP server for email).
 
 mod check;
 mod demo;
+mod email;
 mod helpers;
 mod operate;
 mod preview;
 mod reliability;
+mod smtp;
 mod watcher;

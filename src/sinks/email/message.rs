@@ -1,0 +1,237 @@
+//! Turns one delivery's rendered `subject`, `text` and `html` parts into an
+//! RFC 5322 message: `multipart/alternative`, a Message-ID derived from the
+//! delivery (a retry carries the same one, so mail clients collapse
+//! duplicates), the delivery's creation time as `Date`, and
+//! `Auto-Submitted: auto-generated` so auto-responders stay quiet. No item
+//! text reaches a header unchecked: the subject is flattened to one line and
+//! addresses were parsed strictly before they got here.
+
+use std::time::SystemTime;
+
+use lettre::message::header::{Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::Message;
+
+use crate::address::single_address;
+use crate::domain::Delivery;
+use crate::sinks::SendError;
+
+/// The longest subject we send, in characters (RFC 5322 recommends lines
+/// under 78 characters; lettre folds, we only keep it readable).
+pub const SUBJECT_MAX: usize = 200;
+
+/// Who a message is from and who always gets a copy (`from`, `to`, `cc`,
+/// `bcc` of `[sinks.NAME]`).
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub from: Mailbox,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    pub bcc: Vec<Mailbox>,
+}
+
+/// The `Auto-Submitted` header of RFC 3834: marks the mail as machine-made
+/// so vacation responders and ticket systems do not answer it.
+#[derive(Debug, Clone, Copy)]
+pub struct AutoSubmitted;
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-generated".to_string())
+    }
+}
+
+/// Builds the message for `delivery`: its recipient (the requester, if the
+/// router found one) plus the fixed lists.
+pub fn build(envelope: &Envelope, delivery: &Delivery) -> Result<Message, SendError> {
+    let mut builder = Message::builder()
+        .from(envelope.from.clone())
+        .subject(clean_subject(delivery.message.part("subject")))
+        .message_id(Some(message_id(delivery, &envelope.from)))
+        .date(SystemTime::from(delivery.created_at))
+        .header(AutoSubmitted);
+    for to in recipients(envelope, delivery)? {
+        builder = builder.to(to);
+    }
+    for cc in &envelope.cc {
+        builder = builder.cc(cc.clone());
+    }
+    for bcc in &envelope.bcc {
+        builder = builder.bcc(bcc.clone());
+    }
+    let body = MultiPart::alternative_plain_html(
+        delivery.message.part("text").to_string(),
+        delivery.message.part("html").to_string(),
+    );
+    builder
+        .multipart(body)
+        .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))
+}
+
+/// `To`: the delivery's recipient (checked again: the outbox is a file)
+/// followed by the fixed `to` list, each address once.
+fn recipients(envelope: &Envelope, delivery: &Delivery) -> Result<Vec<Mailbox>, SendError> {
+    let mut out: Vec<Mailbox> = Vec::new();
+    if let Some(text) = &delivery.recipient {
+        let address = single_address(text).map_err(|e| {
+            SendError::Permanent(format!("the stored recipient is not one address: {e}"))
+        })?;
+        out.push(Mailbox::new(None, address));
+    }
+    for to in &envelope.to {
+        if !out.iter().any(|m| m.email == to.email) {
+            out.push(to.clone());
+        }
+    }
+    if out.is_empty() && envelope.cc.is_empty() && envelope.bcc.is_empty() {
+        return Err(SendError::Permanent(
+            "nobody to send to: no requester and no to, cc or bcc".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// `<delivery-42.item-2439.downloadable@example.com>`: the same for every
+/// attempt of one delivery, different for every other delivery.
+pub fn message_id(delivery: &Delivery, from: &Mailbox) -> String {
+    format!(
+        "<delivery-{}.item-{}.{}@{}>",
+        delivery.id,
+        delivery.item_id.0,
+        delivery.event.as_str(),
+        from.email.domain()
+    )
+}
+
+/// One line, no control characters, whitespace collapsed, at most
+/// [`SUBJECT_MAX`] characters; never empty.
+pub fn clean_subject(rendered: &str) -> String {
+    let flat: String = rendered
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let line = flat.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        return "Export notification".to_string();
+    }
+    crate::text::shorten(&line, SUBJECT_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::{DeliveryId, DeliveryStatus, EventKind, ExportId, RenderedMessage};
+
+    fn delivery(recipient: Option<&str>, subject: &str) -> Delivery {
+        let parts = [
+            ("subject", subject),
+            ("text", "plain"),
+            ("html", "<p>x</p>"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect::<BTreeMap<_, _>>();
+        Delivery {
+            id: DeliveryId(42),
+            item_id: ExportId(2439),
+            event: EventKind::Downloadable,
+            sink: "mail".into(),
+            recipient: recipient.map(str::to_string),
+            message: RenderedMessage { parts },
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: None,
+            last_error: None,
+            created_at: "2024-05-30T14:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn envelope() -> Envelope {
+        Envelope {
+            from: "Export Bot <exports@example.com>".parse().unwrap(),
+            to: vec!["ops@example.com".parse().unwrap()],
+            cc: vec![],
+            bcc: vec!["archive@example.com".parse().unwrap()],
+        }
+    }
+
+    fn formatted(message: &Message) -> String {
+        String::from_utf8(message.formatted()).unwrap()
+    }
+
+    #[test]
+    fn headers_carry_the_stable_id_date_and_auto_submitted() {
+        let message = build(&envelope(), &delivery(Some("ann@example.com"), "Ready")).unwrap();
+        let text = formatted(&message);
+        assert!(
+            text.contains("Message-ID: <delivery-42.item-2439.downloadable@example.com>"),
+            "{text}"
+        );
+        assert!(text.contains("Auto-Submitted: auto-generated"), "{text}");
+        assert!(
+            text.contains("Date: Thu, 30 May 2024 14:00:00 +0000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("To: ann@example.com, ops@example.com"),
+            "{text}"
+        );
+        assert!(text.contains("multipart/alternative"), "{text}");
+        assert!(!text.contains("archive@example.com"), "Bcc is not a header");
+        let rcpt: Vec<String> = message
+            .envelope()
+            .to()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(
+            rcpt,
+            ["ann@example.com", "ops@example.com", "archive@example.com"]
+        );
+    }
+
+    #[test]
+    fn a_subject_cannot_inject_headers() {
+        let hostile = "Ready\r\nBcc: x@evil.test\r\n\r\nbody";
+        let message = build(&envelope(), &delivery(None, hostile)).unwrap();
+        let text = formatted(&message);
+        assert!(
+            text.contains("Subject: Ready Bcc: x@evil.test body"),
+            "{text}"
+        );
+        assert!(!text.contains("\r\nBcc:"), "{text}");
+        assert!(!message
+            .envelope()
+            .to()
+            .iter()
+            .any(|a| a.domain() == "evil.test"));
+    }
+
+    #[test]
+    fn subjects_are_one_short_line_and_never_empty() {
+        assert_eq!(clean_subject("  a\tb\n\nc  "), "a b c");
+        assert_eq!(clean_subject("\r\n"), "Export notification");
+        let long = clean_subject(&"é".repeat(500));
+        assert_eq!(long.chars().count(), SUBJECT_MAX);
+        assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn a_tampered_stored_recipient_is_refused() {
+        let bad = delivery(Some("ann@example.com\r\nBcc: x@evil.test"), "s");
+        assert!(matches!(
+            build(&envelope(), &bad),
+            Err(SendError::Permanent(_))
+        ));
+    }
+}

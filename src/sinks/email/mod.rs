@@ -1,0 +1,66 @@
+//! `kind = "email"`: sends the rendered `subject`/`text`/`html` parts over
+//! SMTP (lettre, tokio, rustls) to the delivery's recipient (the requester,
+//! chosen by `crate::route`) plus the sink's fixed `to`/`cc`/`bcc`. Reads
+//! `[sinks.NAME]` and `tls.ca_file`. Like every sink it only classifies a
+//! failure; retries are the dispatcher's.
+
+mod message;
+mod transport;
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use lettre::transport::smtp::AsyncSmtpTransportBuilder;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+pub use message::{clean_subject, message_id, AutoSubmitted, Envelope, SUBJECT_MAX};
+pub use transport::{classify, TransportError};
+
+use super::SendError;
+use crate::config::EmailConfig;
+use crate::domain::Delivery;
+use crate::secret::Secret;
+
+/// One email sink: who mail is from and to, and a pooled SMTP transport
+/// that is opened on first use (inside the runtime) and reused for bursts.
+pub struct EmailSink {
+    envelope: Envelope,
+    builder: AsyncSmtpTransportBuilder,
+    transport: OnceLock<AsyncSmtpTransport<Tokio1Executor>>,
+    password: Option<Secret>,
+}
+
+impl EmailSink {
+    /// Checks the TLS setup (reads `ca_file`) without connecting; at most
+    /// `pool_size` SMTP sessions are kept open.
+    pub fn new(
+        config: &EmailConfig,
+        ca_file: Option<&Path>,
+        pool_size: usize,
+    ) -> Result<Self, TransportError> {
+        Ok(EmailSink {
+            envelope: Envelope {
+                from: config.from.clone(),
+                to: config.to.clone(),
+                cc: config.cc.clone(),
+                bcc: config.bcc.clone(),
+            },
+            builder: transport::builder(config, ca_file, pool_size)?,
+            transport: OnceLock::new(),
+            password: config.password.clone(),
+        })
+    }
+
+    /// Sends one delivery as one message and classifies the outcome.
+    pub async fn send(&self, delivery: &Delivery) -> Result<(), SendError> {
+        let message = message::build(&self.envelope, delivery)?;
+        let transport = self
+            .transport
+            .get_or_init(|| self.builder.clone().build::<Tokio1Executor>());
+        transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&e, self.password.as_ref()))
+    }
+}

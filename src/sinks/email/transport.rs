@@ -1,0 +1,169 @@
+//! The SMTP session settings of `[sinks.NAME]` (`smtp`, `tls`, `username`,
+//! `password`) mapped explicitly onto lettre's transport builder, and SMTP
+//! failures mapped onto [`SendError`]. lettre's own `from_url("smtp://…")`
+//! would mean plain text, so the URL is never handed to it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
+use lettre::{AsyncSmtpTransport, Tokio1Executor};
+
+use crate::config::{EmailConfig, SmtpSecurity};
+use crate::secret::Secret;
+use crate::sinks::SendError;
+
+/// How long one SMTP command may take before the attempt is retried later.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the transport could not be set up (a config or CA file problem).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot read tls.ca_file {path}: {source}")]
+    CaFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("tls.ca_file {path} holds no usable PEM certificate: {reason}")]
+    CaPem { path: String, reason: String },
+    #[error("cannot set up TLS for {host}: {reason}")]
+    Tls { host: String, reason: String },
+}
+
+/// The builder for the sink's pooled transport. Building the transport
+/// itself needs a tokio runtime (the pool spawns a task), so the sink does
+/// that on first use.
+pub fn builder(
+    config: &EmailConfig,
+    ca_file: Option<&Path>,
+    pool_size: usize,
+) -> Result<AsyncSmtpTransportBuilder, TransportError> {
+    let host = host(config);
+    let (tls, default_port) = match config.security {
+        SmtpSecurity::StartTls => (Tls::Required(tls_parameters(&host, ca_file)?), 587),
+        SmtpSecurity::Implicit => (Tls::Wrapper(tls_parameters(&host, ca_file)?), 465),
+        SmtpSecurity::None => (Tls::None, 25),
+    };
+    let pool = PoolConfig::new()
+        .max_size(u32::try_from(pool_size).unwrap_or(u32::MAX).max(1))
+        .idle_timeout(Duration::from_secs(60));
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(config.smtp.port().unwrap_or(default_port))
+        .tls(tls)
+        .timeout(Some(COMMAND_TIMEOUT))
+        .pool_config(pool);
+    if let (Some(user), Some(password)) = (&config.username, &config.password) {
+        builder = builder.credentials(Credentials::new(
+            user.clone(),
+            password.expose().to_string(),
+        ));
+    }
+    Ok(builder)
+}
+
+/// The host as lettre wants it: IPv6 without brackets.
+fn host(config: &EmailConfig) -> String {
+    match config.smtp.host() {
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        Some(host) => host.to_string(),
+        None => String::new(),
+    }
+}
+
+/// rustls with the system's roots plus every certificate in `tls.ca_file`.
+fn tls_parameters(host: &str, ca_file: Option<&Path>) -> Result<TlsParameters, TransportError> {
+    let mut params = TlsParameters::builder(host.to_string());
+    if let Some(path) = ca_file {
+        let shown = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|source| TransportError::CaFile {
+            path: shown.clone(),
+            source,
+        })?;
+        if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
+            return Err(TransportError::CaPem {
+                path: shown,
+                reason: "no BEGIN CERTIFICATE block".into(),
+            });
+        }
+        let cert = Certificate::from_pem(&pem).map_err(|e| TransportError::CaPem {
+            path: shown,
+            reason: e.to_string(),
+        })?;
+        params = params.add_root_certificate(cert);
+    }
+    params.build_rustls().map_err(|e| TransportError::Tls {
+        host: host.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Maps an SMTP failure onto retry / permanent: a 4xx reply is transient, a
+/// 5xx reply permanent (its text kept as the reason), anything before a
+/// reply (connection, TLS, timeout, a server without STARTTLS) is worth
+/// retrying. The password never appears in the text.
+pub fn classify(error: &lettre::transport::smtp::Error, password: Option<&Secret>) -> SendError {
+    let detail = one_line(&innermost(error), password);
+    if let Some(code) = error.status() {
+        let text = format!("SMTP {code} {detail}");
+        return if error.is_permanent() {
+            SendError::Permanent(format!("the SMTP server refused the message: {text}"))
+        } else {
+            SendError::Retryable(format!("the SMTP server deferred the message: {text}"))
+        };
+    }
+    if detail.contains("STARTTLS") {
+        return SendError::Retryable(
+            "the SMTP server does not offer STARTTLS, which smtp:// requires, so nothing was \
+             sent in clear (use smtps:// for a server that speaks TLS from the start)"
+                .into(),
+        );
+    }
+    let tls = error.is_tls() || detail.contains("certificate") || detail.contains("TLS");
+    let (what, hint) = if tls {
+        let hint = if detail.contains("UnknownIssuer") {
+            " (is the server's CA among the system roots or in tls.ca_file?)"
+        } else {
+            ""
+        };
+        ("TLS with the SMTP server failed", hint)
+    } else if error.is_timeout() {
+        ("the SMTP server timed out", "")
+    } else {
+        ("could not talk to the SMTP server", "")
+    };
+    SendError::Retryable(format!("{what}: {detail}{hint}"))
+}
+
+/// The most specific message in the error's chain (lettre wraps the cause in
+/// one or two generic layers).
+fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = error;
+    while let Some(source) = last.source() {
+        last = source;
+    }
+    last.to_string()
+}
+
+/// One line of at most 300 characters, with the password masked.
+fn one_line(text: &str, password: Option<&Secret>) -> String {
+    let mut text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some(password) = password.filter(|p| !p.expose().is_empty()) {
+        text = text.replace(password.expose(), "***");
+    }
+    crate::text::shorten(&text, 300)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_text_is_one_short_line_without_the_password() {
+        let password = Secret::new("hunter2-Zz");
+        let text = one_line("535 5.7.8\r\n  bad login hunter2-Zz", Some(&password));
+        assert_eq!(text, "535 5.7.8 bad login ***");
+        assert_eq!(one_line(&"x ".repeat(400), None).chars().count(), 300);
+    }
+}
