@@ -13,9 +13,29 @@ use tera::{Context, Kwargs, State, Tera, TeraResult};
 use crate::config::{RecipientConfig, SinkConfig};
 use crate::domain::{EventKind, ExportItem, RemovedReason, RenderedMessage};
 
+/// A built-in template whose file under `templates/` has its lookup name.
+macro_rules! builtin {
+    ($name:literal) => {
+        ($name, include_str!(concat!("../templates/", $name)))
+    };
+}
+
 /// Built-in templates as (lookup name, source). The generic webhook body is
-/// the same for every event.
+/// the same for every event; every event has one per chat kind, because
+/// `check` renders every watched event for every sink.
 const BUILTINS: &[(&str, &str)] = &[
+    builtin!("downloadable.slack.json.tera"),
+    builtin!("failed.slack.json.tera"),
+    builtin!("queued.slack.json.tera"),
+    builtin!("removed.slack.json.tera"),
+    builtin!("downloadable.teams.json.tera"),
+    builtin!("failed.teams.json.tera"),
+    builtin!("queued.teams.json.tera"),
+    builtin!("removed.teams.json.tera"),
+    builtin!("downloadable.discord.json.tera"),
+    builtin!("failed.discord.json.tera"),
+    builtin!("queued.discord.json.tera"),
+    builtin!("removed.discord.json.tera"),
     (
         "downloadable.console.text.tera",
         include_str!("../templates/downloadable.console.text.tera"),
@@ -169,18 +189,29 @@ impl Renderer {
                     name: name.clone(),
                     message: e.to_string(),
                 })?;
-            if *part == "json" {
-                serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| {
-                    RenderError::InvalidJson {
-                        name: name.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
-            }
+            let text = if *part == "json" {
+                fit_json(&name, sink, text)?
+            } else {
+                text
+            };
             message.parts.insert((*part).to_string(), text);
         }
         Ok(message)
     }
+}
+
+/// Checks that a `json` part parses and cuts it to the sink's platform
+/// limits; the text is kept as written unless something had to be cut.
+fn fit_json(name: &str, sink: &SinkConfig, text: String) -> Result<String, RenderError> {
+    let invalid = |reason: String| RenderError::InvalidJson {
+        name: name.to_string(),
+        reason,
+    };
+    let mut payload: Json = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    if !crate::sinks::fit_payload(&sink.kind, &mut payload) {
+        return Ok(text);
+    }
+    serde_json::to_string_pretty(&payload).map_err(|e| invalid(e.to_string()))
 }
 
 fn add(tera: &mut Tera, name: &str, source: &str) -> Result<(), RenderError> {
@@ -292,5 +323,7 @@ pub fn slack_escape(text: &str) -> String {
     out
 }
 
+#[cfg(test)]
+mod chat_tests;
 #[cfg(test)]
 mod tests;

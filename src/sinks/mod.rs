@@ -3,12 +3,17 @@
 //! and bookkeeping live in the shared dispatcher (`crate::dispatch`).
 
 mod console;
+mod discord;
 mod http;
+mod limits;
+mod slack;
+mod teams;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use console::ConsoleSink;
+pub use discord::DiscordSink;
 pub use http::HttpSink;
 
 use crate::config::{Config, SinkConfig, SinkKind};
@@ -29,6 +34,20 @@ pub enum SendError {
     Permanent(String),
 }
 
+impl SendError {
+    /// The same class with its text rewritten (e.g. a secret redacted).
+    pub fn map_message(self, f: impl Fn(String) -> String) -> SendError {
+        match self {
+            SendError::Retryable(m) => SendError::Retryable(f(m)),
+            SendError::RetryAfter { after, message } => SendError::RetryAfter {
+                after,
+                message: f(message),
+            },
+            SendError::Permanent(m) => SendError::Permanent(f(m)),
+        }
+    }
+}
+
 /// Why a sink could not be built from its config.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -39,7 +58,10 @@ pub enum BuildError {
 /// One configured sink.
 pub enum Sink {
     Console(ConsoleSink),
+    /// The generic webhook, Slack and Teams: a JSON POST to a secret URL.
     Http(HttpSink),
+    /// Boxed: serenity's client is large and sinks live in a map.
+    Discord(Box<DiscordSink>),
 }
 
 impl Sink {
@@ -55,9 +77,25 @@ impl Sink {
             SinkKind::Webhook { url, headers } => {
                 Sink::Http(HttpSink::new(http.clone(), url.clone(), headers.clone()))
             }
-            SinkKind::Slack { .. } => return Err(unsupported("slack")),
-            SinkKind::Teams { .. } => return Err(unsupported("teams")),
-            SinkKind::Discord { .. } => return Err(unsupported("discord")),
+            SinkKind::Slack { url } | SinkKind::Teams { url } => {
+                Sink::Http(HttpSink::new(http.clone(), url.clone(), BTreeMap::new()))
+            }
+            SinkKind::Discord {
+                webhook_url,
+                bot_token,
+                api_base,
+            } => Sink::Discord(Box::new(
+                DiscordSink::new(
+                    http.clone(),
+                    webhook_url.as_ref(),
+                    bot_token.as_ref(),
+                    api_base.as_ref(),
+                )
+                .map_err(|message| BuildError::Sink {
+                    sink: config.name.clone(),
+                    message,
+                })?,
+            )),
             SinkKind::Email(_) => return Err(unsupported("email")),
         })
     }
@@ -67,7 +105,21 @@ impl Sink {
         match self {
             Sink::Console(sink) => sink.send(delivery),
             Sink::Http(sink) => sink.send(delivery).await,
+            Sink::Discord(sink) => sink.send(delivery).await,
         }
+    }
+}
+
+/// Shortens a rendered JSON payload to the platform limits of `kind`
+/// (Slack blocks and texts, the Teams body size, Discord content and
+/// embeds), so an oversized message is cut rather than refused and lost.
+/// True when it changed anything.
+pub fn fit_payload(kind: &SinkKind, payload: &mut serde_json::Value) -> bool {
+    match kind {
+        SinkKind::Slack { .. } => slack::fit(payload),
+        SinkKind::Teams { .. } => teams::fit(payload),
+        SinkKind::Discord { .. } => discord::fit(payload),
+        _ => false,
     }
 }
 
