@@ -12,6 +12,8 @@
 
 mod answer;
 mod fit;
+#[cfg(test)]
+mod wire_tests;
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
