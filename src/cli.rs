@@ -464,7 +464,10 @@ async fn stop_on_signal(shutdown: CancellationToken) {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        // serenity's request spans record the webhook route, token included;
+        // the Discord sink logs its own outcomes.
+        .add_directive("serenity=off".parse().expect("a valid static directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

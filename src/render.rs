@@ -13,70 +13,53 @@ use tera::{Context, Kwargs, State, Tera, TeraResult};
 use crate::config::{RecipientConfig, SinkConfig};
 use crate::domain::{EventKind, ExportItem, RemovedReason, RenderedMessage};
 
+/// A built-in template whose file under `templates/` has its lookup name.
+macro_rules! builtin {
+    ($name:literal) => {
+        ($name, include_str!(concat!("../templates/", $name)))
+    };
+}
+
 /// Built-in templates as (lookup name, source). The generic webhook body and
-/// the email HTML layout are the same for every event (the HTML varies its
-/// wording on `event`).
+/// the email HTML layout are the same for every event; every event has one per chat kind, because
+/// `check` renders every watched event for every sink.
 const BUILTINS: &[(&str, &str)] = &[
-    (
-        "downloadable.console.text.tera",
-        include_str!("../templates/downloadable.console.text.tera"),
-    ),
-    (
-        "failed.console.text.tera",
-        include_str!("../templates/failed.console.text.tera"),
-    ),
-    (
-        "queued.console.text.tera",
-        include_str!("../templates/queued.console.text.tera"),
-    ),
-    (
-        "removed.console.text.tera",
-        include_str!("../templates/removed.console.text.tera"),
-    ),
-    (
-        "downloadable.email.subject.tera",
-        include_str!("../templates/downloadable.email.subject.tera"),
-    ),
-    (
-        "downloadable.email.text.tera",
-        include_str!("../templates/downloadable.email.text.tera"),
-    ),
+    builtin!("downloadable.slack.json.tera"),
+    builtin!("failed.slack.json.tera"),
+    builtin!("queued.slack.json.tera"),
+    builtin!("removed.slack.json.tera"),
+    builtin!("downloadable.teams.json.tera"),
+    builtin!("failed.teams.json.tera"),
+    builtin!("queued.teams.json.tera"),
+    builtin!("removed.teams.json.tera"),
+    builtin!("downloadable.discord.json.tera"),
+    builtin!("failed.discord.json.tera"),
+    builtin!("queued.discord.json.tera"),
+    builtin!("removed.discord.json.tera"),
+    builtin!("downloadable.console.text.tera"),
+    builtin!("failed.console.text.tera"),
+    builtin!("queued.console.text.tera"),
+    builtin!("removed.console.text.tera"),
+    builtin!("downloadable.email.subject.tera"),
+    builtin!("downloadable.email.text.tera"),
     (
         "downloadable.email.html.tera",
         include_str!("../templates/email.html.tera"),
     ),
-    (
-        "failed.email.subject.tera",
-        include_str!("../templates/failed.email.subject.tera"),
-    ),
-    (
-        "failed.email.text.tera",
-        include_str!("../templates/failed.email.text.tera"),
-    ),
+    builtin!("failed.email.subject.tera"),
+    builtin!("failed.email.text.tera"),
     (
         "failed.email.html.tera",
         include_str!("../templates/email.html.tera"),
     ),
-    (
-        "queued.email.subject.tera",
-        include_str!("../templates/queued.email.subject.tera"),
-    ),
-    (
-        "queued.email.text.tera",
-        include_str!("../templates/queued.email.text.tera"),
-    ),
+    builtin!("queued.email.subject.tera"),
+    builtin!("queued.email.text.tera"),
     (
         "queued.email.html.tera",
         include_str!("../templates/email.html.tera"),
     ),
-    (
-        "removed.email.subject.tera",
-        include_str!("../templates/removed.email.subject.tera"),
-    ),
-    (
-        "removed.email.text.tera",
-        include_str!("../templates/removed.email.text.tera"),
-    ),
+    builtin!("removed.email.subject.tera"),
+    builtin!("removed.email.text.tera"),
     (
         "removed.email.html.tera",
         include_str!("../templates/email.html.tera"),
@@ -218,18 +201,29 @@ impl Renderer {
                     name: name.clone(),
                     message: e.to_string(),
                 })?;
-            if *part == "json" {
-                serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| {
-                    RenderError::InvalidJson {
-                        name: name.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
-            }
+            let text = if *part == "json" {
+                fit_json(&name, sink, text)?
+            } else {
+                text
+            };
             message.parts.insert((*part).to_string(), text);
         }
         Ok(message)
     }
+}
+
+/// Checks that a `json` part parses and cuts it to the sink's platform
+/// limits; the text is kept as written unless something had to be cut.
+fn fit_json(name: &str, sink: &SinkConfig, text: String) -> Result<String, RenderError> {
+    let invalid = |reason: String| RenderError::InvalidJson {
+        name: name.to_string(),
+        reason,
+    };
+    let mut payload: Json = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    if !crate::sinks::fit_payload(&sink.kind, &mut payload) {
+        return Ok(text);
+    }
+    serde_json::to_string_pretty(&payload).map_err(|e| invalid(e.to_string()))
 }
 
 fn add(tera: &mut Tera, name: &str, source: &str) -> Result<(), RenderError> {
@@ -341,5 +335,7 @@ pub fn slack_escape(text: &str) -> String {
     out
 }
 
+#[cfg(test)]
+mod chat_tests;
 #[cfg(test)]
 mod tests;

@@ -108,7 +108,13 @@ pub async fn classify(response: reqwest::Response) -> Result<(), SendError> {
 }
 
 /// Reads at most [`ERROR_BODY_LIMIT`] bytes of an error answer, as one line.
-async fn error_body(mut response: reqwest::Response) -> String {
+async fn error_body(response: reqwest::Response) -> String {
+    one_line(&read_limited(response).await)
+}
+
+/// The first [`ERROR_BODY_LIMIT`] bytes of an answer's body (an error
+/// answer is never read whole: a misbehaving server cannot fill memory).
+pub async fn read_limited(mut response: reqwest::Response) -> Vec<u8> {
     let mut bytes = Vec::new();
     while bytes.len() < ERROR_BODY_LIMIT {
         match response.chunk().await {
@@ -117,7 +123,12 @@ async fn error_body(mut response: reqwest::Response) -> String {
         }
     }
     bytes.truncate(ERROR_BODY_LIMIT);
-    let text = String::from_utf8_lossy(&bytes);
+    bytes
+}
+
+/// A body as one short line for the outbox's `last_error`.
+pub fn one_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
     let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     crate::text::shorten(&line, 300)
 }

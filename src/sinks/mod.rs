@@ -3,16 +3,21 @@
 //! and bookkeeping live in the shared dispatcher (`crate::dispatch`).
 
 mod console;
+mod discord;
 pub mod email;
 mod http;
+mod limits;
 #[cfg(test)]
 pub mod scripted;
+mod slack;
+mod teams;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 pub use console::ConsoleSink;
+pub use discord::DiscordSink;
 pub use email::EmailSink;
 pub use http::{transport_error, HttpSink};
 
@@ -34,6 +39,20 @@ pub enum SendError {
     Permanent(String),
 }
 
+impl SendError {
+    /// The same class with its text rewritten (e.g. a secret redacted).
+    pub fn map_message(self, f: impl Fn(String) -> String) -> SendError {
+        match self {
+            SendError::Retryable(m) => SendError::Retryable(f(m)),
+            SendError::RetryAfter { after, message } => SendError::RetryAfter {
+                after,
+                message: f(message),
+            },
+            SendError::Permanent(m) => SendError::Permanent(f(m)),
+        }
+    }
+}
+
 /// Why a sink could not be built from its config.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -44,10 +63,13 @@ pub enum BuildError {
 /// One configured sink.
 pub enum Sink {
     Console(ConsoleSink),
+    /// The generic webhook, Slack and Teams: a JSON POST to a secret URL.
     Http(HttpSink),
     #[cfg(test)]
     Scripted(std::sync::Arc<scripted::ScriptedSink>),
     Email(Box<EmailSink>),
+    /// Boxed: serenity's client is large and sinks live in a map.
+    Discord(Box<DiscordSink>),
 }
 
 impl Sink {
@@ -59,18 +81,30 @@ impl Sink {
         http: &reqwest::Client,
         ca_file: Option<&Path>,
     ) -> Result<Sink, BuildError> {
-        let unsupported = |kind: &str| BuildError::Sink {
-            sink: config.name.clone(),
-            message: format!("sink kind {kind:?} is not supported by this build yet"),
-        };
         Ok(match &config.kind {
             SinkKind::Console => Sink::Console(ConsoleSink::stdout()),
             SinkKind::Webhook { url, headers } => {
                 Sink::Http(HttpSink::new(http.clone(), url.clone(), headers.clone()))
             }
-            SinkKind::Slack { .. } => return Err(unsupported("slack")),
-            SinkKind::Teams { .. } => return Err(unsupported("teams")),
-            SinkKind::Discord { .. } => return Err(unsupported("discord")),
+            SinkKind::Slack { url } | SinkKind::Teams { url } => {
+                Sink::Http(HttpSink::new(http.clone(), url.clone(), BTreeMap::new()))
+            }
+            SinkKind::Discord {
+                webhook_url,
+                bot_token,
+                api_base,
+            } => Sink::Discord(Box::new(
+                DiscordSink::new(
+                    http.clone(),
+                    webhook_url.as_ref(),
+                    bot_token.as_ref(),
+                    api_base.as_ref(),
+                )
+                .map_err(|message| BuildError::Sink {
+                    sink: config.name.clone(),
+                    message,
+                })?,
+            )),
             SinkKind::Email(email) => EmailSink::new(email, ca_file, config.concurrency)
                 .map(|sink| Sink::Email(Box::new(sink)))
                 .map_err(|e| BuildError::Sink {
@@ -88,7 +122,21 @@ impl Sink {
             #[cfg(test)]
             Sink::Scripted(sink) => sink.send(),
             Sink::Email(sink) => sink.send(delivery).await,
+            Sink::Discord(sink) => sink.send(delivery).await,
         }
+    }
+}
+
+/// Shortens a rendered JSON payload to the platform limits of `kind`
+/// (Slack blocks and texts, the Teams body size, Discord content and
+/// embeds), so an oversized message is cut rather than refused and lost.
+/// True when it changed anything.
+pub fn fit_payload(kind: &SinkKind, payload: &mut serde_json::Value) -> bool {
+    match kind {
+        SinkKind::Slack { .. } => slack::fit(payload),
+        SinkKind::Teams { .. } => teams::fit(payload),
+        SinkKind::Discord { .. } => discord::fit(payload),
+        _ => false,
     }
 }
 

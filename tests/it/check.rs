@@ -101,3 +101,64 @@ async fn a_sink_no_route_names_is_a_warning_not_an_error() {
         text(&out)
     );
 }
+
+/// The example's commented-out chat sinks, uncommented.
+fn example_with_chat_sinks() -> String {
+    let example = std::fs::read_to_string("bot.toml").unwrap();
+    let mut in_block = false;
+    let mut out = Vec::new();
+    for line in example.lines() {
+        in_block = match line {
+            "# [sinks.team_slack]" | "# [sinks.finance_teams]" | "# [sinks.discord]" => true,
+            "" => false,
+            _ => in_block,
+        };
+        out.push(match line.strip_prefix("# ") {
+            Some(active) if in_block => active.to_string(),
+            _ => line.to_string(),
+        });
+    }
+    let templates = concat!(env!("CARGO_MANIFEST_DIR"), "/templates");
+    out.join("\n")
+        .replace("dir = \"templates\"", &format!("dir = {templates:?}"))
+        + "\n[[routes]]\nsinks = [\"team_slack\", \"finance_teams\", \"discord\"]\n"
+}
+
+#[tokio::test]
+async fn the_example_chat_sinks_pass_check_once_uncommented() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bot.toml");
+    let example = example_with_chat_sinks();
+    assert!(
+        example.contains("\n[sinks.discord]\nkind = \"discord\""),
+        "{example}"
+    );
+    std::fs::write(&config, example).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_crayon-export-bot"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .env("CRAYON_CLIENT_ID", "id")
+        .env("CRAYON_CLIENT_SECRET", "secret")
+        .env("CRAYON_USERNAME", "user@example.com")
+        .env("CRAYON_PASSWORD", "pw")
+        .env("AUDIT_WEBHOOK_URL", "https://example.com/hooks/x")
+        .env(
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T0/B0/x",
+        )
+        .env(
+            "TEAMS_WEBHOOK_URL",
+            "https://example.logic.azure.com/workflows/x",
+        )
+        .env(
+            "DISCORD_WEBHOOK_URL",
+            "https://discord.com/api/webhooks/1/tok",
+        )
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("5 sinks"), "{}", text(&out));
+    assert!(!text(&out).contains("hooks.slack.com"), "{}", text(&out));
+}

@@ -1,0 +1,200 @@
+//! Discord's answers and serenity's errors, mapped onto [`SendError`]. With
+//! serenity's ratelimiter off, a 429 is ours to read: the body's
+//! `retry_after` (seconds, fractional), else `Retry-After`, else
+//! `X-RateLimit-Reset-After`. serenity's own `ErrorResponse` keeps neither,
+//! which is why the sink reads the raw answer.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use serde_json::Value;
+use serenity::http::{DiscordJsonSingleError, HttpError};
+
+use crate::sinks::http::{one_line, read_limited, retry_after, transport_error};
+use crate::sinks::SendError;
+
+/// The parts of Discord's error body we use.
+#[derive(Debug, Default)]
+struct ErrorBody {
+    message: Option<String>,
+    code: Option<i64>,
+    retry_after: Option<f64>,
+    errors: Vec<DiscordJsonSingleError>,
+}
+
+impl ErrorBody {
+    /// Each field on its own, so an odd `errors` shape cannot hide
+    /// `retry_after`. `None` when the body is not a JSON object.
+    fn parse(bytes: &[u8]) -> Option<ErrorBody> {
+        let value: Value = serde_json::from_slice(bytes).ok()?;
+        let field = |key: &str| value.get(key);
+        value.is_object().then(|| ErrorBody {
+            message: field("message").and_then(Value::as_str).map(str::to_string),
+            code: field("code").and_then(Value::as_i64),
+            retry_after: field("retry_after").and_then(Value::as_f64),
+            errors: field("errors")
+                .and_then(|e| serenity::http::deserialize_errors(e.clone()).ok())
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// Passes a successful answer through; classifies any other.
+pub async fn check(response: reqwest::Response) -> Result<reqwest::Response, SendError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let header_wait = header_wait(response.headers(), SystemTime::now());
+    let bytes = read_limited(response).await;
+    let body = ErrorBody::parse(&bytes);
+    let wait = body
+        .as_ref()
+        .and_then(|b| b.retry_after)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .or(header_wait);
+    let detail = match &body {
+        Some(body) => describe(body),
+        None => one_line(&bytes),
+    };
+    let message = if detail.is_empty() {
+        format!("HTTP {}", status.as_u16())
+    } else {
+        format!("HTTP {}: {detail}", status.as_u16())
+    };
+    Err(classify(status, wait, message))
+}
+
+/// Retry-after / retryable / permanent by status, as for every HTTP sink:
+/// 429 and 5xx are retried (after `wait` when known), 408 too, other 4xx
+/// are permanent.
+pub fn classify(status: StatusCode, wait: Option<Duration>, message: String) -> SendError {
+    let transient = status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error();
+    match (transient, wait) {
+        (true, Some(after)) => SendError::RetryAfter { after, message },
+        (true, None) => SendError::Retryable(message),
+        (false, _) => SendError::Permanent(message),
+    }
+}
+
+/// Maps an error serenity itself raised (building a request, or an answer
+/// it read). The text may hold the webhook token (`ErrorResponse.url`): the
+/// caller redacts it.
+pub fn from_serenity(error: serenity::Error) -> SendError {
+    match error {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(answer)) => classify(
+            answer.status_code,
+            None,
+            format!(
+                "HTTP {}: {} (code {})",
+                answer.status_code.as_u16(),
+                answer.error.message,
+                answer.error.code
+            ),
+        ),
+        serenity::Error::Http(HttpError::Request(e)) => transport_error(e),
+        other => SendError::Permanent(format!("cannot build the Discord request: {other}")),
+    }
+}
+
+fn header_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    retry_after(headers, now).or_else(|| {
+        let value = headers.get("x-ratelimit-reset-after")?.to_str().ok()?;
+        Duration::try_from_secs_f64(value.trim().parse().ok()?).ok()
+    })
+}
+
+/// `message (code N); path: problem; …` from Discord's error body.
+fn describe(body: &ErrorBody) -> String {
+    let mut text = body.message.clone().unwrap_or_default();
+    if let Some(code) = body.code {
+        text.push_str(&format!(" (code {code})"));
+    }
+    for e in &body.errors {
+        text.push_str(&format!("; {}: {}", e.path, e.message));
+    }
+    one_line(text.trim().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_onto_the_dispatcher_classes() {
+        let wait = Some(Duration::from_millis(1500));
+        assert_eq!(
+            classify(StatusCode::TOO_MANY_REQUESTS, wait, "m".into()),
+            SendError::RetryAfter {
+                after: Duration::from_millis(1500),
+                message: "m".into()
+            }
+        );
+        assert!(matches!(
+            classify(StatusCode::TOO_MANY_REQUESTS, None, "m".into()),
+            SendError::Retryable(_)
+        ));
+        assert!(matches!(
+            classify(StatusCode::BAD_GATEWAY, None, "m".into()),
+            SendError::Retryable(_)
+        ));
+        for status in [
+            StatusCode::BAD_REQUEST,
+            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
+        ] {
+            assert!(matches!(
+                classify(status, wait, "m".into()),
+                SendError::Permanent(_)
+            ));
+        }
+    }
+
+    #[test]
+    fn rate_limit_headers_are_read_when_the_body_says_nothing() {
+        let now = SystemTime::UNIX_EPOCH;
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-reset-after", "2.25".parse().unwrap());
+        assert_eq!(
+            header_wait(&headers, now),
+            Some(Duration::from_millis(2250))
+        );
+        headers.insert("retry-after", "4".parse().unwrap());
+        assert_eq!(header_wait(&headers, now), Some(Duration::from_secs(4)));
+        headers.insert("retry-after", "-1".parse().unwrap());
+        headers.remove("x-ratelimit-reset-after");
+        assert_eq!(header_wait(&headers, now), None);
+    }
+
+    #[test]
+    fn an_error_body_is_described_with_its_field_errors() {
+        let body = ErrorBody::parse(
+            br#"{"code": 50035, "message": "Invalid Form Body", "errors": {"embeds": {"0": {"description": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 4096 or fewer in length."}]}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            describe(&body),
+            "Invalid Form Body (code 50035); embeds.0.description: Must be 4096 or fewer in length."
+        );
+    }
+
+    #[test]
+    fn retry_after_survives_an_odd_errors_shape() {
+        let body = ErrorBody::parse(
+            br#"{"message": "You are being rate limited.", "retry_after": 1.5, "global": false, "errors": 5}"#,
+        )
+        .unwrap();
+        assert_eq!(body.retry_after, Some(1.5));
+        assert_eq!(describe(&body), "You are being rate limited.");
+        assert!(ErrorBody::parse(b"\"just a string\"").is_none());
+    }
+
+    #[test]
+    fn serenity_build_errors_are_permanent() {
+        let error = serenity::Error::Http(HttpError::InvalidWebhook);
+        assert!(matches!(from_serenity(error), SendError::Permanent(_)));
+    }
+}
