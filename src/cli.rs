@@ -226,6 +226,7 @@ async fn demo(
         cycles: cycles.max(1),
         interval,
         extra_config: config,
+        mail_dir: PathBuf::from("demo-out"),
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));

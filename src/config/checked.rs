@@ -175,6 +175,9 @@ pub struct EmailConfig {
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,
     pub bcc: Vec<Mailbox>,
+    /// When set, messages are written as `.eml` files into this folder
+    /// instead of being sent (the demo). Not a `bot.toml` key.
+    pub pickup_dir: Option<PathBuf>,
 }
 
 impl EmailConfig {
@@ -538,6 +541,7 @@ fn check_email(name: &str, raw: &RawSink) -> Result<EmailConfig, ConfigError> {
         to: mailboxes(&key("to"), &raw.to)?,
         cc: mailboxes(&key("cc"), &raw.cc)?,
         bcc: mailboxes(&key("bcc"), &raw.bcc)?,
+        pickup_dir: None,
     };
     if raw.password.is_some() && raw.username.is_none() {
         return Err(ConfigError::invalid(

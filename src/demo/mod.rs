@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, Config, ConfigError, SinkKind};
 use crate::domain::{DeliveryStatus, DEFAULT_ACCOUNT};
 use crate::service::{App, ServiceError};
 use crate::state::Store;
@@ -24,6 +24,8 @@ pub enum DemoError {
     Server(std::io::Error),
     #[error("cannot create a temporary folder for the demo state: {0}")]
     TempDir(std::io::Error),
+    #[error("cannot create {0} for the demo's emails: {1}")]
+    MailDir(PathBuf, std::io::Error),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -37,6 +39,8 @@ pub struct DemoOptions {
     pub interval: Duration,
     /// A user config whose sinks also receive the demo's events.
     pub extra_config: Option<PathBuf>,
+    /// Where the demo's emails are written as `.eml` files.
+    pub mail_dir: PathBuf,
 }
 
 /// Runs the demo until `cycles` polls are done and delivered, or `shutdown`.
@@ -54,6 +58,9 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
         async move { axum::serve(listener, router).await }
     });
     let state_dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
+    std::fs::create_dir_all(&options.mail_dir)
+        .map_err(|e| DemoError::MailDir(options.mail_dir.clone(), e))?;
+    let before = count_eml(&options.mail_dir);
     let config = demo_config(&base_url, state_dir.path(), &options)?;
     eprintln!(
         "demo: simulated Crayon export queue at {base_url}; {} polls, every {}; state in {}",
@@ -73,8 +80,23 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
     watcher.abort();
     server.abort();
     result?;
-    eprintln!("demo: done");
+    let written = count_eml(&options.mail_dir).saturating_sub(before);
+    eprintln!(
+        "demo: done; {written} email(s) written as .eml files to {} (open them with any mail client)",
+        options.mail_dir.display()
+    );
     Ok(())
+}
+
+fn count_eml(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// Cancels `stop` once the simulated queue was polled `cycles` times, that
@@ -142,6 +164,12 @@ shutdown_grace = "5s"
 
 [sinks.demo_console]
 kind = "console"
+
+[sinks.demo_mail]
+kind = "email"
+smtp = "smtp://127.0.0.1:25"
+tls = "none"
+from = "Crayon Export Bot <exports@demo.example>"
 "#,
         interval = humantime::format_duration(options.interval),
         state = state_dir.join("state.db").display(),
@@ -154,7 +182,11 @@ kind = "console"
         None => PathBuf::from("demo.toml"),
     };
     let env = |name: &str| std::env::var(name).ok();
-    config::load_from_str(&text, &path, &env, Vec::new())
+    let mut config = config::load_from_str(&text, &path, &env, Vec::new())?;
+    if let Some(SinkKind::Email(mail)) = config.sinks.get_mut("demo_mail").map(|s| &mut s.kind) {
+        mail.pickup_dir = Some(options.mail_dir.clone());
+    }
+    Ok(config)
 }
 
 /// The `[sinks]`, `[[routes]]`, `[recipients]` and `[templates]` of a user's

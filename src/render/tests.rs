@@ -242,6 +242,7 @@ fn email() -> SinkConfig {
         to: vec![],
         cc: vec![],
         bcc: vec![],
+        pickup_dir: None,
     };
     sink("mail", SinkKind::Email(Box::new(config)))
 }

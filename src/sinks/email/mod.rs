@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use lettre::transport::smtp::AsyncSmtpTransportBuilder;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 pub use message::{clean_subject, message_id, AutoSubmitted, Envelope, SUBJECT_MAX};
 pub use transport::{classify, TransportError};
@@ -25,9 +25,17 @@ use crate::secret::Secret;
 /// that is opened on first use (inside the runtime) and reused for bursts.
 pub struct EmailSink {
     envelope: Envelope,
-    builder: AsyncSmtpTransportBuilder,
-    transport: OnceLock<AsyncSmtpTransport<Tokio1Executor>>,
-    password: Option<Secret>,
+    outgoing: Outgoing,
+}
+
+/// Where messages go: an SMTP server, or `.eml` files in a folder (demo).
+enum Outgoing {
+    Smtp {
+        builder: AsyncSmtpTransportBuilder,
+        transport: OnceLock<AsyncSmtpTransport<Tokio1Executor>>,
+        password: Option<Secret>,
+    },
+    Files(AsyncFileTransport<Tokio1Executor>),
 }
 
 impl EmailSink {
@@ -38,6 +46,14 @@ impl EmailSink {
         ca_file: Option<&Path>,
         pool_size: usize,
     ) -> Result<Self, TransportError> {
+        let outgoing = match &config.pickup_dir {
+            Some(dir) => Outgoing::Files(AsyncFileTransport::new(dir)),
+            None => Outgoing::Smtp {
+                builder: transport::builder(config, ca_file, pool_size)?,
+                transport: OnceLock::new(),
+                password: config.password.clone(),
+            },
+        };
         Ok(EmailSink {
             envelope: Envelope {
                 from: config.from.clone(),
@@ -45,22 +61,29 @@ impl EmailSink {
                 cc: config.cc.clone(),
                 bcc: config.bcc.clone(),
             },
-            builder: transport::builder(config, ca_file, pool_size)?,
-            transport: OnceLock::new(),
-            password: config.password.clone(),
+            outgoing,
         })
     }
 
     /// Sends one delivery as one message and classifies the outcome.
     pub async fn send(&self, delivery: &Delivery) -> Result<(), SendError> {
         let message = message::build(&self.envelope, delivery)?;
-        let transport = self
-            .transport
-            .get_or_init(|| self.builder.clone().build::<Tokio1Executor>());
-        transport
-            .send(message)
-            .await
-            .map(|_| ())
-            .map_err(|e| classify(&e, self.password.as_ref()))
+        match &self.outgoing {
+            Outgoing::Smtp {
+                builder,
+                transport,
+                password,
+            } => transport
+                .get_or_init(|| builder.clone().build::<Tokio1Executor>())
+                .send(message)
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(&e, password.as_ref())),
+            Outgoing::Files(files) => {
+                files.send(message).await.map(|_| ()).map_err(|e| {
+                    SendError::Retryable(format!("cannot write the message file: {e}"))
+                })
+            }
+        }
     }
 }
