@@ -31,7 +31,7 @@ pub struct EmailSink {
 /// Where messages go: an SMTP server, or `.eml` files in a folder (demo).
 enum Outgoing {
     Smtp {
-        builder: AsyncSmtpTransportBuilder,
+        builder: Box<AsyncSmtpTransportBuilder>,
         transport: OnceLock<AsyncSmtpTransport<Tokio1Executor>>,
         password: Option<Secret>,
     },
@@ -49,7 +49,7 @@ impl EmailSink {
         let outgoing = match &config.pickup_dir {
             Some(dir) => Outgoing::Files(AsyncFileTransport::new(dir)),
             None => Outgoing::Smtp {
-                builder: transport::builder(config, ca_file, pool_size)?,
+                builder: Box::new(transport::builder(config, ca_file, pool_size)?),
                 transport: OnceLock::new(),
                 password: config.password.clone(),
             },
