@@ -54,9 +54,9 @@ pub async fn send_test(
         "[TEST] {} (sent by crayon-export-bot send-test)",
         item.action_name
     );
-    if let Some(to) = to {
-        item.requested_by = Some(to.to_string());
-    }
+    // Per-person sinks never write to the sample's (real) requester: the test
+    // goes to `--to`, or only to the sink's fixed recipients.
+    item.requested_by = to.map(str::to_string);
     let message = preview::render_message(
         config,
         &renderer,
@@ -123,6 +123,12 @@ pub async fn online(config: &Config) -> Vec<OnlineCheck> {
         }
     };
     for sink in config.sinks.values().filter(|s| s.enabled) {
+        if let SinkKind::Email(email) = &sink.kind {
+            checks.push(OnlineCheck {
+                what: format!("sink {} (email)", sink.name),
+                result: smtp_session(email, config.ca_file.as_deref()).await,
+            });
+        }
         if let Some(origin) = origin_of(&sink.kind) {
             checks.push(OnlineCheck {
                 what: format!("sink {} ({})", sink.name, sink.kind.name()),
@@ -181,4 +187,12 @@ async fn host_answers(http: &reqwest::Client, origin: Url) -> Result<String, Str
         )),
         Err(e) => Err(format!("{host}: {}", sinks::transport_error(e))),
     }
+}
+
+async fn smtp_session(
+    email: &crate::config::EmailConfig,
+    ca_file: Option<&std::path::Path>,
+) -> Result<String, String> {
+    let sink = sinks::EmailSink::new(email, ca_file, 1).map_err(|e| e.to_string())?;
+    sink.check_connection().await
 }

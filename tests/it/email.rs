@@ -399,3 +399,45 @@ async fn an_untrusted_certificate_is_refused_before_anything_is_sent() {
         "{reason}"
     );
 }
+
+#[tokio::test]
+async fn check_online_opens_an_smtp_session_and_sends_nothing() {
+    let h = Harness::start().await;
+    h.hook_answers(200).await;
+    let server = SmtpServer::start(Security::Plain).await;
+    h.write_config(&plain_config(&server, ""));
+    let out = h.bot(&["check", "--online"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("ok: sink mail (email): SMTP session opened"),
+        "{}",
+        text(&out)
+    );
+    assert!(server.attempts().is_empty(), "nothing was sent");
+    assert!(!text(&out).contains(SMTP_PASSWORD), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn send_test_mails_only_the_given_address() {
+    let h = Harness::start().await;
+    let server = SmtpServer::start(Security::Plain).await;
+    h.write_config(&plain_config(&server, ""));
+    let out = h.bot(&["send-test", "--sink", "mail"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "no --to, no fixed recipients: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("--to"), "{}", text(&out));
+    assert!(server.attempts().is_empty());
+
+    let out = h
+        .bot(&["send-test", "--sink", "mail", "--to", "ops@example.com"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let mails = server.delivered();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].rcpt_to, ["ops@example.com"]);
+    assert!(header(&parse(&mails[0]), "Subject").contains("[TEST]"));
+}

@@ -65,6 +65,24 @@ impl EmailSink {
         })
     }
 
+    /// Opens one SMTP session (TLS and login, as configured) and closes it,
+    /// sending nothing: what `check --online` reports.
+    pub async fn check_connection(&self) -> Result<String, String> {
+        match &self.outgoing {
+            Outgoing::Smtp {
+                builder, password, ..
+            } => {
+                let transport = builder.clone().build::<Tokio1Executor>();
+                match transport.test_connection().await {
+                    Ok(true) => Ok("SMTP session opened (TLS and login as configured)".into()),
+                    Ok(false) => Err("the SMTP server did not answer NOOP".into()),
+                    Err(e) => Err(classify(&e, password.as_ref()).to_string()),
+                }
+            }
+            Outgoing::Files(_) => Ok("writes .eml files; nothing to connect to".into()),
+        }
+    }
+
     /// Sends one delivery as one message and classifies the outcome.
     pub async fn send(&self, delivery: &Delivery) -> Result<(), SendError> {
         let message = message::build(&self.envelope, delivery)?;
