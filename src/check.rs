@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::domain::{EventKind, RemovedReason, Snapshot, SAMPLE_QUEUE};
-use crate::render::{MessageInput, RecipientView, Renderer};
+use crate::render::{AlertView, MessageInput, RecipientView, Renderer};
 use crate::route::Router;
 use crate::sinks::{self, Sinks};
 
@@ -33,7 +33,30 @@ pub fn check(config: &Config) -> CheckReport {
         }
     };
     render_all(config, &renderer, &mut report);
+    render_alerts(config, &renderer, &mut report);
     report
+}
+
+/// The alert sink must render the bot's own alerts too.
+fn render_alerts(config: &Config, renderer: &Renderer, report: &mut CheckReport) {
+    let Some(sink) = config
+        .alerts
+        .as_ref()
+        .and_then(|a| config.sinks.get(&a.sink))
+    else {
+        return;
+    };
+    let alert = AlertView {
+        condition: "polls_failing".into(),
+        state: "firing".into(),
+        summary: "Polls of the Crayon export queue are failing".into(),
+        details: "Last error: HTTP 503".into(),
+        since: chrono::Utc::now().to_rfc3339(),
+    };
+    match renderer.render_alert(sink, &alert, config.portal.as_str(), chrono::Utc::now()) {
+        Ok(_) => report.rendered += 1,
+        Err(e) => report.problems.push(e.to_string()),
+    }
 }
 
 fn render_all(config: &Config, renderer: &Renderer, report: &mut CheckReport) {

@@ -204,6 +204,9 @@ pub enum EventKind {
     Failed,
     Queued,
     Removed,
+    /// Not a queue event: the bot's own alert (`[alerts]`), which travels
+    /// through the same outbox. Never watched, never fired by the diff.
+    Alert,
 }
 
 impl EventKind {
@@ -220,6 +223,7 @@ impl EventKind {
             Self::Failed => "failed",
             Self::Queued => "queued",
             Self::Removed => "removed",
+            Self::Alert => "alert",
         }
     }
 }
@@ -235,6 +239,7 @@ impl FromStr for EventKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         EventKind::ALL
             .into_iter()
+            .chain([EventKind::Alert])
             .find(|kind| kind.as_str() == s)
             .ok_or_else(|| {
                 format!("unknown event {s:?} (expected downloadable, failed, queued or removed)")

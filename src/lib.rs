@@ -6,6 +6,7 @@
 //! steps do no I/O; `poll` and `service` wire them together.
 
 pub mod address;
+pub mod alerts;
 pub mod check;
 pub mod cli;
 pub mod config;

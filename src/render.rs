@@ -24,6 +24,14 @@ macro_rules! builtin {
 /// the email HTML layout are the same for every event; every event has one per chat kind, because
 /// `check` renders every watched event for every sink.
 const BUILTINS: &[(&str, &str)] = &[
+    builtin!("alert.console.text.tera"),
+    builtin!("alert.webhook.json.tera"),
+    builtin!("alert.slack.json.tera"),
+    builtin!("alert.teams.json.tera"),
+    builtin!("alert.discord.json.tera"),
+    builtin!("alert.email.subject.tera"),
+    builtin!("alert.email.text.tera"),
+    builtin!("alert.email.html.tera"),
     builtin!("downloadable.slack.json.tera"),
     builtin!("failed.slack.json.tera"),
     builtin!("queued.slack.json.tera"),
@@ -190,13 +198,41 @@ impl Renderer {
         sink: &SinkConfig,
         input: &MessageInput<'_>,
     ) -> Result<RenderedMessage, RenderError> {
-        let context = context(sink, input);
+        self.render_parts(input.event, sink, &context(sink, input))
+    }
+
+    /// Renders the bot's own alert (`alert.S.P.tera`, `alert.K.P.tera`).
+    pub fn render_alert(
+        &self,
+        sink: &SinkConfig,
+        alert: &AlertView,
+        portal: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RenderedMessage, RenderError> {
+        let value = json!({
+            "alert": alert,
+            "event": EventKind::Alert.as_str(),
+            "sink": { "name": sink.name, "kind": sink.kind.name(), "vars": sink.vars },
+            "links": { "portal": portal },
+            "bot": { "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") },
+            "now": rfc3339(now),
+        });
+        let context = Context::from_serialize(&value).unwrap_or_default();
+        self.render_parts(EventKind::Alert, sink, &context)
+    }
+
+    fn render_parts(
+        &self,
+        event: EventKind,
+        sink: &SinkConfig,
+        context: &Context,
+    ) -> Result<RenderedMessage, RenderError> {
         let mut message = RenderedMessage::default();
         for part in sink.kind.parts() {
-            let name = self.template_for(input.event, sink, part)?;
+            let name = self.template_for(event, sink, part)?;
             let text = self
                 .tera
-                .render(&name, &context)
+                .render(&name, context)
                 .map_err(|e| RenderError::Template {
                     name: name.clone(),
                     message: e.to_string(),
@@ -210,6 +246,21 @@ impl Renderer {
         }
         Ok(message)
     }
+}
+
+/// The `alert` template variable: one of the bot's own conditions.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertView {
+    /// `polls_failing`, `credentials_refused` or `deliveries_dead`.
+    pub condition: String,
+    /// `firing` or `recovered`.
+    pub state: String,
+    /// One line for a title or subject.
+    pub summary: String,
+    /// What was seen and what to do.
+    pub details: String,
+    /// When the condition started, RFC 3339.
+    pub since: String,
 }
 
 /// Checks that a `json` part parses and cuts it to the sink's platform

@@ -11,9 +11,13 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
+use chrono::Utc;
+
+use crate::alerts::{Alerts, Observation};
 use crate::config::{Config, ConfigError};
 use crate::crayon::{CrayonClient, CrayonError, CrayonSettings};
 use crate::dispatch::{Dispatcher, DrainSummary};
+use crate::domain::DEFAULT_ACCOUNT;
 use crate::poll::{PollError, PollReport, Watcher};
 use crate::render::{RenderError, Renderer};
 use crate::server;
@@ -136,7 +140,7 @@ impl App {
         let server = self.serve(&health, &shutdown).await?;
         let wake = Arc::new(Notify::new());
         let mut deliveries = self.spawn_dispatcher(&shutdown, &wake);
-        let mut poller = Poller::new(self.watcher());
+        let mut poller = Poller::new(&self);
         loop {
             let requests = reloads.as_mut().map(|r| &mut r.requests);
             match self
@@ -151,7 +155,7 @@ impl App {
                     deliveries.stop().await;
                     self = next;
                     deliveries = self.spawn_dispatcher(&shutdown, &wake);
-                    poller = Poller::new(self.watcher());
+                    poller = Poller::new(&self);
                     tracing::info!("config reloaded; it applies from this poll on");
                 }
             }
@@ -252,6 +256,9 @@ impl App {
             }
             let result = poller.watcher.poll().await;
             health.polled(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            if poller.observe(&result, &self.store) {
+                wake.notify_one();
+            }
             let wait = match result {
                 Ok(report) => {
                     poller.streak.succeeded();
@@ -306,14 +313,50 @@ struct Poller {
     watcher: Watcher,
     streak: FailureStreak,
     last_prune: tokio::time::Instant,
+    alerts: Option<Alerts>,
+    seen: Observation,
 }
 
 impl Poller {
-    fn new(watcher: Watcher) -> Self {
+    fn new(app: &App) -> Self {
+        let last_success = app.store.last_success_at(DEFAULT_ACCOUNT).ok().flatten();
         Poller {
-            watcher,
+            watcher: app.watcher(),
             streak: FailureStreak::default(),
             last_prune: tokio::time::Instant::now(),
+            alerts: Alerts::new(&app.config, app.store.clone(), app.renderer.clone()),
+            seen: Observation {
+                last_success: last_success.or_else(|| Some(Utc::now())),
+                ..Observation::default()
+            },
+        }
+    }
+
+    /// Feeds one poll's outcome to the alerts; true when alerts were queued.
+    fn observe(&mut self, result: &Result<PollReport, PollError>, store: &Store) -> bool {
+        let Some(alerts) = self.alerts.as_mut() else {
+            return false;
+        };
+        let now = Utc::now();
+        match result {
+            Ok(_) => {
+                self.seen.last_success = Some(now);
+                self.seen.last_error = None;
+                self.seen.credentials_refused = false;
+            }
+            Err(e) => {
+                self.seen.last_error = Some(e.to_string());
+                self.seen.credentials_refused =
+                    matches!(e, PollError::Api(c) if c.is_credentials());
+            }
+        }
+        self.seen.dead = store.dead_count(alerts.sink()).unwrap_or_default();
+        match alerts.evaluate(&self.seen, now) {
+            Ok(n) => n > 0,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot queue an alert");
+                false
+            }
         }
     }
 }

@@ -625,6 +625,47 @@ impl Store {
 
     /// Runs `f` on the connection, naming the file in any error. A poisoned
     /// mutex is recovered: an unfinished transaction rolls back when dropped.
+    /// Adds deliveries outside a poll (the bot's own alerts), in one
+    /// transaction.
+    pub fn enqueue(
+        &self,
+        account: &str,
+        deliveries: &[NewDelivery],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StateError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = insert_rows(&tx, account, deliveries, now)?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    /// For each `item_id` used by alert deliveries, when the latest was
+    /// enqueued: the alerts' memory across restarts.
+    pub fn alert_history(&self) -> Result<Vec<(i64, DateTime<Utc>)>, StateError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT item_id, MAX(created_at) FROM outbox WHERE event = 'alert' GROUP BY item_id",
+            )?;
+            let rows = stmt.query_map([], |row| Ok((row.get::<_, i64>(0)?, from_ms(row.get(1)?, 1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// How many deliveries are dead, and the newest one's error, leaving out
+    /// `except_sink` (the alert sink never alerts about itself).
+    pub fn dead_count(&self, except_sink: &str) -> Result<(u64, Option<String>), StateError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT COUNT(*), (SELECT last_error FROM outbox WHERE status = 'dead' AND sink != ?1 \
+                 ORDER BY updated_at DESC LIMIT 1) FROM outbox WHERE status = 'dead' AND sink != ?1",
+                params![except_sink],
+                |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?)),
+            )
+        })
+    }
+
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
@@ -832,22 +873,31 @@ fn insert_fired(tx: &Transaction<'_>, commit: &PollCommit<'_>) -> rusqlite::Resu
 }
 
 fn insert_deliveries(tx: &Transaction<'_>, commit: &PollCommit<'_>) -> rusqlite::Result<usize> {
+    insert_rows(tx, commit.account, commit.deliveries, commit.now)
+}
+
+fn insert_rows(
+    tx: &Transaction<'_>,
+    account: &str,
+    deliveries: &[NewDelivery],
+    now: DateTime<Utc>,
+) -> rusqlite::Result<usize> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO outbox (account, item_id, event, sink, recipient, message, status, \
          attempts, next_attempt_at, last_error, created_at, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?10)",
     )?;
-    let now = to_ms(commit.now);
-    for delivery in commit.deliveries {
+    let now_ms = to_ms(now);
+    for delivery in deliveries {
         let message = serde_json::to_string(&delivery.message)
             .map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
         let (status, next, reason) = match &delivery.disposition {
-            Disposition::Pending => (DeliveryStatus::Pending, Some(now), None),
+            Disposition::Pending => (DeliveryStatus::Pending, Some(now_ms), None),
             Disposition::Skipped(reason) => (DeliveryStatus::Skipped, None, Some(reason)),
             Disposition::Dead(reason) => (DeliveryStatus::Dead, None, Some(reason)),
         };
         stmt.execute(params![
-            commit.account,
+            account,
             delivery.item_id.0,
             delivery.event.as_str(),
             delivery.sink,
@@ -856,10 +906,10 @@ fn insert_deliveries(tx: &Transaction<'_>, commit: &PollCommit<'_>) -> rusqlite:
             status.as_str(),
             next,
             reason,
-            now,
+            now_ms,
         ])?;
     }
-    Ok(commit.deliveries.len())
+    Ok(deliveries.len())
 }
 
 fn fired_for_item(

@@ -221,21 +221,8 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         .enumerate()
         .map(|(i, route)| check_route(i, route, &sinks))
         .collect::<Result<Vec<_>, _>>()?;
-    warn_unrouted(&sinks, &routes, &mut warnings);
-    let alerts = match raw.alerts {
-        Some(a) if !sinks.contains_key(&a.sink) => {
-            return Err(ConfigError::invalid(
-                "alerts.sink",
-                format!("no sink named {:?} (define [sinks.{}])", a.sink, a.sink),
-            ))
-        }
-        Some(a) => Some(AlertsConfig {
-            sink: a.sink,
-            after: a.after,
-            repeat: a.repeat,
-        }),
-        None => None,
-    };
+    let alerts = raw.alerts.map(|a| check_alerts(a, &sinks)).transpose()?;
+    warn_unrouted(&sinks, &routes, alerts.as_ref(), &mut warnings);
     let server_listen = match raw.server {
         Some(s) => Some(s.listen.parse().map_err(|_| {
             ConfigError::invalid(
@@ -713,15 +700,49 @@ fn check_route(
     })
 }
 
+/// The alert sink must exist and be able to send without a requester.
+fn check_alerts(
+    raw: super::raw::RawAlerts,
+    sinks: &BTreeMap<String, SinkConfig>,
+) -> Result<AlertsConfig, ConfigError> {
+    let sink = sinks.get(&raw.sink).ok_or_else(|| {
+        ConfigError::invalid(
+            "alerts.sink",
+            format!("no sink named {:?} (define [sinks.{}])", raw.sink, raw.sink),
+        )
+    })?;
+    let problem = match &sink.kind {
+        SinkKind::Email(email) if !email.has_fixed_recipients() => Some(
+            "an email sink used for alerts needs `to`, `cc` or `bcc` (alerts have no requester)",
+        ),
+        SinkKind::Discord {
+            bot_token: Some(_), ..
+        } => Some(
+            "a Discord sink in bot_token (DM) mode cannot carry alerts; use a webhook_url sink",
+        ),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        return Err(ConfigError::invalid("alerts.sink", problem));
+    }
+    Ok(AlertsConfig {
+        sink: raw.sink,
+        after: raw.after,
+        repeat: raw.repeat,
+    })
+}
+
 fn warn_unrouted(
     sinks: &BTreeMap<String, SinkConfig>,
     routes: &[RouteConfig],
+    alerts: Option<&AlertsConfig>,
     warnings: &mut Vec<String>,
 ) {
     if routes.is_empty() {
         return;
     }
-    for name in sinks.keys() {
+    let alert_sink = alerts.map(|a| a.sink.as_str());
+    for name in sinks.keys().filter(|n| Some(n.as_str()) != alert_sink) {
         if !routes.iter().any(|r| r.sinks.contains(name)) {
             warnings.push(format!(
                 "sink {name:?} is not named by any [[routes]] entry, so it never receives anything"
@@ -732,9 +753,13 @@ fn warn_unrouted(
 
 fn parse_events(key: &str, list: &[String]) -> Result<BTreeSet<EventKind>, ConfigError> {
     list.iter()
-        .map(|e| {
-            e.parse::<EventKind>()
-                .map_err(|m| ConfigError::invalid(key, m))
+        .map(|e| match e.parse::<EventKind>() {
+            Ok(EventKind::Alert) => Err(ConfigError::invalid(
+                key,
+                "\"alert\" is not a queue event (the bot's own alerts are set in [alerts])",
+            )),
+            Ok(kind) => Ok(kind),
+            Err(m) => Err(ConfigError::invalid(key, m)),
         })
         .collect()
 }

@@ -317,3 +317,64 @@ fn the_downloadable_email_shows_what_a_requester_needs() {
         format!("Your export is ready: {}", item.action_name)
     );
 }
+
+#[test]
+fn every_alert_template_renders_for_every_kind() {
+    let renderer = Renderer::new(None, chrono_tz::UTC).unwrap();
+    let alert = AlertView {
+        condition: "polls_failing".into(),
+        state: "firing".into(),
+        summary: "Polls <!channel> are failing".into(),
+        details: "Last error: HTTP 503 & \"quotes\"".into(),
+        since: "2024-05-30T13:00:00Z".into(),
+    };
+    let now = "2024-05-30T14:00:00Z".parse().unwrap();
+    let kinds = [
+        sink("stdout", SinkKind::Console),
+        webhook(),
+        sink(
+            "ops",
+            SinkKind::Slack {
+                url: Secret::new("https://hooks.slack.com/x"),
+            },
+        ),
+        sink(
+            "ops_teams",
+            SinkKind::Teams {
+                url: Secret::new("https://example.com/x"),
+            },
+        ),
+        sink(
+            "ops_discord",
+            SinkKind::Discord {
+                webhook_url: Some(Secret::new("https://discord.com/api/webhooks/1/t")),
+                bot_token: None,
+                api_base: None,
+            },
+        ),
+        email(),
+    ];
+    for sink in kinds {
+        let message = renderer
+            .render_alert(&sink, &alert, "https://cloudiq.crayon.com/", now)
+            .unwrap();
+        assert_eq!(
+            message.parts.len(),
+            sink.kind.parts().len(),
+            "{}",
+            sink.name
+        );
+        let all: String = message.parts.values().cloned().collect();
+        assert!(all.contains("Polls"), "{}: {all}", sink.name);
+        if let Some(json) = message.parts.get("json") {
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            if sink.kind.name() == "slack" {
+                let fallback = value["text"].as_str().unwrap();
+                assert!(
+                    fallback.contains("&lt;!channel&gt;"),
+                    "mrkdwn is escaped: {fallback}"
+                );
+            }
+        }
+    }
+}

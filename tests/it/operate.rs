@@ -290,3 +290,99 @@ async fn a_config_saved_by_rename_is_reloaded_when_watching() {
     assert_eq!(bodies.len(), 2, "{}", text(&out));
     assert!(text(&out).contains("config reloaded"), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn a_failure_streak_raises_one_alert_and_one_recovery() {
+    let h = Harness::start().await;
+    h.hook_answers(200).await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/ops"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&h.hook)
+        .await;
+    h.write_config(
+        "[sinks.ops]\nkind = \"webhook\"\nurl = \"${OPS_URL}\"\n\
+         [alerts]\nsink = \"ops\"\nafter = \"300ms\"\nrepeat = \"1h\"\n\
+         [[routes]]\nsinks = [\"audit\"]",
+    );
+    let mut cmd = h.command(&["run"]);
+    cmd.env("OPS_URL", format!("{}/ops", h.hook.uri()));
+    let run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let alerts = async || -> Vec<serde_json::Value> {
+        h.hook
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == "/ops")
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(alerts().await.is_empty(), "healthy: no alert");
+
+    h.queue.set(QueueAnswer::Status(500));
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let firing = alerts().await;
+    assert_eq!(
+        firing.len(),
+        1,
+        "one alert for the whole streak: {firing:?}"
+    );
+    assert_eq!(firing[0]["alert"]["condition"], "polls_failing");
+    assert_eq!(firing[0]["alert"]["state"], "firing");
+    assert!(firing[0]["alert"]["details"]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 500"));
+
+    h.queue.set_items(vec![]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while alerts().await.len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = alerts().await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["alert"]["state"], "recovered");
+    signal(&run, "-TERM");
+    let out = run.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn a_dead_delivery_raises_an_alert_but_the_alert_sink_never_alerts_about_itself() {
+    let h = Harness::start().await;
+    h.hook_answers(400).await;
+    h.write_config(
+        "[sinks.ops]\nkind = \"webhook\"\nurl = \"${OPS_URL}\"\n\
+         [alerts]\nsink = \"ops\"\n\
+         [[routes]]\nsinks = [\"audit\"]",
+    );
+    h.queue.set_items(vec![item(8, 1, false)]);
+    let mut cmd = h.command(&["run"]);
+    cmd.env("OPS_URL", format!("{}/ops-broken", h.hook.uri()));
+    let run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    h.queue.set_items(vec![item(8, 2, true)]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    signal(&run, "-TERM");
+    let out = run.wait_with_output().await.unwrap();
+    let requests = h.hook.received_requests().await.unwrap();
+    let to_ops: Vec<_> = requests
+        .iter()
+        .filter(|r| r.url.path() == "/ops-broken")
+        .collect();
+    assert_eq!(
+        to_ops.len(),
+        1,
+        "one alert about the dead delivery, none about itself: {}",
+        text(&out)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&to_ops[0].body).unwrap();
+    assert_eq!(body["alert"]["condition"], "deliveries_dead");
+    assert!(body["alert"]["details"]
+        .as_str()
+        .unwrap()
+        .contains("HTTP 400"));
+}
