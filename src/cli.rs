@@ -16,9 +16,17 @@ use crate::service::{App, Reloads};
 use crate::state::{StateError, Store};
 use crate::{preview, probe, report};
 
+/// `--version`: the crate version and the git revision it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("CRAYON_EXPORT_BOT_GIT_REV"),
+    ")"
+);
+
 /// crayon-export-bot: tells people when their Crayon Cloud-iQ export is ready.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 pub struct Cli {
     /// The config file [default: $BOT_CONFIG, else bot.toml; `demo` reads
     /// none unless this is given].

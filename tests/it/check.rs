@@ -162,3 +162,33 @@ async fn the_example_chat_sinks_pass_check_once_uncommented() {
     assert!(text(&out).contains("5 sinks"), "{}", text(&out));
     assert!(!text(&out).contains("hooks.slack.com"), "{}", text(&out));
 }
+
+/// Every key the example `bot.toml` shows (set or commented out) is in the
+/// README's configuration reference, so the two cannot drift apart.
+#[test]
+fn the_readme_reference_covers_every_key_of_the_example_config() {
+    let example = std::fs::read_to_string("bot.toml").unwrap();
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let reference = &readme[readme.find("## Configuration reference").unwrap()..];
+    let mut missing = Vec::new();
+    for line in example.lines() {
+        let line = line.trim_start_matches(['#', ' ']);
+        let Some((key, _)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        let is_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+        if is_key
+            && !reference.contains(&format!("`{key}`"))
+            && !reference.contains(&format!(".{key}`"))
+        {
+            missing.push(key.to_string());
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "keys of bot.toml missing from the README reference: {missing:?}"
+    );
+}
