@@ -159,3 +159,49 @@ async fn check_online_gets_a_token_and_reaches_each_host_sending_nothing() {
         text(&out)
     );
 }
+
+/// One sink of every kind, for `render`.
+const EVERY_KIND: &str = r#"
+[sinks.chat]
+kind = "slack"
+url = "https://hooks.slack.com/services/T0/B0/x"
+[sinks.room]
+kind = "teams"
+url = "https://example.webhook.office.com/workflow/x"
+[sinks.guild]
+kind = "discord"
+webhook_url = "https://discord.com/api/webhooks/1/token"
+[sinks.mail]
+kind = "email"
+smtp = "smtp://mail.example.com:587"
+from = "Export Bot <exports@example.com>"
+[sinks.stdout]
+kind = "console"
+"#;
+
+#[tokio::test]
+async fn render_output_is_valid_for_every_sink_kind() {
+    let h = Harness::start().await;
+    h.write_config(EVERY_KIND);
+    let name = "New Commerce License-based Report@2015.01.01 - 2024.05.22";
+    for sink in ["audit", "chat", "room", "guild", "mail", "stdout"] {
+        for event in ["downloadable", "failed"] {
+            let out = h.bot(&["render", "--event", event, "--sink", sink]).await;
+            assert!(out.status.success(), "{sink} {event}: {}", text(&out));
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            match sink {
+                "mail" => {
+                    assert!(stdout.starts_with("Subject: "), "{stdout}");
+                    let (_, html) = stdout.split_once("\n--- html ---\n").expect("an html part");
+                    assert!(html.contains("<html") && html.contains(name), "{html}");
+                }
+                "stdout" => assert!(stdout.contains(name), "{stdout}"),
+                _ => {
+                    let json: serde_json::Value = serde_json::from_str(&stdout)
+                        .unwrap_or_else(|e| panic!("{sink} {event}: {e}\n{stdout}"));
+                    assert!(json.to_string().contains(name), "{sink}: {json}");
+                }
+            }
+        }
+    }
+}
