@@ -226,6 +226,14 @@ impl CrayonClient {
     /// the snapshot and the ids the answer listed more than once. A 401 gets
     /// one fresh token and one retry; a second 401 is [`CrayonError::Unauthorized`].
     pub async fn fetch_queue(&self) -> Result<(Snapshot, Vec<ExportId>), CrayonError> {
+        let body = self.fetch_queue_body().await?;
+        self.parse_queue(&body)
+    }
+
+    /// The HTTP half of [`fetch_queue`](Self::fetch_queue): the queue body as
+    /// bytes, size-capped, not yet parsed. Split out so the poll cycle (and
+    /// the benchmarks, which have no server) share one parse-onwards path.
+    pub async fn fetch_queue_body(&self) -> Result<Vec<u8>, CrayonError> {
         let token = self.bearer().await?;
         let response = match self.get_exports(&token).await? {
             Some(response) => response,
@@ -237,8 +245,14 @@ impl CrayonClient {
                     .ok_or(CrayonError::Unauthorized)?
             }
         };
-        let body = read_capped(response, self.settings.max_body, EXPORTS, self).await?;
-        let parsed = Snapshot::parse(&body).map_err(|e| CrayonError::Malformed {
+        read_capped(response, self.settings.max_body, EXPORTS, self).await
+    }
+
+    /// The parse half of [`fetch_queue`](Self::fetch_queue): a body that is
+    /// not the documented shape is [`CrayonError::Malformed`]; one that parses
+    /// is remembered in [`last_queue_bytes`](Self::last_queue_bytes).
+    pub fn parse_queue(&self, body: &[u8]) -> Result<(Snapshot, Vec<ExportId>), CrayonError> {
+        let parsed = Snapshot::parse(body).map_err(|e| CrayonError::Malformed {
             endpoint: EXPORTS,
             reason: e.to_string(),
         })?;

@@ -465,7 +465,10 @@ mod tests {
         let limits = SinkLimits::new(&sink);
         let rate = limits.rate.expect("a limiter");
         assert!((0..3).all(|_| rate.check().is_ok()));
-        assert!(rate.check().is_err(), "the 4th send within the minute waits");
+        assert!(
+            rate.check().is_err(),
+            "the 4th send within the minute waits"
+        );
         assert_eq!(limits.in_flight.available_permits(), 2);
     }
 

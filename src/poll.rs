@@ -16,7 +16,7 @@ use crate::domain::{
 };
 use crate::render::{MessageInput, RecipientView, Renderer};
 use crate::route::{self, Router, Target};
-use crate::state::{PollCommit, StateError, Store};
+use crate::state::{CommitStats, PollCommit, StateError, Store};
 
 /// Why a poll did not complete. Either way nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,12 @@ pub struct PollReport {
     /// True when this poll only recorded the baseline.
     pub baseline: bool,
     pub duplicates: Vec<ExportId>,
+    /// Snapshot rows inserted, updated or deleted: proportional to the
+    /// changes, not to the queue's size.
     pub rows_written: usize,
+    /// Everything the poll's transaction wrote (benchmarks report it to show
+    /// that writes follow changes).
+    pub commit: CommitStats,
 }
 
 /// The watcher's state between polls: the last snapshot is kept in memory
@@ -86,8 +91,17 @@ impl Watcher {
     }
 
     async fn poll_inner(&mut self) -> Result<PollReport, PollError> {
-        let (snapshot, duplicates) = self.client.fetch_queue().await?;
-        let now = Utc::now();
+        let body = self.client.fetch_queue_body().await?;
+        self.process(&body, Utc::now())
+    }
+
+    /// Everything a poll does after the HTTP GET: parse the body, diff it
+    /// against the previous snapshot, drop events that already fired, route
+    /// and render, and commit it all in one transaction. `poll` (and so `run`
+    /// and `once`) calls exactly this; benchmarks call it directly so they
+    /// measure the real cycle without a network in the way.
+    pub fn process(&mut self, body: &[u8], now: DateTime<Utc>) -> Result<PollReport, PollError> {
+        let (snapshot, duplicates) = self.client.parse_queue(body)?;
         if !self.loaded {
             self.previous = self.store.load_snapshot(DEFAULT_ACCOUNT)?;
             self.loaded = true;
@@ -161,6 +175,7 @@ impl Watcher {
             events: fired.len(),
             deliveries: deliveries.len(),
             rows_written: stats.items_written + stats.items_deleted,
+            commit: stats,
             ..PollReport::default()
         })
     }
