@@ -18,11 +18,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use crayon_export_bot::domain::{QueueAnswer, Snapshot};
 use crayon_export_bot::poll::{PollReport, Watcher};
 use crayon_export_bot::service::App;
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use support::Queued;
 
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
@@ -42,7 +42,13 @@ struct Cycle {
 impl Cycle {
     fn new(n: usize) -> Cycle {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = support::bot_config(dir.path(), "http://127.0.0.1:9/hook", None, "");
+        let config = support::bot_config(
+            dir.path(),
+            support::NO_CRAYON,
+            "http://127.0.0.1:9/hook",
+            None,
+            "",
+        );
         let app = App::build(config).expect("app builds");
         let mut watcher = app.watcher();
         let now = Utc::now();

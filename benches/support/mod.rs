@@ -74,17 +74,27 @@ pub fn queue_body(n: usize, queued: Queued, now: DateTime<Utc>) -> Vec<u8> {
     body
 }
 
-/// A checked config in `dir`: state file `dir/state.db`, one generic webhook
-/// sink `audit` posting to `hook_url` with `concurrency` (default when
-/// `None`), and `extra` TOML appended (e.g. more sinks).
-pub fn bot_config(dir: &Path, hook_url: &str, concurrency: Option<usize>, extra: &str) -> Config {
+/// Where the benchmarks' bot thinks Crayon is when nothing is listening
+/// (the cycle benchmarks never fetch).
+pub const NO_CRAYON: &str = "http://127.0.0.1:9/";
+
+/// A checked config in `dir`: Crayon at `crayon_url`, state file
+/// `dir/state.db`, one generic webhook sink `audit` posting to `hook_url`
+/// with `concurrency` (default when `None`), and `extra` TOML appended.
+pub fn bot_config(
+    dir: &Path,
+    crayon_url: &str,
+    hook_url: &str,
+    concurrency: Option<usize>,
+    extra: &str,
+) -> Config {
     let concurrency = concurrency
         .map(|c| format!("concurrency = {c}"))
         .unwrap_or_default();
     let text = format!(
         r#"
 [crayon]
-base_url = "http://127.0.0.1:9/"
+base_url = "{crayon_url}"
 client_id = "bench"
 client_secret = "bench-secret"
 username = "bench@example.com"
@@ -115,7 +125,8 @@ pub fn state_path(dir: &Path) -> PathBuf {
 /// in the next benchmark iteration (the snapshot is reset by the caller).
 pub fn forget_events(state: &Path) {
     let conn = rusqlite::Connection::open(state).expect("open state");
-    conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+    conn.busy_timeout(Duration::from_secs(5))
+        .expect("busy timeout");
     conn.execute_batch("DELETE FROM fired; DELETE FROM outbox;")
         .expect("reset fired and outbox");
 }
@@ -162,4 +173,89 @@ fn proc_status_kib(field: &str) -> u64 {
         .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// A minimal HTTP/1.1 receiver on loopback (keep-alive, `200` to every
+/// request) that counts the connections it accepted and the requests it
+/// answered: enough to tell connection reuse from one connection per send.
+pub struct Receiver {
+    pub addr: std::net::SocketAddr,
+    pub connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Notified after every answered request.
+    pub answered: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Receiver {
+    /// Listens on `127.0.0.1:0` and serves until the runtime ends.
+    pub async fn start() -> Receiver {
+        use std::sync::atomic::Ordering;
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let receiver = Receiver {
+            addr: listener.local_addr().expect("local addr"),
+            connections: Arc::default(),
+            requests: Arc::default(),
+            answered: Arc::default(),
+        };
+        let (connections, requests, answered) = (
+            receiver.connections.clone(),
+            receiver.requests.clone(),
+            receiver.answered.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                connections.fetch_add(1, Ordering::SeqCst);
+                let (requests, answered) = (requests.clone(), answered.clone());
+                tokio::spawn(async move {
+                    let _ = serve(stream, &requests, &answered).await;
+                });
+            }
+        });
+        receiver
+    }
+
+    /// The URL to configure as the webhook.
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+}
+
+/// Answers requests on one connection until the client closes it.
+async fn serve(
+    stream: tokio::net::TcpStream,
+    requests: &std::sync::atomic::AtomicUsize,
+    answered: &tokio::sync::Notify,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let mut stream = BufReader::new(stream);
+    loop {
+        let mut length = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stream.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).await?;
+        stream
+            .get_mut()
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await?;
+        requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        answered.notify_waiters();
+    }
 }
