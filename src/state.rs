@@ -26,7 +26,7 @@ use rusqlite::{
 };
 
 use crate::domain::{
-    Delivery, DeliveryId, DeliveryStatus, Disposition, EventKind, ExportId, ExportItem,
+    Change, Delivery, DeliveryId, DeliveryStatus, Disposition, EventKind, ExportId, ExportItem,
     ExportStatus, NewDelivery, RenderedMessage, Snapshot,
 };
 
@@ -774,17 +774,15 @@ fn write_snapshot(
             [commit.account],
         )?;
     }
-    for (id, item) in &commit.snapshot.items {
-        if commit.previous.and_then(|prev| prev.items.get(id)) != Some(item) {
-            upsert_item(tx, commit.account, item)?;
-            written += 1;
-        }
-    }
     let mut delete =
         tx.prepare_cached("DELETE FROM snapshot_items WHERE account = ?1 AND item_id = ?2")?;
-    for id in commit.previous.iter().flat_map(|prev| prev.items.keys()) {
-        if !commit.snapshot.items.contains_key(id) {
-            deleted += delete.execute(params![commit.account, id.0])?;
+    for change in Snapshot::changes(commit.previous, commit.snapshot) {
+        match change {
+            Change::Appeared(item) | Change::Changed(_, item) => {
+                upsert_item(tx, commit.account, item)?;
+                written += 1;
+            }
+            Change::Gone(item) => deleted += delete.execute(params![commit.account, item.id.0])?,
         }
     }
     Ok((written, deleted))
