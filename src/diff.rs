@@ -35,17 +35,38 @@ pub fn diff<'a>(
     now: DateTime<Utc>,
     options: DiffOptions,
 ) -> Vec<Event<'a>> {
+    let previous_days = previous.map_or(0, |p| p.nr_of_days);
+    diff_changes(
+        Snapshot::changes(previous, current),
+        previous_days,
+        current,
+        now,
+        options,
+    )
+}
+
+/// [`diff`] over changes already found (the poll gets them from
+/// [`crate::polled::Polled::changes`] without a second walk over the
+/// queue). `changes` must be in id order; unchanged items cannot fire
+/// anything, so only the changes are needed. `previous_days` is the stored
+/// `NrOfDays`.
+pub fn diff_changes<'a>(
+    changes: impl IntoIterator<Item = Change<'a>>,
+    previous_days: u32,
+    current: &Snapshot,
+    now: DateTime<Utc>,
+    options: DiffOptions,
+) -> Vec<Event<'a>> {
     let mut events = Vec::new();
     let mut gone_events = Vec::new();
-    // Unchanged items cannot fire anything, so only the changes are visited.
-    for change in Snapshot::changes(previous, current) {
+    for change in changes {
         let (before, item) = match change {
             Change::Appeared(item) => (None, item),
             Change::Changed(before, item) => (Some(before), item),
             Change::Gone(gone) => {
                 if gone.status != ExportStatus::Deleted {
-                    let days = previous.map_or(0, |p| p.nr_of_days);
-                    let reason = vanish_reason(gone, days.max(current.nr_of_days), now);
+                    let days = previous_days.max(current.nr_of_days);
+                    let reason = vanish_reason(gone, days, now);
                     gone_events.push(removed(gone, Some(gone), reason));
                 }
                 continue;

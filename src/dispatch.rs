@@ -387,6 +387,7 @@ mod tests {
                 account: "default",
                 previous: None,
                 snapshot: &snapshot,
+                changes: None,
                 fired: &[(ExportId(1), EventKind::Downloadable)],
                 deliveries: &[delivery],
                 now: clock.now(),

@@ -174,11 +174,20 @@ pub mod crayon_date {
             .map(|naive| naive.and_utc())
     }
 
+    /// Reads the string in place (no copy per item, unlike `Cow<str>`).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        parse(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!("CreatedDate {text:?} is not a timestamp"))
-        })
+        struct DateVisitor;
+        impl serde::de::Visitor<'_> for DateVisitor {
+            type Value = DateTime<Utc>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a timestamp string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                parse(text)
+                    .ok_or_else(|| E::custom(format!("CreatedDate {text:?} is not a timestamp")))
+            }
+        }
+        d.deserialize_str(DateVisitor)
     }
 
     pub fn serialize<S: serde::Serializer>(dt: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
@@ -262,7 +271,7 @@ impl Snapshot {
     /// Parses a queue body. Anything that is not the documented shape is an
     /// error, never an empty snapshot.
     pub fn parse(body: &[u8]) -> Result<(Snapshot, Vec<ExportId>), serde_json::Error> {
-        serde_json::from_slice::<QueueAnswer>(body).map(Snapshot::from_answer)
+        Snapshot::parse_over(body, &mut None).map(|polled| (polled.snapshot, polled.duplicates))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod diff;
 pub mod dispatch;
 pub mod domain;
 pub mod poll;
+pub mod polled;
 pub mod render;
 pub mod report;
 pub mod route;

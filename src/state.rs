@@ -189,6 +189,11 @@ pub struct PollCommit<'a> {
     pub previous: Option<&'a Snapshot>,
     /// The queue as this poll saw it.
     pub snapshot: &'a Snapshot,
+    /// The items that differ from `previous`, when the caller already knows
+    /// them (the poll does, see [`crate::polled::Polled`]; `previous` may then
+    /// hold only those items and just tells baseline from not). `None`:
+    /// found here by comparing `previous` and `snapshot`.
+    pub changes: Option<&'a [Change<'a>]>,
     /// The (item, event) pairs that fired in this poll.
     pub fired: &'a [(ExportId, EventKind)],
     /// The deliveries those events cause.
@@ -776,8 +781,16 @@ fn write_snapshot(
     }
     let mut delete =
         tx.prepare_cached("DELETE FROM snapshot_items WHERE account = ?1 AND item_id = ?2")?;
-    for change in Snapshot::changes(commit.previous, commit.snapshot) {
-        match change {
+    let computed: Vec<Change<'_>>;
+    let changes = match commit.changes {
+        Some(changes) => changes,
+        None => {
+            computed = Snapshot::changes(commit.previous, commit.snapshot).collect();
+            &computed
+        }
+    };
+    for change in changes {
+        match *change {
             Change::Appeared(item) | Change::Changed(_, item) => {
                 upsert_item(tx, commit.account, item)?;
                 written += 1;
@@ -1025,6 +1038,7 @@ mod tests {
             account: DEFAULT_ACCOUNT,
             previous,
             snapshot,
+            changes: None,
             fired,
             deliveries,
             now,

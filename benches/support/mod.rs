@@ -32,7 +32,7 @@ impl Queued {
     fn is_queued(self, index: usize) -> bool {
         match self {
             Queued::None => false,
-            Queued::OnePercent => index % 100 == 0,
+            Queued::OnePercent => index.is_multiple_of(100),
             Queued::All => true,
         }
     }
