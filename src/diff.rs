@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{EventKind, ExportItem, ExportStatus, RemovedReason, Snapshot};
+use crate::domain::{Change, EventKind, ExportItem, ExportStatus, RemovedReason, Snapshot};
 
 /// One event for one item. `item` is the current item, or for `removed` the
 /// last stored one; `previous` is the stored item when there was one.
@@ -35,9 +35,43 @@ pub fn diff<'a>(
     now: DateTime<Utc>,
     options: DiffOptions,
 ) -> Vec<Event<'a>> {
+    let previous_days = previous.map_or(0, |p| p.nr_of_days);
+    diff_changes(
+        Snapshot::changes(previous, current),
+        previous_days,
+        current,
+        now,
+        options,
+    )
+}
+
+/// [`diff`] over changes already found (the poll gets them from
+/// [`crate::polled::Polled::changes`] without a second walk over the
+/// queue). `changes` must be in id order; unchanged items cannot fire
+/// anything, so only the changes are needed. `previous_days` is the stored
+/// `NrOfDays`.
+pub fn diff_changes<'a>(
+    changes: impl IntoIterator<Item = Change<'a>>,
+    previous_days: u32,
+    current: &Snapshot,
+    now: DateTime<Utc>,
+    options: DiffOptions,
+) -> Vec<Event<'a>> {
     let mut events = Vec::new();
-    for item in current.items.values() {
-        let before = previous.and_then(|p| p.items.get(&item.id));
+    let mut gone_events = Vec::new();
+    for change in changes {
+        let (before, item) = match change {
+            Change::Appeared(item) => (None, item),
+            Change::Changed(before, item) => (Some(before), item),
+            Change::Gone(gone) => {
+                if gone.status != ExportStatus::Deleted {
+                    let days = previous_days.max(current.nr_of_days);
+                    let reason = vanish_reason(gone, days, now);
+                    gone_events.push(removed(gone, Some(gone), reason));
+                }
+                continue;
+            }
+        };
         if is_recent(item, now, options.max_age) {
             appeared_or_changed(item, before, &mut events);
         }
@@ -47,14 +81,7 @@ pub fn diff<'a>(
             events.push(removed(item, before, RemovedReason::Deleted));
         }
     }
-    if let Some(previous) = previous {
-        for gone in previous.items.values() {
-            if !current.items.contains_key(&gone.id) && gone.status != ExportStatus::Deleted {
-                let reason = vanish_reason(gone, previous.nr_of_days.max(current.nr_of_days), now);
-                events.push(removed(gone, Some(gone), reason));
-            }
-        }
-    }
+    events.extend(gone_events);
     events
 }
 

@@ -19,8 +19,15 @@ use crate::domain::{Delivery, DeliveryId};
 use crate::sinks::{SendError, Sinks};
 use crate::state::{AttemptOutcome, StateError, Store};
 
-/// How many due deliveries are taken from the outbox per round.
+/// How many due deliveries are taken from the outbox per round, and the most
+/// that `run` keeps in flight (spawned, waiting for a permit or sending).
 const BATCH: usize = 256;
+
+/// `run` takes more from the outbox only once its in-flight tasks drop to
+/// this. Taking after every completed send re-read (and re-decoded) every
+/// row still in flight each time: quadratic in a burst (1,000 deliveries
+/// cost ~1.8 s of CPU, see BENCHMARKS.md).
+const REFILL_BELOW: usize = BATCH / 2;
 
 /// Retry arithmetic: exponential backoff from `backoff_initial`, doubling up
 /// to `backoff_max`, with jitter; dead after `max_attempts`.
@@ -215,7 +222,7 @@ impl Dispatcher {
     pub async fn drain_due(&self) -> Result<DrainSummary, StateError> {
         let mut summary = DrainSummary::default();
         let mut tasks = JoinSet::new();
-        for delivery in self.take_due(self.clock.now())? {
+        for delivery in self.take_due(self.clock.now(), BATCH)? {
             let this = self.clone();
             tasks.spawn(async move { this.deliver(delivery).await });
         }
@@ -233,14 +240,16 @@ impl Dispatcher {
     pub async fn run(&self, shutdown: CancellationToken, wake: Arc<Notify>, grace: Duration) {
         let mut tasks = JoinSet::new();
         loop {
-            match self.take_due(self.clock.now()) {
-                Ok(due) => {
-                    for delivery in due {
-                        let this = self.clone();
-                        tasks.spawn(async move { this.deliver(delivery).await });
+            if tasks.len() <= REFILL_BELOW {
+                match self.take_due(self.clock.now(), BATCH - tasks.len()) {
+                    Ok(due) => {
+                        for delivery in due {
+                            let this = self.clone();
+                            tasks.spawn(async move { this.deliver(delivery).await });
+                        }
                     }
+                    Err(e) => tracing::error!(error = %e, "cannot read the outbox"),
                 }
-                Err(e) => tracing::error!(error = %e, "cannot read the outbox"),
             }
             let sleep = self.until_next_due();
             tokio::select! {
@@ -271,10 +280,11 @@ impl Dispatcher {
         .max(Duration::from_millis(20))
     }
 
-    /// Due deliveries not already being sent, marked as in flight.
-    fn take_due(&self, now: DateTime<Utc>) -> Result<Vec<Delivery>, StateError> {
+    /// At most `limit` due deliveries not already being sent, marked as in
+    /// flight.
+    fn take_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Delivery>, StateError> {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let due = self.store.due_deliveries(now, BATCH, &in_flight)?;
+        let due = self.store.due_deliveries(now, limit, &in_flight)?;
         in_flight.extend(due.iter().map(|d| d.id));
         Ok(due)
     }
@@ -378,6 +388,7 @@ mod tests {
                 account: "default",
                 previous: None,
                 snapshot: &snapshot,
+                changes: None,
                 fired: &[(ExportId(1), EventKind::Downloadable)],
                 deliveries: &[delivery],
                 now: clock.now(),

@@ -16,6 +16,7 @@ pub mod diff;
 pub mod dispatch;
 pub mod domain;
 pub mod poll;
+pub mod polled;
 pub mod preview;
 pub mod probe;
 pub mod reload;

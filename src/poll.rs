@@ -10,13 +10,15 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, FirstRun, SinkConfig};
 use crate::crayon::{CrayonClient, CrayonError};
-use crate::diff::{diff, DiffOptions, Event};
+use crate::diff::{diff_changes, DiffOptions, Event};
 use crate::domain::{
-    Disposition, EventKind, ExportId, NewDelivery, RenderedMessage, Snapshot, DEFAULT_ACCOUNT,
+    Change, Disposition, EventKind, ExportId, NewDelivery, RenderedMessage, Snapshot,
+    DEFAULT_ACCOUNT,
 };
+use crate::polled::Polled;
 use crate::render::{MessageInput, RecipientView, Renderer};
 use crate::route::{self, Router, Target};
-use crate::state::{PollCommit, StateError, Store};
+use crate::state::{CommitStats, PollCommit, StateError, Store};
 
 /// Why a poll did not complete. Either way nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +44,12 @@ pub struct PollReport {
     /// True when this poll only recorded the baseline.
     pub baseline: bool,
     pub duplicates: Vec<ExportId>,
+    /// Snapshot rows inserted, updated or deleted: proportional to the
+    /// changes, not to the queue's size.
     pub rows_written: usize,
+    /// Everything the poll's transaction wrote (benchmarks report it to show
+    /// that writes follow changes).
+    pub commit: CommitStats,
 }
 
 /// The watcher's state between polls: the last snapshot is kept in memory
@@ -86,45 +93,76 @@ impl Watcher {
     }
 
     async fn poll_inner(&mut self) -> Result<PollReport, PollError> {
-        let (snapshot, duplicates) = self.client.fetch_queue().await?;
-        let now = Utc::now();
+        let body = self.client.fetch_queue_body().await?;
+        self.process(&body, Utc::now())
+    }
+
+    /// Everything a poll does after the HTTP GET: parse the body, diff it
+    /// against the previous snapshot, drop events that already fired, route
+    /// and render, and commit it all in one transaction. `poll` (and so `run`
+    /// and `once`) calls exactly this; benchmarks call it directly so they
+    /// measure the real cycle without a network in the way.
+    pub fn process(&mut self, body: &[u8], now: DateTime<Utc>) -> Result<PollReport, PollError> {
         if !self.loaded {
             self.previous = self.store.load_snapshot(DEFAULT_ACCOUNT)?;
             self.loaded = true;
         }
-        let baseline = self.previous.is_none() && self.config.watch.first_run == FirstRun::Baseline;
-        let mut report = if baseline {
-            self.commit(&snapshot, &[], &[], now)?
+        // Takes the stored snapshot (its unchanged items move into the new
+        // one); a malformed body leaves it in place.
+        let polled = self.client.parse_queue_over(body, &mut self.previous)?;
+        let baseline =
+            polled.prior().is_none() && self.config.watch.first_run == FirstRun::Baseline;
+        let changes = polled.changes();
+        let committed = if baseline {
+            self.commit(&polled, &changes, &[], &[], now)
         } else {
-            self.notify(&snapshot, now)?
+            self.notify(&polled, &changes, now)
         };
+        let mut report = match committed {
+            Ok(report) => report,
+            Err(e) => {
+                // Nothing was written: the next poll reloads the stored state.
+                self.loaded = false;
+                return Err(e);
+            }
+        };
+        let items = polled.snapshot.items.len();
         if baseline {
-            tracing::info!(
-                items = snapshot.items.len(),
-                "baseline: {} items recorded",
-                snapshot.items.len()
-            );
+            tracing::info!(items, "baseline: {items} items recorded");
         }
-        for id in &duplicates {
+        for id in &polled.duplicates {
             tracing::warn!(
                 item = id.0,
                 "the queue listed item {id} more than once; kept the first"
             );
         }
         report.baseline = baseline;
-        report.duplicates = duplicates;
-        self.previous = Some(snapshot);
+        report.duplicates = polled.duplicates;
+        self.previous = Some(polled.snapshot);
         Ok(report)
     }
 
-    fn notify(&self, snapshot: &Snapshot, now: DateTime<Utc>) -> Result<PollReport, PollError> {
+    fn notify(
+        &self,
+        polled: &Polled,
+        changes: &[Change<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<PollReport, PollError> {
         let options = DiffOptions {
             max_age: self.config.watch.max_age,
         };
-        let events: Vec<Event<'_>> = diff(self.previous.as_ref(), snapshot, now, options)
-            .into_iter()
-            .filter(|e| self.router.watches(e.kind))
-            .collect();
+        let snapshot = &polled.snapshot;
+        let previous_days = polled.prior().map_or(0, |p| p.nr_of_days);
+        let events: Vec<Event<'_>> = diff_changes(
+            changes.iter().copied(),
+            previous_days,
+            snapshot,
+            now,
+            options,
+        )
+        .into_iter()
+        .filter(|e| self.router.watches(e.kind))
+        .collect();
         let pairs: Vec<(ExportId, EventKind)> =
             events.iter().map(|e| (e.item.id, e.kind)).collect();
         let fired = self.store.already_fired(DEFAULT_ACCOUNT, &pairs)?;
@@ -138,7 +176,7 @@ impl Watcher {
             .flat_map(|e| self.deliveries_for(e, nr_of_days, now))
             .collect();
         let fired: Vec<(ExportId, EventKind)> = fresh.iter().map(|e| (e.item.id, e.kind)).collect();
-        let report = self.commit(snapshot, &fired, &deliveries, now)?;
+        let report = self.commit(polled, changes, &fired, &deliveries, now)?;
         fresh
             .iter()
             .for_each(|e| crate::telemetry::event_fired(e.kind));
@@ -147,15 +185,18 @@ impl Watcher {
 
     fn commit(
         &self,
-        snapshot: &Snapshot,
+        polled: &Polled,
+        changes: &[Change<'_>],
         fired: &[(ExportId, EventKind)],
         deliveries: &[NewDelivery],
         now: DateTime<Utc>,
     ) -> Result<PollReport, PollError> {
+        let snapshot = &polled.snapshot;
         let stats = self.store.commit_poll(&PollCommit {
             account: DEFAULT_ACCOUNT,
-            previous: self.previous.as_ref(),
+            previous: polled.prior(),
             snapshot,
+            changes: Some(changes),
             fired,
             deliveries,
             now,
@@ -165,6 +206,7 @@ impl Watcher {
             events: fired.len(),
             deliveries: deliveries.len(),
             rows_written: stats.items_written + stats.items_deleted,
+            commit: stats,
             ..PollReport::default()
         })
     }

@@ -103,7 +103,9 @@ impl App {
         })
     }
 
-    fn watcher(&self) -> Watcher {
+    /// A watcher over this app's parts, as `run` and `once` use it (public
+    /// so benchmarks and load examples drive the very same cycle).
+    pub fn watcher(&self) -> Watcher {
         Watcher::new(
             self.config.clone(),
             self.client.clone(),

@@ -26,7 +26,7 @@ use rusqlite::{
 };
 
 use crate::domain::{
-    Delivery, DeliveryId, DeliveryStatus, Disposition, EventKind, ExportId, ExportItem,
+    Change, Delivery, DeliveryId, DeliveryStatus, Disposition, EventKind, ExportId, ExportItem,
     ExportStatus, NewDelivery, RenderedMessage, Snapshot,
 };
 
@@ -189,6 +189,11 @@ pub struct PollCommit<'a> {
     pub previous: Option<&'a Snapshot>,
     /// The queue as this poll saw it.
     pub snapshot: &'a Snapshot,
+    /// The items that differ from `previous`, when the caller already knows
+    /// them (the poll does, see [`crate::polled::Polled`]; `previous` may then
+    /// hold only those items and just tells baseline from not). `None`:
+    /// found here by comparing `previous` and `snapshot`.
+    pub changes: Option<&'a [Change<'a>]>,
     /// The (item, event) pairs that fired in this poll.
     pub fired: &'a [(ExportId, EventKind)],
     /// The deliveries those events cause.
@@ -815,17 +820,23 @@ fn write_snapshot(
             [commit.account],
         )?;
     }
-    for (id, item) in &commit.snapshot.items {
-        if commit.previous.and_then(|prev| prev.items.get(id)) != Some(item) {
-            upsert_item(tx, commit.account, item)?;
-            written += 1;
-        }
-    }
     let mut delete =
         tx.prepare_cached("DELETE FROM snapshot_items WHERE account = ?1 AND item_id = ?2")?;
-    for id in commit.previous.iter().flat_map(|prev| prev.items.keys()) {
-        if !commit.snapshot.items.contains_key(id) {
-            deleted += delete.execute(params![commit.account, id.0])?;
+    let computed: Vec<Change<'_>>;
+    let changes = match commit.changes {
+        Some(changes) => changes,
+        None => {
+            computed = Snapshot::changes(commit.previous, commit.snapshot).collect();
+            &computed
+        }
+    };
+    for change in changes {
+        match *change {
+            Change::Appeared(item) | Change::Changed(_, item) => {
+                upsert_item(tx, commit.account, item)?;
+                written += 1;
+            }
+            Change::Gone(item) => deleted += delete.execute(params![commit.account, item.id.0])?,
         }
     }
     Ok((written, deleted))
@@ -1077,6 +1088,7 @@ mod tests {
             account: DEFAULT_ACCOUNT,
             previous,
             snapshot,
+            changes: None,
             fired,
             deliveries,
             now,

@@ -1,0 +1,238 @@
+//! Footprint of the real binary, measured from outside the way a user would
+//! see it: release binary size; peak RSS (`VmHWM`) of `run` idling between
+//! polls with every sink kind this build has (webhook, console); peak RSS of
+//! `run` polling a 100k-item queue; whole-process wall time of `once`
+//! delivering one event to a loopback webhook (this branch has no
+//! `send-test` command, so `once` stands in for it).
+//!
+//! Crayon is a wiremock fake and the webhook an in-process receiver.
+//! Build the binary first: `cargo build --release`, then
+//! `cargo run --release --example footprint [-- BINARY]` (see BENCHMARKS.md).
+
+#[path = "../benches/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::json;
+use support::{Queued, Receiver};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// The queue body the fake serves, changeable between runs.
+#[derive(Clone, Default)]
+struct Queue(Arc<Mutex<Vec<u8>>>);
+
+impl Respond for Queue {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let body = self.0.lock().expect("queue lock").clone();
+        ResponseTemplate::new(200).set_body_raw(body, "application/json")
+    }
+}
+
+impl Queue {
+    fn set(&self, n: usize, queued: Queued) {
+        *self.0.lock().expect("queue lock") = support::queue_body(n, queued, Utc::now());
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let bin = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/crayon-export-bot")
+        });
+    let size = std::fs::metadata(&bin)
+        .unwrap_or_else(|e| panic!("{}: {e} (cargo build --release first)", bin.display()))
+        .len();
+    println!("binary {}: {:.2} MiB", bin.display(), mib(size));
+
+    let (crayon, queue) = fake_crayon().await;
+    let receiver = Receiver::start().await;
+    let bot = Bot {
+        bin,
+        crayon: format!("{}/", crayon.uri()),
+        hook: receiver.url(),
+    };
+
+    queue.set(10, Queued::None);
+    let (peak, rss) = bot.run_until_polls(3, "1s").await;
+    println!(
+        "run, idle between polls (10 items, webhook + console): peak RSS {peak} KiB, RSS {rss} KiB"
+    );
+
+    queue.set(100_000, Queued::None);
+    let (peak, _) = bot.run_until_polls(3, "2s").await;
+    println!("run, three polls of 100k items: peak RSS {peak} KiB");
+
+    let mut walls = bot.once_one_delivery(&queue, &receiver, 11).await;
+    walls.sort();
+    println!(
+        "once, one delivery to a loopback webhook: median {:.1} ms (min {:.1}, max {:.1}) over {}",
+        ms(walls[walls.len() / 2]),
+        ms(walls[0]),
+        ms(walls[walls.len() - 1]),
+        walls.len()
+    );
+}
+
+async fn fake_crayon() -> (MockServer, Queue) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/connect/token/"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"AccessToken": "t", "ExpiresIn": 3600})),
+        )
+        .mount(&server)
+        .await;
+    let queue = Queue::default();
+    Mock::given(method("GET"))
+        .and(path("/api/v1/exports/"))
+        .respond_with(queue.clone())
+        .mount(&server)
+        .await;
+    (server, queue)
+}
+
+struct Bot {
+    bin: PathBuf,
+    crayon: String,
+    hook: String,
+}
+
+impl Bot {
+    /// A folder with a `bot.toml` polling every `interval`.
+    fn folder(&self, interval: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        support::bot_config(
+            dir.path(),
+            &self.crayon,
+            &self.hook,
+            None,
+            "[sinks.stdout]\nkind = \"console\"\n",
+        );
+        let toml = dir.path().join("bot.toml");
+        let text = std::fs::read_to_string(&toml).expect("read bot.toml");
+        std::fs::write(
+            &toml,
+            text.replace("interval = \"60s\"", &format!("interval = \"{interval}\"")),
+        )
+        .expect("write bot.toml");
+        dir
+    }
+
+    fn command(&self, dir: &Path, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.arg("--config")
+            .arg(dir.join("bot.toml"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_PROXY", "*")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Starts `run`, waits for `polls` poll lines, then reads its peak and
+    /// current RSS and stops it with SIGTERM.
+    async fn run_until_polls(&self, polls: usize, interval: &str) -> (u64, u64) {
+        let dir = self.folder(interval);
+        let mut child = self
+            .command(dir.path(), &["run"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start run");
+        let pid = child.id().expect("pid");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut seen = 0;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(" poll ") || line.contains("baseline") {
+                seen += 1;
+                if seen >= polls {
+                    break;
+                }
+            }
+        }
+        // Half an interval after the last poll: idle between polls.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let result = (field("VmHWM:"), field("VmRSS:"));
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        result
+    }
+
+    /// Baselines one queued item, then `rounds` times restores that state
+    /// and times a whole `once` process that finds it downloadable and
+    /// delivers it.
+    async fn once_one_delivery(
+        &self,
+        queue: &Queue,
+        receiver: &Receiver,
+        rounds: usize,
+    ) -> Vec<Duration> {
+        let dir = self.folder("60s");
+        let state = support::state_path(dir.path());
+        queue.set(1, Queued::All);
+        assert!(self
+            .command(dir.path(), &["once"])
+            .status()
+            .await
+            .expect("once")
+            .success());
+        let saved = dir.path().join("baseline.db");
+        std::fs::copy(&state, &saved).expect("save baseline");
+        queue.set(1, Queued::None);
+        let mut walls = Vec::new();
+        for _ in 0..rounds {
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", state.display()));
+            }
+            std::fs::copy(&saved, &state).expect("restore baseline");
+            let before = receiver.requests.load(Ordering::SeqCst);
+            let started = Instant::now();
+            let status = self
+                .command(dir.path(), &["once"])
+                .status()
+                .await
+                .expect("once");
+            walls.push(started.elapsed());
+            assert!(status.success());
+            assert_eq!(
+                receiver.requests.load(Ordering::SeqCst),
+                before + 1,
+                "one delivery"
+            );
+        }
+        walls
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / 1024.0 / 1024.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
