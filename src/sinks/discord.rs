@@ -26,7 +26,10 @@ use serenity::http::{Http, HttpBuilder, LightMethod, Request, Route};
 use serenity::model::id::{ChannelId, UserId, WebhookId};
 use url::Url;
 
-use super::http::transport_error;
+use super::http::{read_capped, transport_error};
+
+/// A DM channel object is well under a kilobyte; this is generous.
+const DM_CHANNEL_LIMIT: usize = 64 * 1024;
 use super::SendError;
 use crate::domain::Delivery;
 use crate::secret::Secret;
@@ -132,12 +135,13 @@ impl DiscordSink {
         let request =
             Request::new(Route::UserMeDmChannels, LightMethod::Post).body(Some(body.into_bytes()));
         let answer = self.execute(request, true).await?;
-        let channel: DmChannel = answer.json().await.map_err(|e| {
-            SendError::Retryable(format!(
-                "Discord's DM channel answer is not understood: {}",
-                e.without_url()
-            ))
-        })?;
+        let not_understood =
+            |why: String| SendError::Retryable(format!("Discord's DM channel answer {why}"));
+        let body = read_capped(answer, DM_CHANNEL_LIMIT)
+            .await
+            .map_err(not_understood)?;
+        let channel: DmChannel = serde_json::from_slice(&body)
+            .map_err(|e| not_understood(format!("is not understood: {e}")))?;
         self.cache().insert(user, channel.id);
         Ok(channel.id)
     }

@@ -141,6 +141,32 @@ pub async fn read_limited(mut response: reqwest::Response) -> Vec<u8> {
     bytes
 }
 
+/// A whole success body, refused (as `Err` with the limit) once it passes
+/// `limit` bytes, whatever `Content-Length` claims: for the few answers a
+/// sink must read (Discord's DM channel), so a misbehaving server or proxy
+/// at `api_base` cannot fill memory.
+pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("the answer is larger than {limit} bytes");
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("reading the answer failed: {}", e.without_url()))?
+    {
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
 /// A body as one short line for the outbox's `last_error`, with `secrets`
 /// masked before and after whitespace is collapsed and before it is cut
 /// (a cut through a token would otherwise keep its first characters).
