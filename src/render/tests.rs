@@ -317,3 +317,11 @@ fn the_downloadable_email_shows_what_a_requester_needs() {
         format!("Your export is ready: {}", item.action_name)
     );
 }
+
+#[test]
+fn no_builtin_template_marks_anything_safe() {
+    for (name, source) in BUILTINS {
+        let squeezed: String = source.split_whitespace().collect();
+        assert!(!squeezed.contains("|safe"), "{name} uses the safe filter");
+    }
+}
