@@ -372,3 +372,45 @@ fn discord_escape_escapes_every_markdown_character_and_nothing_else() {
         r"a\\b\*\_\~\`\|\>\<\[\]\(\)\#\-\:\@ ü 🎉"
     );
 }
+
+#[test]
+fn teams_shows_item_text_only_in_text_runs_which_are_never_markdown() {
+    let mut item = sample();
+    item.action_name = "[Download here](https://evil.example/x) **now**".into();
+    item.requested_by = Some("[ann](https://evil.example)".into());
+    let teams = chat_sinks()[1].clone();
+    for event in EventKind::ALL {
+        let body = render(&teams, event, &item, unmapped(&item));
+        let card = &body["attachments"][0]["content"];
+        let mut runs = Vec::new();
+        for block in card["body"].as_array().unwrap() {
+            let markdown: Vec<&Value> = match block["type"].as_str() {
+                Some("TextBlock") => vec![&block["text"]],
+                Some("FactSet") => block["facts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|f| [&f["title"], &f["value"]])
+                    .collect(),
+                Some("RichTextBlock") => {
+                    runs.extend(block["inlines"].as_array().unwrap().iter().cloned());
+                    vec![]
+                }
+                _ => vec![],
+            };
+            for text in markdown {
+                assert!(
+                    !text.to_string().contains("evil.example"),
+                    "{event}: {block}"
+                );
+            }
+        }
+        for wanted in [&item.action_name, item.requested_by.as_ref().unwrap()] {
+            assert!(
+                runs.iter()
+                    .any(|r| r["type"] == "TextRun" && r["text"] == **wanted),
+                "{event}: {wanted} not in a TextRun: {runs:?}"
+            );
+        }
+    }
+}
