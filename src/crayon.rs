@@ -980,6 +980,28 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_token_body_over_64_kib_is_too_large() {
+        let server = MockServer::start().await;
+        let padding = "x".repeat(70 * 1024);
+        let answer = ResponseTemplate::new(200).set_body_json(
+            serde_json::json!({"AccessToken": TOKEN_VALUE, "ExpiresIn": 3600, "Pad": padding}),
+        );
+        token_mock(answer).mount(&server).await;
+        let error = client(&server).check_credentials().await.unwrap_err();
+        assert!(
+            matches!(
+                error,
+                CrayonError::TooLarge {
+                    endpoint: "token",
+                    limit: 65536
+                }
+            ),
+            "{error:?}"
+        );
+        assert_no_secrets(&error);
+    }
+
     /// Serves a token, then a chunked queue body with no Content-Length, so
     /// only the streaming cap can stop it.
     fn chunked_server() -> String {

@@ -3,11 +3,14 @@
 //! "each (id, event) at most once" rule is applied afterwards against the
 //! fired-event records in the state file.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Change, EventKind, ExportItem, ExportStatus, RemovedReason, Snapshot};
+use crate::domain::{
+    Change, EventKind, ExportId, ExportItem, ExportStatus, RemovedReason, Snapshot,
+};
 
 /// One event for one item. `item` is the current item, or for `removed` the
 /// last stored one; `previous` is the stored item when there was one.
@@ -85,6 +88,20 @@ pub fn diff_changes<'a>(
     events
 }
 
+/// The events whose (id, kind) is not among `fired`, the pairs the state
+/// file says already fired. With [`diff`] this is the whole "each (id,
+/// event) at most once" rule of the poll, so it lives here beside the diff
+/// and the property tests exercise the same code the poll runs.
+pub fn unfired<'e, 'a>(
+    events: &'e [Event<'a>],
+    fired: &HashSet<(ExportId, EventKind)>,
+) -> Vec<&'e Event<'a>> {
+    events
+        .iter()
+        .filter(|e| !fired.contains(&(e.item.id, e.kind)))
+        .collect()
+}
+
 fn appeared_or_changed<'a>(
     item: &'a ExportItem,
     before: Option<&'a ExportItem>,
@@ -122,17 +139,19 @@ fn removed<'a>(
     }
 }
 
+/// `CreatedDate + max_age >= now`; a sum past chrono's range (an item "from"
+/// year +262142) counts as recent instead of panicking.
 fn is_recent(item: &ExportItem, now: DateTime<Utc>, max_age: Duration) -> bool {
-    match chrono::Duration::from_std(max_age) {
-        Ok(max_age) => item.created_date + max_age >= now,
-        Err(_) => true,
-    }
+    chrono::Duration::from_std(max_age)
+        .ok()
+        .and_then(|max_age| item.created_date.checked_add_signed(max_age))
+        .is_none_or(|limit| limit >= now)
 }
 
 /// An item that left the queue after NrOfDays expired; anything younger
 /// vanished for a reason the bot cannot see.
 fn vanish_reason(item: &ExportItem, nr_of_days: u32, now: DateTime<Utc>) -> RemovedReason {
-    if item.created_date + chrono::Duration::days(i64::from(nr_of_days)) <= now {
+    if item.expires_at(nr_of_days) <= now {
         RemovedReason::Expired
     } else {
         RemovedReason::Vanished
@@ -140,9 +159,11 @@ fn vanish_reason(item: &ExportItem, nr_of_days: u32, now: DateTime<Utc>) -> Remo
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ExportId, QueueAnswer};
+    use crate::domain::QueueAnswer;
 
     const OPTIONS: DiffOptions = DiffOptions {
         max_age: Duration::from_secs(3 * 86_400),
@@ -292,5 +313,32 @@ mod tests {
                 (1, EventKind::Failed, None)
             ]
         );
+    }
+
+    /// `CreatedDate` and `NrOfDays` are API text,
+    /// and `created + days` used to panic past chrono's year 262142.
+    #[test]
+    fn dates_and_nr_of_days_at_the_edge_of_time_do_not_panic() {
+        let far = br#"{"Items":[{"Id":1,"Status":1,"Downloadable":false,
+            "CreatedDate":"+262142-12-31T23:59:59"}],"NrOfDays":4294967295}"#;
+        let (far, _) = Snapshot::parse(far).unwrap();
+        let empty = Snapshot {
+            nr_of_days: u32::MAX,
+            ..Snapshot::default()
+        };
+        let events = diff(Some(&far), &far, now(), OPTIONS);
+        assert!(events.is_empty());
+        let events = diff(Some(&far), &empty, now(), OPTIONS);
+        assert_eq!(
+            kinds(&events),
+            [(1, EventKind::Removed, Some(RemovedReason::Vanished))]
+        );
+        let item = &far.items[&ExportId(1)];
+        assert_eq!(item.expires_at(u32::MAX), DateTime::<Utc>::MAX_UTC);
+        let mut old = item.clone();
+        old.created_date = DateTime::<Utc>::MIN_UTC;
+        let (old, empty) = (snap(vec![old]), snap(vec![]));
+        let events = diff(Some(&old), &empty, now(), OPTIONS);
+        assert_eq!(events[0].reason, Some(RemovedReason::Expired));
     }
 }

@@ -300,6 +300,15 @@ impl Dispatcher {
             rate.until_ready().await;
         }
         let started = tokio::time::Instant::now();
+        // The bot's own record of a send starting (the HTTP and SMTP
+        // libraries' logs are muted: they can carry webhook tokens).
+        tracing::debug!(
+            delivery = delivery.id.0,
+            sink = %delivery.sink,
+            item = delivery.item_id.0,
+            attempt = delivery.attempts + 1,
+            "sending"
+        );
         let result = match self.sinks.get(&delivery.sink) {
             Some(sink) => sink.send(&delivery).await,
             None => Err(SendError::Permanent(format!(

@@ -115,6 +115,17 @@ pub struct ExportItem {
     pub created_date: DateTime<Utc>,
 }
 
+impl ExportItem {
+    /// When the item leaves the queue: `CreatedDate + NrOfDays`. Both come
+    /// from the API, so the sum saturates at chrono's last instant instead of
+    /// panicking on a `CreatedDate` of year +262142 or a huge `NrOfDays`.
+    pub fn expires_at(&self, nr_of_days: u32) -> DateTime<Utc> {
+        self.created_date
+            .checked_add_signed(chrono::Duration::days(i64::from(nr_of_days)))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+}
+
 fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
@@ -464,6 +475,8 @@ pub struct Delivery {
     pub created_at: DateTime<Utc>,
 }
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, FirstRun, SinkConfig};
 use crate::crayon::{CrayonClient, CrayonError};
-use crate::diff::{diff_changes, DiffOptions, Event};
+use crate::diff::{diff_changes, unfired, DiffOptions, Event};
 use crate::domain::{
     Change, Disposition, EventKind, ExportId, NewDelivery, RenderedMessage, Snapshot,
     DEFAULT_ACCOUNT,
@@ -166,10 +166,7 @@ impl Watcher {
         let pairs: Vec<(ExportId, EventKind)> =
             events.iter().map(|e| (e.item.id, e.kind)).collect();
         let fired = self.store.already_fired(DEFAULT_ACCOUNT, &pairs)?;
-        let fresh: Vec<&Event<'_>> = events
-            .iter()
-            .filter(|e| !fired.contains(&(e.item.id, e.kind)))
-            .collect();
+        let fresh: Vec<&Event<'_>> = unfired(&events, &fired);
         let nr_of_days = snapshot.nr_of_days;
         let deliveries: Vec<NewDelivery> = fresh
             .iter()

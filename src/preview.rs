@@ -235,6 +235,15 @@ fn teams_body(json: &Value) -> String {
     for element in card["body"].as_array().into_iter().flatten() {
         match element["type"].as_str().unwrap_or("") {
             "TextBlock" => out.push_str(&format!("<p>{}</p>", esc(&text_of(&element["text"])))),
+            "RichTextBlock" => {
+                let runs: String = element["inlines"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|run| text_of(&run["text"]))
+                    .collect();
+                out.push_str(&format!("<p>{}</p>", esc(&runs)));
+            }
             "FactSet" => {
                 out.push_str("<table class=\"facts\">");
                 for fact in element["facts"].as_array().into_iter().flatten() {

@@ -1,6 +1,6 @@
 //! Rendering: the Tera templates (built-in defaults compiled into the binary,
 //! overridden by `[templates] dir`), the filters the spec promises (`json`,
-//! `slack_escape`, `date` in `display.timezone`) and the context every
+//! `slack_escape`, `discord_escape`, `date` in `display.timezone`) and the context every
 //! template sees. Pure once built: rendering does no I/O.
 
 use std::path::{Path, PathBuf};
@@ -326,7 +326,7 @@ fn context(sink: &SinkConfig, input: &MessageInput<'_>) -> Context {
 }
 
 fn item_json(item: &ExportItem, nr_of_days: u32) -> Json {
-    let expires = item.created_date + chrono::Duration::days(i64::from(nr_of_days));
+    let expires = item.expires_at(nr_of_days);
     json!({
         "id": item.id.0,
         "status": item.status.code(),
@@ -354,6 +354,9 @@ fn register_filters(tera: &mut Tera, timezone: chrono_tz::Tz) {
     );
     tera.register_filter("slack_escape", |s: &str, _: Kwargs, _: &State| {
         slack_escape(s)
+    });
+    tera.register_filter("discord_escape", |s: &str, _: Kwargs, _: &State| {
+        discord_escape(s)
     });
     let zone = timezone.name().to_string();
     tera.register_filter(
@@ -386,7 +389,28 @@ pub fn slack_escape(text: &str) -> String {
     out
 }
 
+/// Backslash-escapes Discord markdown, so item text shows as typed: an
+/// ActionName like `[Download](https://evil.example)` cannot become a masked
+/// link, `https://…` is not auto-linked (the `:` is escaped), `<@id>` or
+/// `<#channel>` do not render as mentions, and `**`, `||`, `# ` or code
+/// fences do not restyle the message. Discord shows `\*` as `*`.
+pub fn discord_escape(text: &str) -> String {
+    const SPECIAL: &[char] = &[
+        '\\', '*', '_', '~', '`', '|', '>', '<', '[', ']', '(', ')', '#', '-', ':', '@',
+    ];
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if SPECIAL.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod chat_tests;
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod tests;

@@ -497,8 +497,13 @@ fn check_discord(name: &str, raw: &RawSink) -> Result<SinkKind, ConfigError> {
     if let Some(url) = &raw.webhook_url {
         check_webhook_url(&key("webhook_url"), url)?;
     }
+    // The webhook token or bot token goes to api_base: never in clear.
     let api_base = match &raw.api_base {
-        Some(text) => Some(parse_url(&key("api_base"), text)?),
+        Some(text) => {
+            let url = parse_url(&key("api_base"), text)?;
+            require_https_unless_loopback(&key("api_base"), &url)?;
+            Some(url)
+        }
         None => None,
     };
     Ok(SinkKind::Discord {

@@ -186,6 +186,65 @@ fn bad_values_name_their_key() {
 }
 
 #[test]
+fn discord_api_base_must_be_https_unless_loopback() {
+    let discord = |base: &str| {
+        MINIMAL.to_string()
+            + &format!(
+                "[sinks.chat]\nkind = \"discord\"\nbot_token = \"t0ken\"\napi_base = \"{base}\"\n"
+            )
+    };
+    let err = load_str(&discord("http://discord-proxy.example.com"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sinks.chat.api_base") && err.contains("https"),
+        "{err}"
+    );
+    assert!(load_str(&discord("http://127.0.0.1:9"), &[]).is_ok());
+    assert!(load_str(&discord("https://discord-proxy.example.com"), &[]).is_ok());
+}
+
+#[test]
+fn debug_of_a_config_with_every_secret_shows_none() {
+    let text = MINIMAL.to_string()
+        + r#"
+[sinks.slack]
+kind = "slack"
+url = "https://hooks.slack.com/services/T0/B0/slack-tok"
+[sinks.teams]
+kind = "teams"
+url = "https://teams.example.com/workflows/1/run?sig=teams-sig"
+[sinks.hook]
+kind = "discord"
+webhook_url = "https://discord.com/api/webhooks/1/discord-tok"
+[sinks.dm]
+kind = "discord"
+bot_token = "bot-tok"
+[sinks.mail]
+kind = "email"
+smtp = "smtps://mail.example.com"
+from = "bot@example.com"
+username = "mailer"
+password = "smtp-pw"
+to = ["ops@example.com"]
+"#;
+    let config = load_str(&text, &[]).unwrap();
+    let debug = format!("{config:?} {:#?}", config);
+    for secret in [
+        "client-secret-value",
+        "pass&word",
+        "slack-tok",
+        "teams-sig",
+        "discord-tok",
+        "bot-tok",
+        "smtp-pw",
+    ] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    assert!(debug.contains("***"));
+}
+
+#[test]
 fn debug_of_the_config_shows_no_secret() {
     let text = MINIMAL.replace(
         "kind = \"webhook\"",

@@ -335,3 +335,82 @@ fn user_templates_that_ignore_the_limits_are_cut_too() {
         }
     }
 }
+
+#[test]
+fn discord_markdown_in_item_text_cannot_forge_links_or_mentions() {
+    let mut item = sample();
+    item.action_name = "[Download here](https://evil.example/x) <@123> **now** ||x||".into();
+    item.requested_by = Some("[ann](https://evil.example)@example.com".into());
+    let discord = chat_sinks()[2].clone();
+    for event in EventKind::ALL {
+        let body = render(&discord, event, &item, unmapped(&item));
+        let embed = &body["embeds"][0];
+        let description = embed["description"].as_str().unwrap();
+        assert!(
+            description.starts_with(
+                r"\[Download here\]\(https\://evil.example/x\) \<\@123\> \*\*now\*\* \|\|x\|\|"
+            ),
+            "{event}: {description}"
+        );
+        let mut shown = vec![description.to_string()];
+        for field in embed["fields"].as_array().unwrap() {
+            shown.push(field["value"].as_str().unwrap().to_string());
+        }
+        for text in &shown {
+            assert!(
+                !text.contains("](") && !text.contains("https://") && !text.contains("<@"),
+                "{event}: {text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn discord_escape_escapes_every_markdown_character_and_nothing_else() {
+    assert_eq!(
+        discord_escape(r"a\b*_~`|><[]()#-:@ ü 🎉"),
+        r"a\\b\*\_\~\`\|\>\<\[\]\(\)\#\-\:\@ ü 🎉"
+    );
+}
+
+#[test]
+fn teams_shows_item_text_only_in_text_runs_which_are_never_markdown() {
+    let mut item = sample();
+    item.action_name = "[Download here](https://evil.example/x) **now**".into();
+    item.requested_by = Some("[ann](https://evil.example)".into());
+    let teams = chat_sinks()[1].clone();
+    for event in EventKind::ALL {
+        let body = render(&teams, event, &item, unmapped(&item));
+        let card = &body["attachments"][0]["content"];
+        let mut runs = Vec::new();
+        for block in card["body"].as_array().unwrap() {
+            let markdown: Vec<&Value> = match block["type"].as_str() {
+                Some("TextBlock") => vec![&block["text"]],
+                Some("FactSet") => block["facts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|f| [&f["title"], &f["value"]])
+                    .collect(),
+                Some("RichTextBlock") => {
+                    runs.extend(block["inlines"].as_array().unwrap().iter().cloned());
+                    vec![]
+                }
+                _ => vec![],
+            };
+            for text in markdown {
+                assert!(
+                    !text.to_string().contains("evil.example"),
+                    "{event}: {block}"
+                );
+            }
+        }
+        for wanted in [&item.action_name, item.requested_by.as_ref().unwrap()] {
+            assert!(
+                runs.iter()
+                    .any(|r| r["type"] == "TextRun" && r["text"] == **wanted),
+                "{event}: {wanted} not in a TextRun: {runs:?}"
+            );
+        }
+    }
+}

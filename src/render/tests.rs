@@ -378,3 +378,11 @@ fn every_alert_template_renders_for_every_kind() {
         }
     }
 }
+
+#[test]
+fn no_builtin_template_marks_anything_safe() {
+    for (name, source) in BUILTINS {
+        let squeezed: String = source.split_whitespace().collect();
+        assert!(!squeezed.contains("|safe"), "{name} uses the safe filter");
+    }
+}

@@ -26,7 +26,10 @@ use serenity::http::{Http, HttpBuilder, LightMethod, Request, Route};
 use serenity::model::id::{ChannelId, UserId, WebhookId};
 use url::Url;
 
-use super::http::transport_error;
+use super::http::{read_capped, transport_error};
+
+/// A DM channel object is well under a kilobyte; this is generous.
+const DM_CHANNEL_LIMIT: usize = 64 * 1024;
 use super::SendError;
 use crate::domain::Delivery;
 use crate::secret::Secret;
@@ -46,6 +49,8 @@ pub struct DiscordSink {
     mode: Mode,
     /// DM channel per user, so a second message skips the channel lookup.
     dm_channels: Mutex<HashMap<UserId, ChannelId>>,
+    /// Webhook URL pieces and the bot token, masked in every error text.
+    secrets: Vec<String>,
 }
 
 /// The part of Discord's channel object a DM needs.
@@ -65,14 +70,21 @@ impl DiscordSink {
         bot_token: Option<&Secret>,
         api_base: Option<&Url>,
     ) -> Result<DiscordSink, String> {
+        let mut secrets = Vec::new();
         let mode = match (webhook_url, bot_token) {
             (Some(url), _) => {
                 let (id, token) = parse_webhook_url(url.expose())?;
+                secrets.extend(crate::secret::url_parts(url.expose()));
+                secrets.push(token.expose().to_string());
                 Mode::Webhook { id, token }
             }
-            (None, Some(_)) => Mode::Bot,
+            (None, Some(token)) => {
+                secrets.extend(crate::secret::value_parts(token.expose()));
+                Mode::Bot
+            }
             (None, None) => return Err("set webhook_url or bot_token".into()),
         };
+        secrets.sort_by_key(|p| std::cmp::Reverse(p.len()));
         let mut builder = HttpBuilder::new(bot_token.map_or("", Secret::expose))
             .client(client.clone())
             .ratelimiter_disabled(true);
@@ -84,6 +96,7 @@ impl DiscordSink {
             client,
             mode,
             dm_channels: Mutex::default(),
+            secrets,
         })
     }
 
@@ -122,12 +135,13 @@ impl DiscordSink {
         let request =
             Request::new(Route::UserMeDmChannels, LightMethod::Post).body(Some(body.into_bytes()));
         let answer = self.execute(request, true).await?;
-        let channel: DmChannel = answer.json().await.map_err(|e| {
-            SendError::Retryable(format!(
-                "Discord's DM channel answer is not understood: {}",
-                e.without_url()
-            ))
-        })?;
+        let not_understood =
+            |why: String| SendError::Retryable(format!("Discord's DM channel answer {why}"));
+        let body = read_capped(answer, DM_CHANNEL_LIMIT)
+            .await
+            .map_err(not_understood)?;
+        let channel: DmChannel = serde_json::from_slice(&body)
+            .map_err(|e| not_understood(format!("is not understood: {e}")))?;
         self.cache().insert(user, channel.id);
         Ok(channel.id)
     }
@@ -156,16 +170,16 @@ impl DiscordSink {
             .execute(built)
             .await
             .map_err(|e| self.redact(transport_error(e)))?;
-        answer::check(response).await.map_err(|e| self.redact(e))
+        answer::check(response, &self.secrets)
+            .await
+            .map_err(|e| self.redact(e))
     }
 
-    /// Removes the webhook token from an error's text (belt and braces:
-    /// the texts are built without URLs).
+    /// Removes the webhook token (and URL) or the bot token from an error's
+    /// text: the texts are built without URLs, but Discord or a proxy at
+    /// `api_base` may echo a credential in its answer.
     fn redact(&self, error: SendError) -> SendError {
-        match &self.mode {
-            Mode::Webhook { token, .. } => error.map_message(|m| m.replace(token.expose(), "***")),
-            Mode::Bot => error,
-        }
+        error.map_message(|m| crate::secret::mask(&m, &self.secrets))
     }
 }
 
@@ -249,5 +263,15 @@ mod tests {
         let redacted = sink.redact(leaked).to_string();
         assert!(!redacted.contains("SECRET-TOKEN"), "{redacted}");
         assert!(redacted.contains("webhooks/1/***"), "{redacted}");
+    }
+
+    #[test]
+    fn errors_never_carry_the_bot_token() {
+        let client = reqwest::Client::new();
+        let token = Secret::new("bot-TOKEN-s3cret");
+        let sink = DiscordSink::new(client, None, Some(&token), None).unwrap();
+        let leaked = SendError::Permanent("401: bad Authorization Bot bot-TOKEN-s3cret".into());
+        let redacted = sink.redact(leaked).to_string();
+        assert!(!redacted.contains("bot-TOKEN-s3cret"), "{redacted}");
     }
 }

@@ -9,5 +9,6 @@ mod helpers;
 mod operate;
 mod preview;
 mod reliability;
+mod secrets;
 mod smtp;
 mod watcher;

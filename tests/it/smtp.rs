@@ -52,6 +52,9 @@ struct Shared {
     received: Vec<Received>,
     commands: Vec<Command>,
     data_replies: VecDeque<String>,
+    /// When set, AUTH is refused with this reply; `{password}` in it is
+    /// replaced by the password the client sent (a server that echoes it).
+    auth_refusal: Option<String>,
 }
 
 /// A running server; stops when dropped.
@@ -81,6 +84,11 @@ impl SmtpServer {
     pub fn answer_data_with(&self, replies: &[&str]) {
         let mut shared = self.shared.lock().unwrap();
         shared.data_replies = replies.iter().map(|r| r.to_string()).collect();
+    }
+
+    /// Refuses every AUTH with `reply` (e.g. `"535 5.7.8 bad {password}"`).
+    pub fn refuse_auth_with(&self, reply: &str) {
+        self.shared.lock().unwrap().auth_refusal = Some(reply.to_string());
     }
 
     /// Every message sent through DATA, accepted or not.
@@ -181,7 +189,10 @@ async fn session(
                 reply(&mut io, "220 2.0.0 ready to start TLS").await?;
                 return Ok(Some(io.into_inner()));
             }
-            "AUTH" => auth(&mut io, &line, &mut tx).await?,
+            "AUTH" => {
+                let refusal = shared.lock().unwrap().auth_refusal.clone();
+                auth(&mut io, &line, &mut tx, refusal).await?
+            }
             "MAIL" => {
                 tx.mail_from = Some(angle(&line));
                 tx.rcpt_to.clear();
@@ -224,6 +235,7 @@ async fn auth(
     io: &mut BufReader<Box<dyn Io>>,
     line: &str,
     tx: &mut Transaction,
+    refusal: Option<String>,
 ) -> std::io::Result<()> {
     let mut words = line.split_whitespace().skip(1);
     if !words
@@ -244,6 +256,11 @@ async fn auth(
         .unwrap_or_default();
     let fields: Vec<&[u8]> = decoded.split(|b| *b == 0).collect();
     match fields.as_slice() {
+        [_, _, password] if refusal.is_some() => {
+            let password = String::from_utf8_lossy(password);
+            let text = refusal.unwrap_or_default().replace("{password}", &password);
+            reply(io, &text).await
+        }
         [_, user, _password] => {
             tx.auth_user = Some(String::from_utf8_lossy(user).into_owned());
             reply(io, "235 2.7.0 authenticated").await

@@ -40,8 +40,12 @@ impl ErrorBody {
     }
 }
 
-/// Passes a successful answer through; classifies any other.
-pub async fn check(response: reqwest::Response) -> Result<reqwest::Response, SendError> {
+/// Passes a successful answer through; classifies any other, with
+/// `secrets` masked in the text taken from the body before it is cut.
+pub async fn check(
+    response: reqwest::Response,
+    secrets: &[String],
+) -> Result<reqwest::Response, SendError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -55,8 +59,8 @@ pub async fn check(response: reqwest::Response) -> Result<reqwest::Response, Sen
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
         .or(header_wait);
     let detail = match &body {
-        Some(body) => describe(body),
-        None => one_line(&bytes),
+        Some(body) => describe(body, secrets),
+        None => one_line(&bytes, secrets),
     };
     let message = if detail.is_empty() {
         format!("HTTP {}", status.as_u16())
@@ -108,7 +112,7 @@ fn header_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 }
 
 /// `message (code N); path: problem; …` from Discord's error body.
-fn describe(body: &ErrorBody) -> String {
+fn describe(body: &ErrorBody, secrets: &[String]) -> String {
     let mut text = body.message.clone().unwrap_or_default();
     if let Some(code) = body.code {
         text.push_str(&format!(" (code {code})"));
@@ -116,7 +120,7 @@ fn describe(body: &ErrorBody) -> String {
     for e in &body.errors {
         text.push_str(&format!("; {}: {}", e.path, e.message));
     }
-    one_line(text.trim().as_bytes())
+    one_line(text.trim().as_bytes(), secrets)
 }
 
 #[cfg(test)]
@@ -176,7 +180,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            describe(&body),
+            describe(&body, &[]),
             "Invalid Form Body (code 50035); embeds.0.description: Must be 4096 or fewer in length."
         );
     }
@@ -188,7 +192,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(body.retry_after, Some(1.5));
-        assert_eq!(describe(&body), "You are being rate limited.");
+        assert_eq!(describe(&body, &[]), "You are being rate limited.");
         assert!(ErrorBody::parse(b"\"just a string\"").is_none());
     }
 

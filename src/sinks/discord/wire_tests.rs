@@ -115,6 +115,25 @@ async fn a_dm_opens_the_channel_with_the_mapped_id_then_posts_to_it_once() {
 }
 
 #[tokio::test]
+async fn an_oversized_dm_channel_answer_is_refused_without_reading_it_all() {
+    let server = MockServer::start().await;
+    let huge = json!({"id": "555", "type": 1, "pad": "x".repeat(100 * 1024)});
+    Mock::given(method("POST"))
+        .and(path("/api/v10/users/@me/channels"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(huge))
+        .mount(&server)
+        .await;
+    let error = bot_sink(&server)
+        .send(&delivery(Some(USER)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, SendError::Retryable(m) if m.contains("larger than 65536 bytes")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_429_waits_as_the_body_says_then_as_the_headers_say() {
     let server = MockServer::start().await;
     answer_webhook(

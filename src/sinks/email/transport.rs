@@ -147,12 +147,16 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// One line of at most 300 characters, with the password masked.
+/// Masked before and after whitespace is collapsed (a password may hold a
+/// run of spaces), and before shortening (a cut must not keep half of it).
 fn one_line(text: &str, password: Option<&Secret>) -> String {
-    let mut text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if let Some(password) = password.filter(|p| !p.expose().is_empty()) {
-        text = text.replace(password.expose(), "***");
-    }
-    crate::text::shorten(&text, 300)
+    let password = password.map(Secret::expose).filter(|p| !p.is_empty());
+    let mask = |text: &str| match password {
+        Some(password) => text.replace(password, "***"),
+        None => text.to_string(),
+    };
+    let text = mask(text).split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::text::shorten(&mask(&text), 300)
 }
 
 #[cfg(test)]
