@@ -221,17 +221,29 @@ impl Dispatcher {
     /// out backoffs.
     pub async fn drain_due(&self) -> Result<DrainSummary, StateError> {
         let mut summary = DrainSummary::default();
-        let mut tasks = JoinSet::new();
-        for delivery in self.take_due(self.clock.now(), BATCH)? {
-            let this = self.clone();
-            tasks.spawn(async move { this.deliver(delivery).await });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok(outcome) = joined {
-                summary.add(&outcome?);
+        let start = self.clock.now();
+        let mut attempted: HashSet<DeliveryId> = HashSet::new();
+        loop {
+            let batch = {
+                let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                let exclude: HashSet<DeliveryId> = in_flight.union(&attempted).copied().collect();
+                self.store.due_deliveries(start, BATCH, &exclude)?
+            };
+            if batch.is_empty() {
+                return Ok(summary);
+            }
+            let mut tasks = JoinSet::new();
+            for delivery in batch {
+                attempted.insert(delivery.id);
+                let this = self.clone();
+                tasks.spawn(async move { this.deliver(delivery).await });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                if let Ok(outcome) = joined {
+                    summary.add(&outcome?);
+                }
             }
         }
-        Ok(summary)
     }
 
     /// Delivers continuously until `shutdown`: due deliveries are sent as
@@ -512,6 +524,41 @@ mod tests {
         assert_eq!(
             delivery.last_error.as_deref(),
             Some("HTTP 400: invalid_payload")
+        );
+    }
+
+    #[tokio::test]
+    async fn drain_due_attempts_every_due_delivery_once_even_past_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let failing = vec![Err(SendError::RetryAfter {
+            after: Duration::ZERO,
+            message: "HTTP 429".into(),
+        })];
+        let (dispatcher, sink) = dispatcher_with(failing, &dir);
+        let more: Vec<NewDelivery> = (2..=BATCH as i64 + 50)
+            .map(|id| NewDelivery {
+                item_id: ExportId(id),
+                event: EventKind::Downloadable,
+                sink: "s".into(),
+                recipient: None,
+                message: Default::default(),
+                disposition: Disposition::Pending,
+            })
+            .collect();
+        dispatcher
+            .store
+            .enqueue("default", &more, dispatcher.clock.now())
+            .unwrap();
+        let summary = dispatcher.drain_due().await.unwrap();
+        assert_eq!(
+            sink.calls().len(),
+            BATCH + 50,
+            "each due delivery exactly once"
+        );
+        assert_eq!(summary.sent, BATCH + 49);
+        assert_eq!(
+            summary.retrying, 1,
+            "a zero Retry-After is not retried within the same drain"
         );
     }
 
