@@ -231,16 +231,7 @@ impl Snapshot {
     /// faster at 100k items than inserting one by one (see BENCHMARKS.md).
     pub fn from_answer(answer: QueueAnswer) -> (Snapshot, Vec<ExportId>) {
         let mut items = answer.items;
-        // Stable: of equal ids, the one listed first stays first and is kept.
-        items.sort_by_key(|item| item.id);
-        let mut duplicates = Vec::new();
-        items.dedup_by(|later, kept| {
-            let duplicate = later.id == kept.id;
-            if duplicate {
-                duplicates.push(later.id);
-            }
-            duplicate
-        });
+        let duplicates = sort_and_dedup(&mut items, |item| item.id);
         let snapshot = Snapshot {
             items: items.into_iter().map(|item| (item.id, item)).collect(),
             nr_of_days: answer.nr_of_days,
@@ -295,6 +286,21 @@ pub enum Change<'a> {
     Changed(&'a ExportItem, &'a ExportItem),
     /// Listed before, not now.
     Gone(&'a ExportItem),
+}
+
+/// Sorts queue items by id and drops repeated ids, keeping the one listed
+/// first (the sort is stable); returns the dropped ids, in id order.
+pub fn sort_and_dedup<T>(items: &mut Vec<T>, id: impl Fn(&T) -> ExportId) -> Vec<ExportId> {
+    items.sort_by_key(&id);
+    let mut duplicates = Vec::new();
+    items.dedup_by(|later, kept| {
+        let duplicate = id(later) == id(kept);
+        if duplicate {
+            duplicates.push(id(later));
+        }
+        duplicate
+    });
+    duplicates
 }
 
 /// The events of the spec. `as_str` is the name used in config, templates and

@@ -17,7 +17,9 @@ use chrono::{DateTime, Utc};
 use serde::de::{Deserializer, Visitor};
 use serde::Deserialize;
 
-use crate::domain::{crayon_date, Change, ExportId, ExportItem, ExportStatus, Snapshot};
+use crate::domain::{
+    crayon_date, sort_and_dedup, Change, ExportId, ExportItem, ExportStatus, Snapshot,
+};
 
 /// This poll's snapshot and how it differs from the stored one.
 #[derive(Debug)]
@@ -77,16 +79,7 @@ impl Snapshot {
     ) -> Result<Polled, serde_json::Error> {
         let answer: AnswerRef<'_> = serde_json::from_slice(body)?;
         let mut items = answer.items;
-        // Stable: of equal ids, the one listed first stays first and is kept.
-        items.sort_by_key(|item| item.id);
-        let mut duplicates = Vec::new();
-        items.dedup_by(|later, kept| {
-            let duplicate = later.id == kept.id;
-            if duplicate {
-                duplicates.push(later.id);
-            }
-            duplicate
-        });
+        let duplicates = sort_and_dedup(&mut items, |item| item.id);
         let Some(stored) = stored.take() else {
             let items = items.into_iter().map(|i| (i.id, i.into_item())).collect();
             return Ok(Polled {

@@ -298,20 +298,11 @@ fn buttons(list: &Value, label: impl Fn(&Value) -> (String, Value)) -> String {
         .collect()
 }
 
-/// HTML-escapes text for the preview page.
+/// HTML-escapes text for the preview page (attribute-safe: quotes too).
 fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::render::slack_escape(text)
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 #[cfg(test)]
