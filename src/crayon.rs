@@ -8,7 +8,6 @@
 //! request URL.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::ACCEPT;
@@ -123,16 +122,6 @@ impl CrayonError {
     pub fn is_credentials(&self) -> bool {
         matches!(self, Self::CredentialsRefused { .. } | Self::Unauthorized)
     }
-
-    /// True for failures the next poll may not see: timeouts, transport
-    /// errors, 5xx and 429.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Timeout { .. } | Self::Connect { .. } => true,
-            Self::Status { status, .. } => *status >= 500 || *status == 429,
-            _ => false,
-        }
-    }
 }
 
 fn body_suffix(body: &str) -> String {
@@ -188,7 +177,6 @@ pub struct CrayonClient {
     http: reqwest::Client,
     settings: CrayonSettings,
     token: Mutex<Option<CachedToken>>,
-    last_queue_bytes: AtomicU64,
 }
 
 impl CrayonClient {
@@ -219,7 +207,6 @@ impl CrayonClient {
             http,
             settings,
             token: Mutex::new(None),
-            last_queue_bytes: AtomicU64::new(0),
         }
     }
 
@@ -250,8 +237,7 @@ impl CrayonClient {
     }
 
     /// The parse half of [`fetch_queue`](Self::fetch_queue): a body that is
-    /// not the documented shape is [`CrayonError::Malformed`]; one that parses
-    /// is remembered in [`last_queue_bytes`](Self::last_queue_bytes).
+    /// not the documented shape is [`CrayonError::Malformed`].
     pub fn parse_queue(&self, body: &[u8]) -> Result<(Snapshot, Vec<ExportId>), CrayonError> {
         let polled = self.parse_queue_over(body, &mut None)?;
         Ok((polled.snapshot, polled.duplicates))
@@ -264,13 +250,10 @@ impl CrayonClient {
         body: &[u8],
         stored: &mut Option<Snapshot>,
     ) -> Result<Polled, CrayonError> {
-        let polled = Snapshot::parse_over(body, stored).map_err(|e| CrayonError::Malformed {
+        Snapshot::parse_over(body, stored).map_err(|e| CrayonError::Malformed {
             endpoint: EXPORTS,
             reason: e.to_string(),
-        })?;
-        self.last_queue_bytes
-            .store(body.len() as u64, Ordering::Relaxed);
-        Ok(polled)
+        })
     }
 
     /// Gets a fresh token whatever is cached (for `check --online`), keeps it
@@ -281,12 +264,6 @@ impl CrayonClient {
         let lifetime = fresh.lifetime;
         *cached = Some(fresh);
         Ok(lifetime)
-    }
-
-    /// Size in bytes of the last queue body that parsed (0 before the first
-    /// successful poll), for metrics and logs.
-    pub fn last_queue_bytes(&self) -> u64 {
-        self.last_queue_bytes.load(Ordering::Relaxed)
     }
 
     /// The cached token, or a new one when it is missing or about to expire.
@@ -711,7 +688,6 @@ mod tests {
             assert_eq!(snapshot.nr_of_days, 7);
             assert_eq!(duplicates, vec![ExportId(7)]);
         }
-        assert_eq!(client.last_queue_bytes(), QUEUE.len() as u64);
     }
 
     #[tokio::test]
@@ -824,7 +800,6 @@ mod tests {
         let error = client(&server).fetch_queue().await.unwrap_err();
         assert!(matches!(error, CrayonError::Unauthorized), "{error:?}");
         assert!(error.is_credentials());
-        assert!(!error.is_transient());
     }
 
     #[tokio::test]
@@ -901,7 +876,6 @@ mod tests {
         };
         assert_eq!((*endpoint, *status), ("exports", 500));
         assert_eq!(body, "Internal error while checking Bearer ***");
-        assert!(error.is_transient());
         assert_no_secrets(&error);
     }
 
@@ -959,7 +933,6 @@ mod tests {
             ),
             "{error:?}"
         );
-        assert!(error.is_transient());
     }
 
     #[tokio::test]
@@ -1067,7 +1040,6 @@ mod tests {
             ),
             "{error:?}"
         );
-        assert!(error.is_transient());
         assert!(!error.to_string().contains("127.0.0.1"), "{error}");
         assert_no_secrets(&error);
     }

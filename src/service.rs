@@ -83,24 +83,29 @@ impl App {
     /// Builds templates, sinks and the Crayon client, then opens the state.
     pub fn build(config: Config) -> Result<App, ServiceError> {
         let client = CrayonClient::new(crayon_settings(&config))?;
-        Self::build_with_client(config, client)
+        let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
+        let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
+        let store = Arc::new(Store::open(&config.watch.state)?);
+        Ok(Self::assemble(config, store, client, renderer, sinks))
     }
 
-    /// As [`App::build`] with a given Crayon client (tests, the demo).
-    pub fn build_with_client(config: Config, client: CrayonClient) -> Result<App, ServiceError> {
-        let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
-        let http = sinks::http_client(&config)?;
-        let sinks = Sinks::build(&config, &http)?;
-        let store = Arc::new(Store::open(&config.watch.state)?);
+    /// Puts checked parts together (shared by `build` and reload).
+    fn assemble(
+        config: Config,
+        store: Arc<Store>,
+        client: CrayonClient,
+        renderer: Renderer,
+        sinks: Sinks,
+    ) -> App {
         let config = Arc::new(config);
         let dispatcher = Dispatcher::new(&config, store.clone(), Arc::new(sinks));
-        Ok(App {
+        App {
             config,
             store,
             client: Arc::new(client),
             renderer: Arc::new(renderer),
             dispatcher,
-        })
+        }
     }
 
     /// A watcher over this app's parts, as `run` and `once` use it (public
@@ -115,13 +120,9 @@ impl App {
     }
 
     /// `once`: one poll, then one attempt for every due delivery.
-    pub async fn once(&self) -> Result<(PollReport, DrainSummary), OnceError> {
-        let report = self.watcher().poll().await.map_err(OnceError::Poll)?;
-        let summary = self
-            .dispatcher
-            .drain_due()
-            .await
-            .map_err(|e| OnceError::Poll(e.into()))?;
+    pub async fn once(&self) -> Result<(PollReport, DrainSummary), PollError> {
+        let report = self.watcher().poll().await?;
+        let summary = self.dispatcher.drain_due().await?;
         Ok((report, summary))
     }
 
@@ -231,15 +232,13 @@ impl App {
         let client = CrayonClient::new(crayon_settings(&config))?;
         let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
         let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
-        let config = Arc::new(config);
-        let dispatcher = Dispatcher::new(&config, self.store.clone(), Arc::new(sinks));
-        Ok(App {
+        Ok(Self::assemble(
             config,
-            store: self.store.clone(),
-            client: Arc::new(client),
-            renderer: Arc::new(renderer),
-            dispatcher,
-        })
+            self.store.clone(),
+            client,
+            renderer,
+            sinks,
+        ))
     }
 
     async fn poll_loop(
@@ -391,13 +390,6 @@ async fn next_request(rx: Option<&mut mpsc::Receiver<()>>) -> bool {
         },
         None => std::future::pending().await,
     }
-}
-
-/// Why `once` did not succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum OnceError {
-    #[error(transparent)]
-    Poll(PollError),
 }
 
 /// Tracks a run of failed polls: one warning when it starts (with the cause),

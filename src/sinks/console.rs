@@ -2,14 +2,12 @@
 //! after another (never interleaved).
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use super::SendError;
 use crate::domain::{Delivery, EventKind};
 
-/// Where the console sink writes: the process's stdout, or a buffer in tests.
+/// Writes to the process's stdout; colours only when that is a terminal.
 pub struct ConsoleSink {
-    buffer: Option<Arc<Mutex<Vec<u8>>>>,
     colour: bool,
 }
 
@@ -17,16 +15,7 @@ impl ConsoleSink {
     /// The sink used in production: the process's stdout.
     pub fn stdout() -> Self {
         ConsoleSink {
-            buffer: None,
             colour: std::io::IsTerminal::is_terminal(&std::io::stdout()),
-        }
-    }
-
-    /// A sink writing into `buffer`, so tests can read what was printed.
-    pub fn buffer(buffer: Arc<Mutex<Vec<u8>>>) -> Self {
-        ConsoleSink {
-            buffer: Some(buffer),
-            colour: false,
         }
     }
 
@@ -37,16 +26,8 @@ impl ConsoleSink {
             text = colour_first_line(&text, delivery.event);
         }
         text.push('\n');
-        let result = match &self.buffer {
-            Some(buffer) => {
-                let mut buffer = buffer.lock().unwrap_or_else(|e| e.into_inner());
-                buffer.write_all(text.as_bytes())
-            }
-            None => {
-                let mut out = std::io::stdout().lock();
-                out.write_all(text.as_bytes()).and_then(|()| out.flush())
-            }
-        };
+        let mut out = std::io::stdout().lock();
+        let result = out.write_all(text.as_bytes()).and_then(|()| out.flush());
         result.map_err(|e| SendError::Permanent(format!("cannot write to the console: {e}")))
     }
 }
