@@ -281,8 +281,7 @@ fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
             );
         }
         OutboxAction::Purge { sent_before } => {
-            let cutoff = chrono::Utc::now()
-                - chrono::Duration::from_std(sent_before).unwrap_or(chrono::Duration::MAX);
+            let cutoff = crate::retention::cutoff(chrono::Utc::now(), sent_before);
             let keep_fired = chrono::DateTime::<chrono::Utc>::MIN_UTC;
             let (n, _) = store.prune(cutoff, keep_fired).map_err(runtime)?;
             println!("{n} sent or skipped delivery(ies) deleted");

@@ -3,8 +3,6 @@
 //! continuously, stop cleanly) and `once` (one poll, one attempt per due
 //! delivery).
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +18,11 @@ use crate::dispatch::{Dispatcher, DrainSummary};
 use crate::domain::DEFAULT_ACCOUNT;
 use crate::poll::{PollError, PollReport, Watcher};
 use crate::render::{RenderError, Renderer};
+use crate::retention;
 use crate::server;
 use crate::sinks::{self, BuildError, Sinks};
 use crate::state::{StateError, Store};
+use crate::state_lock::{LockError, StateLock};
 use crate::telemetry::Health;
 
 /// How often `run` prunes old sent deliveries and fired records.
@@ -40,8 +40,10 @@ pub enum ServiceError {
     Crayon(#[from] CrayonError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("another crayon-export-bot is already running on {state} (lock {lock} is held); stop it first")]
-    Locked { state: PathBuf, lock: PathBuf },
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    #[error(transparent)]
+    Poll(#[from] PollError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("{0}")]
@@ -49,11 +51,6 @@ pub enum ServiceError {
     #[error("cannot listen on {listen} ([server] listen): {source}")]
     Listen {
         listen: std::net::SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot create lock file {path}: {source}")]
-    LockFile {
-        path: PathBuf,
         source: std::io::Error,
     },
 }
@@ -119,10 +116,15 @@ impl App {
         )
     }
 
-    /// `once`: one poll, then one attempt for every due delivery.
-    pub async fn once(&self) -> Result<(PollReport, DrainSummary), PollError> {
+    /// `once`: under the state lock (refused while `run` or another `once`
+    /// holds it), one poll, then one attempt for every due delivery, then
+    /// the same prune `run` does hourly (so a cron-driven deployment does not
+    /// grow its state forever).
+    pub async fn once(&self) -> Result<(PollReport, DrainSummary), ServiceError> {
+        let _lock = StateLock::acquire(&self.config.watch.state)?;
         let report = self.watcher().poll().await?;
-        let summary = self.dispatcher.drain_due().await?;
+        let summary = self.dispatcher.drain_due().await.map_err(PollError::from)?;
+        self.prune();
         Ok((report, summary))
     }
 
@@ -136,7 +138,7 @@ impl App {
         shutdown: CancellationToken,
         mut reloads: Option<Reloads>,
     ) -> Result<(), ServiceError> {
-        let _lock = lock_state(&self.config.watch.state)?;
+        let _lock = StateLock::acquire(&self.config.watch.state)?;
         log_startup(&self.config);
         self.prune();
         let health = Arc::new(Health::new(self.config.watch.interval));
@@ -279,20 +281,7 @@ impl App {
     }
 
     fn prune(&self) {
-        let now = chrono::Utc::now();
-        let ago =
-            |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-        let delivery = &self.config.delivery;
-        match self
-            .store
-            .prune(ago(delivery.keep_sent), ago(delivery.keep_fired))
-        {
-            Ok((deliveries, fired)) if deliveries + fired > 0 => {
-                tracing::info!(deliveries, fired, "pruned old records")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not prune old records"),
-        }
+        retention::prune(&self.store, &self.config.delivery, Utc::now());
     }
 }
 
@@ -412,7 +401,7 @@ impl FailureStreak {
             _ => tracing::debug!(error = %error, failures = self.failures, "poll failed again"),
         }
         let factor = 2u32.saturating_pow(self.failures.min(4)).min(10);
-        interval * factor
+        interval.saturating_mul(factor)
     }
 
     fn succeeded(&mut self) {
@@ -439,30 +428,6 @@ pub fn crayon_settings(config: &Config) -> CrayonSettings {
     }
 }
 
-/// Holds `<state>.lock` exclusively while `run` runs, so two services never
-/// share a state file (read-only commands do not take it).
-fn lock_state(state: &Path) -> Result<File, ServiceError> {
-    let mut lock = state.as_os_str().to_owned();
-    lock.push(".lock");
-    let lock = PathBuf::from(lock);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock)
-        .map_err(|source| ServiceError::LockFile {
-            path: lock.clone(),
-            source,
-        })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(_) => Err(ServiceError::Locked {
-            state: state.to_path_buf(),
-            lock,
-        }),
-    }
-}
-
 fn log_startup(config: &Config) {
     let sinks: Vec<String> = config
         .sinks
@@ -475,7 +440,7 @@ fn log_startup(config: &Config) {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         state = %config.watch.state.display(),
-        interval_secs = config.watch.interval.as_secs(),
+        interval = %humantime::format_duration(config.watch.interval),
         sinks = %sinks.join(","),
         routes = config.routes.len(),
         "crayon-export-bot starting"

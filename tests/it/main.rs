@@ -6,6 +6,7 @@ mod check;
 mod demo;
 mod email;
 mod helpers;
+mod once;
 mod operate;
 mod preview;
 mod reliability;

@@ -9,7 +9,7 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::helpers::{item, text, Harness, HOOK_PATH};
 
-fn kill(child: &tokio::process::Child, signal: &str) {
+pub fn kill(child: &tokio::process::Child, signal: &str) {
     let pid = child.id().expect("child still running").to_string();
     std::process::Command::new("kill")
         .args([signal, &pid])
