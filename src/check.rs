@@ -46,13 +46,7 @@ fn render_alerts(config: &Config, renderer: &Renderer, report: &mut CheckReport)
     else {
         return;
     };
-    let alert = AlertView {
-        condition: "polls_failing".into(),
-        state: "firing".into(),
-        summary: "Polls of the Crayon export queue are failing".into(),
-        details: "Last error: HTTP 503".into(),
-        since: chrono::Utc::now().to_rfc3339(),
-    };
+    let alert = AlertView::sample(chrono::Utc::now());
     match renderer.render_alert(sink, &alert, config.portal.as_str(), chrono::Utc::now()) {
         Ok(_) => report.rendered += 1,
         Err(e) => report.problems.push(e.to_string()),

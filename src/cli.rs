@@ -16,6 +16,33 @@ use crate::service::{App, Reloads};
 use crate::state::{StateError, Store};
 use crate::{preview, probe, report};
 
+/// Writes a command's result to stdout. A reader that went away
+/// (`render … | head`) ends the command quietly with exit 0 instead of a
+/// panic; any other write error is reported like a runtime failure.
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let result = stdout.write_fmt(args).and_then(|()| stdout.flush());
+    match result {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `print!` through [`write_out`].
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*)) };
+}
+
+/// `println!` through [`write_out`].
+macro_rules! outln {
+    ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 /// `--version`: the crate version and the git revision it was built from.
 const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -216,7 +243,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                         Failure::Runtime(e.into())
                     }
                 })?;
-            println!("{ok}");
+            outln!("{ok}");
             Ok(())
         }
         Command::Outbox { action } => outbox(&path, action),
@@ -260,9 +287,9 @@ fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
         OutboxAction::List { status, json } => {
             let deliveries = store.list_deliveries(status).map_err(runtime)?;
             if json {
-                println!("{}", report::outbox_json(&deliveries));
+                outln!("{}", report::outbox_json(&deliveries));
             } else {
-                print!("{}", report::outbox_table(&deliveries));
+                out!("{}", report::outbox_table(&deliveries));
             }
         }
         OutboxAction::Retry { id, all_dead } => {
@@ -276,7 +303,7 @@ fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
                     "nothing to retry: {what}"
                 )));
             }
-            println!(
+            outln!(
                 "{n} delivery(ies) pending again; a running `run` sends them now, or run `once`"
             );
         }
@@ -284,7 +311,7 @@ fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
             let cutoff = crate::retention::cutoff(chrono::Utc::now(), sent_before);
             let keep_fired = chrono::DateTime::<chrono::Utc>::MIN_UTC;
             let (n, _) = store.prune(cutoff, keep_fired).map_err(runtime)?;
-            println!("{n} sent or skipped delivery(ies) deleted");
+            outln!("{n} sent or skipped delivery(ies) deleted");
         }
     }
     Ok(())
@@ -296,7 +323,7 @@ fn why(path: &std::path::Path, item_id: i64) -> Result<(), Failure> {
     let history = store
         .item_history(DEFAULT_ACCOUNT, id)
         .map_err(|e| Failure::Runtime(e.into()))?;
-    print!("{}", report::why(id, &history));
+    out!("{}", report::why(id, &history));
     Ok(())
 }
 
@@ -360,7 +387,7 @@ async fn check(path: &std::path::Path, online: bool) -> Result<(), Failure> {
     let config = load(path)?;
     let report = crate::check::check(&config);
     for warning in &report.warnings {
-        println!("warning: {warning}");
+        outln!("warning: {warning}");
     }
     if !report.problems.is_empty() {
         let list = report.problems.join("\n");
@@ -370,7 +397,7 @@ async fn check(path: &std::path::Path, online: bool) -> Result<(), Failure> {
             path.display()
         )));
     }
-    println!(
+    outln!(
         "ok: {} ({} sinks, {} routes, {} templates rendered)",
         path.display(),
         config.sinks.len(),
@@ -387,10 +414,10 @@ async fn check_online(config: &Config) -> Result<(), Failure> {
     let mut failed = 0;
     for check in probe::online(config).await {
         match check.result {
-            Ok(detail) => println!("ok: {}: {detail}", check.what),
+            Ok(detail) => outln!("ok: {}: {detail}", check.what),
             Err(reason) => {
                 failed += 1;
-                println!("FAILED: {}: {reason}", check.what);
+                outln!("FAILED: {}: {reason}", check.what);
             }
         }
     }
@@ -431,7 +458,7 @@ fn render_one(
     let message =
         preview::render_message(config, &renderer(config)?, sink, event, (&item, days), now)
             .map_err(|e| Failure::Usage(e.into()))?;
-    println!("{}", preview::format_for_terminal(&message));
+    outln!("{}", preview::format_for_terminal(&message));
     Ok(())
 }
 
@@ -446,7 +473,7 @@ fn render_page(
         .map_err(|e| Failure::Usage(e.into()))?;
     std::fs::write(out, page)
         .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot write {}: {e}", out.display())))?;
-    println!("wrote {}", out.display());
+    outln!("wrote {}", out.display());
     Ok(())
 }
 

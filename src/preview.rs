@@ -12,7 +12,7 @@ use crate::config::{Config, SinkConfig};
 use crate::domain::{
     EventKind, ExportItem, RemovedReason, RenderedMessage, Snapshot, SAMPLE_QUEUE,
 };
-use crate::render::{MessageInput, RecipientView, RenderError, Renderer};
+use crate::render::{AlertView, MessageInput, RecipientView, RenderError, Renderer};
 use crate::route::Router;
 
 /// Why a preview could not be made.
@@ -39,12 +39,7 @@ pub enum PreviewError {
 pub fn load_item(file: Option<&Path>) -> Result<(ExportItem, u32), PreviewError> {
     let Some(path) = file else {
         let (snapshot, _) = Snapshot::parse(SAMPLE_QUEUE).expect("the built-in sample parses");
-        let item = snapshot
-            .items
-            .values()
-            .next_back()
-            .cloned()
-            .expect("sample has items");
+        let item = newest(&snapshot).expect("sample has items");
         return Ok((item, snapshot.nr_of_days));
     };
     let bytes = std::fs::read(path).map_err(|source| PreviewError::Read {
@@ -56,8 +51,7 @@ pub fn load_item(file: Option<&Path>) -> Result<(ExportItem, u32), PreviewError>
         reason,
     };
     if let Ok((snapshot, _)) = Snapshot::parse(&bytes) {
-        let item = snapshot.items.values().next().cloned();
-        return item
+        return newest(&snapshot)
             .map(|i| (i, snapshot.nr_of_days))
             .ok_or_else(|| bad("the queue answer has no items".into()));
     }
@@ -65,7 +59,14 @@ pub fn load_item(file: Option<&Path>) -> Result<(ExportItem, u32), PreviewError>
     Ok((item, 7))
 }
 
-/// Renders one sink's message for one event.
+/// The item a queue answer is previewed with, for the built-in sample and a
+/// `--item` file alike: the one with the highest Id (the latest request).
+fn newest(snapshot: &Snapshot) -> Option<ExportItem> {
+    snapshot.items.values().next_back().cloned()
+}
+
+/// Renders one sink's message for one event (`alert`: the sample alert
+/// `check` renders, since an alert is about the bot, not an item).
 pub fn render_message(
     config: &Config,
     renderer: &Renderer,
@@ -74,6 +75,10 @@ pub fn render_message(
     (item, nr_of_days): (&ExportItem, u32),
     now: DateTime<Utc>,
 ) -> Result<RenderedMessage, RenderError> {
+    if event == EventKind::Alert {
+        let alert = AlertView::sample(now);
+        return renderer.render_alert(sink, &alert, config.portal.as_str(), now);
+    }
     let router = Router::new(config);
     let requested_by = item.requested_by.as_deref();
     let input = MessageInput {

@@ -263,6 +263,20 @@ pub struct AlertView {
     pub since: String,
 }
 
+impl AlertView {
+    /// The alert `check` and `render --event alert` show: polls failing
+    /// since `now`, as the service would report it.
+    pub fn sample(now: DateTime<Utc>) -> AlertView {
+        AlertView {
+            condition: "polls_failing".into(),
+            state: "firing".into(),
+            summary: "Polls of the Crayon export queue are failing".into(),
+            details: "Last error: HTTP 503".into(),
+            since: rfc3339(now),
+        }
+    }
+}
+
 /// Checks that a `json` part parses and cuts it to the sink's platform
 /// limits; the text is kept as written unless something had to be cut.
 fn fit_json(name: &str, sink: &SinkConfig, text: String) -> Result<String, RenderError> {

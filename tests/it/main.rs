@@ -10,6 +10,7 @@ mod once;
 mod operate;
 mod preview;
 mod reliability;
+mod render_cli;
 mod secrets;
 mod smtp;
 mod watcher;
