@@ -83,6 +83,18 @@ pub enum CrayonError {
         /// Start of the answer, one line, secrets masked; empty for the token endpoint.
         body: String,
     },
+    /// A 3xx: redirects are never followed (they would carry the password or
+    /// token elsewhere, or stand another host's answer in for the queue).
+    #[error(
+        "the Crayon {endpoint} endpoint answered HTTP {status}, a redirect to {location}; \
+         redirects are not followed: set base_url to the final API address"
+    )]
+    Redirected {
+        endpoint: &'static str,
+        status: u16,
+        /// The `Location`'s host only (never its path or query).
+        location: String,
+    },
     #[error("the Crayon {endpoint} endpoint did not answer within {after:?}")]
     Timeout {
         endpoint: &'static str,
@@ -181,10 +193,15 @@ pub struct CrayonClient {
 
 impl CrayonClient {
     /// Builds the HTTP client (rustls, system roots plus `ca_file`, timeouts,
-    /// user agent, proxies from `HTTPS_PROXY`/`NO_PROXY`).
+    /// user agent, proxies from `HTTPS_PROXY`/`NO_PROXY`). Redirects are not
+    /// followed and no `Referer` is sent: a followed 307/308 would re-POST
+    /// the password to another host, and a redirected queue answer from
+    /// another host is not the queue.
     pub fn new(settings: CrayonSettings) -> Result<Self, CrayonError> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .user_agent(USER_AGENT)
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(MAX_CONNECT_TIMEOUT));
@@ -305,6 +322,7 @@ impl CrayonClient {
             .send()
             .await
             .map_err(|e| self.transport(TOKEN, e))?;
+        refuse_redirect(TOKEN, &response)?;
         let status = response.status();
         if status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED {
             return Err(CrayonError::CredentialsRefused {
@@ -334,6 +352,7 @@ impl CrayonClient {
             .send()
             .await
             .map_err(|e| self.transport(EXPORTS, e))?;
+        refuse_redirect(EXPORTS, &response)?;
         match response.status() {
             StatusCode::UNAUTHORIZED => Ok(None),
             status if status.is_success() => Ok(Some(response)),
@@ -377,6 +396,19 @@ impl CrayonClient {
             }
         }
     }
+}
+
+/// A 3xx answer as [`CrayonError::Redirected`], naming only the host.
+fn refuse_redirect(endpoint: &'static str, response: &Response) -> Result<(), CrayonError> {
+    let status = response.status();
+    if !status.is_redirection() {
+        return Ok(());
+    }
+    Err(CrayonError::Redirected {
+        endpoint,
+        status: status.as_u16(),
+        location: crate::sinks::location_host(response.headers()),
+    })
 }
 
 /// Adds the trailing slash `Url::join` needs to keep the last path segment,

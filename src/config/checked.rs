@@ -473,7 +473,7 @@ fn check_kind(name: &str, kind: String, raw: &RawSink) -> Result<SinkKind, Confi
         "console" => SinkKind::Console,
         "webhook" => SinkKind::Webhook {
             url: webhook("url", &raw.url)?,
-            headers: raw.headers.clone().unwrap_or_default(),
+            headers: check_headers(name, raw.headers.clone().unwrap_or_default())?,
         },
         "slack" => SinkKind::Slack {
             url: webhook("url", &raw.url)?,
@@ -776,6 +776,43 @@ fn parse_url(key: &str, text: &str) -> Result<Url, ConfigError> {
             format!("not a valid URL ({e}), e.g. \"https://example.com/\""),
         )
     })
+}
+
+/// Every extra header as reqwest will send it, so a value it would refuse
+/// (typically a secret read from a file with its trailing newline) fails
+/// `check` instead of killing every delivery. Errors name the header, never
+/// its value.
+fn check_headers(
+    sink: &str,
+    headers: BTreeMap<String, Secret>,
+) -> Result<BTreeMap<String, Secret>, ConfigError> {
+    for (name, value) in &headers {
+        let key = format!("sinks.{sink}.headers.{name}");
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ConfigError::invalid(
+                key,
+                "is not a valid HTTP header name (letters, digits and -, e.g. \"X-Api-Key\")",
+            ));
+        }
+        if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
+            return Err(ConfigError::invalid(
+                key,
+                header_value_problem(value.expose()),
+            ));
+        }
+    }
+    Ok(headers)
+}
+
+/// Why a header value cannot be sent, without quoting it.
+fn header_value_problem(value: &str) -> &'static str {
+    if value.ends_with('\n') || value.ends_with('\r') {
+        "the value ends with a newline (a secret read from a file? strip it); the value is not shown"
+    } else if value.contains(['\n', '\r']) {
+        "the value contains a line break; the value is not shown"
+    } else {
+        "the value holds characters HTTP headers cannot carry (control characters or non-ASCII); the value is not shown"
+    }
 }
 
 /// Webhook URLs are credentials: they are checked without ever being echoed.

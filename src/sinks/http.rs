@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::StatusCode;
 
 use super::SendError;
@@ -86,7 +86,9 @@ impl HttpSink {
 }
 
 /// A failure before any answer: always worth retrying. The URL is stripped
-/// because it is a credential.
+/// because it is a credential; the cause chain is kept because reqwest's own
+/// text ("client error (Connect)") hides what went wrong, e.g. a certificate
+/// the system roots and `tls.ca_file` do not trust.
 pub fn transport_error(error: reqwest::Error) -> SendError {
     let kind = if error.is_timeout() {
         "timed out"
@@ -97,9 +99,55 @@ pub fn transport_error(error: reqwest::Error) -> SendError {
     };
     let error = error.without_url();
     let cause = std::error::Error::source(&error)
-        .map(|s| format!(": {s}"))
+        .map(|s| format!(": {}", error_chain(s)))
         .unwrap_or_default();
     SendError::Retryable(format!("{kind}{cause}"))
+}
+
+/// An error and its causes on one line, each cause once (hyper and rustls
+/// wrap the same failure several times).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut texts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !texts.iter().any(|t| t.contains(&text)) {
+            texts.push(text);
+        }
+        next = e.source();
+    }
+    texts.join(": ")
+}
+
+/// Redirects are never followed (a 307/308 would re-send the body and
+/// headers to another host, a 301/302 would turn the POST into a body-less
+/// GET): a 3xx is a permanent failure naming where it pointed. Only the
+/// `Location`'s host is shown, never its path or query (they may carry the
+/// credential).
+pub fn redirect_error(status: StatusCode, headers: &HeaderMap) -> Option<SendError> {
+    if !status.is_redirection() {
+        return None;
+    }
+    Some(SendError::Permanent(format!(
+        "HTTP {}: redirects to {}; redirects are not followed, configure the final URL",
+        status.as_u16(),
+        location_host(headers)
+    )))
+}
+
+/// The host (and port) a redirect points at, for error texts.
+pub fn location_host(headers: &HeaderMap) -> String {
+    let Some(location) = headers.get(LOCATION).and_then(|v| v.to_str().ok()) else {
+        return "nowhere (no Location)".into();
+    };
+    match url::Url::parse(location.trim()) {
+        Ok(url) => match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            (None, _) => "a URL without a host".into(),
+        },
+        Err(_) => "another path on the same host".into(),
+    }
 }
 
 /// Maps an HTTP answer onto delivered / retry / permanent; `secrets` are
@@ -108,6 +156,9 @@ pub async fn classify(response: reqwest::Response, secrets: &[String]) -> Result
     let status = response.status();
     if status.is_success() {
         return Ok(());
+    }
+    if let Some(redirect) = redirect_error(status, response.headers()) {
+        return Err(redirect);
     }
     let retry_after = retry_after(response.headers(), SystemTime::now());
     let body = one_line(&read_limited(response).await, secrets);
@@ -176,14 +227,25 @@ pub fn one_line(bytes: &[u8], secrets: &[String]) -> String {
     crate::text::shorten(&crate::secret::mask(&line, secrets), 300)
 }
 
-/// `Retry-After` in seconds or as an HTTP date, relative to `now`.
+/// `Retry-After` in seconds or as an HTTP date, relative to `now`. Total:
+/// garbage, negative or NaN is `None`; a huge number or a far date is a huge
+/// wait (the dispatcher clamps it to `backoff_max`), never a panic.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        return seconds_wait(seconds);
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A server-given wait in (fractional) seconds: `None` for NaN or negative,
+/// [`Duration::MAX`] for anything too large to represent.
+pub fn seconds_wait(seconds: f64) -> Option<Duration> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
 }
 
 #[cfg(test)]
@@ -276,5 +338,50 @@ mod tests {
         assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(30)));
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers, now), None);
+    }
+
+    /// Server-given delays are total: garbage is ignored, a huge one is a
+    /// huge wait (clamped by the dispatcher), nothing panics.
+    #[test]
+    fn retry_after_never_panics_on_huge_negative_or_nan_values() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let wait = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+            retry_after(&headers, now)
+        };
+        for huge in ["99999999999999999999", "1e300", "inf"] {
+            assert_eq!(wait(huge), Some(Duration::MAX), "{huge}");
+        }
+        for garbage in ["-1", "-0.5", "NaN", "-inf", ""] {
+            assert_eq!(wait(garbage), None, "{garbage}");
+        }
+        let far = wait("Fri, 31 Dec 9999 23:59:59 GMT").unwrap();
+        assert!(far > Duration::from_secs(200 * 365 * 24 * 3600), "{far:?}");
+        assert_eq!(wait("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(seconds_wait(1.5), Some(Duration::from_millis(1500)));
+        assert_eq!(seconds_wait(f64::NAN), None);
+        assert_eq!(seconds_wait(f64::MAX), Some(Duration::MAX));
+    }
+
+    #[test]
+    fn a_redirect_names_the_location_host_only() {
+        let mut headers = HeaderMap::new();
+        let at = "https://evil.example:8443/hooks/T0SECRET/tok?sig=SIG123";
+        headers.insert(LOCATION, HeaderValue::from_static(at));
+        let error = redirect_error(StatusCode::TEMPORARY_REDIRECT, &headers)
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("HTTP 307") && error.contains("evil.example:8443"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("T0SECRET") && !error.contains("SIG123"),
+            "{error}"
+        );
+        headers.insert(LOCATION, HeaderValue::from_static("/hooks/T0SECRET/"));
+        assert_eq!(location_host(&headers), "another path on the same host");
+        assert!(redirect_error(StatusCode::OK, &headers).is_none());
     }
 }

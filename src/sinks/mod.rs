@@ -19,7 +19,7 @@ use std::time::Duration;
 pub use console::ConsoleSink;
 pub use discord::DiscordSink;
 pub use email::EmailSink;
-pub use http::{transport_error, HttpSink};
+pub use http::{location_host, transport_error, HttpSink};
 
 use crate::config::{Config, SinkConfig, SinkKind};
 use crate::domain::Delivery;
@@ -173,14 +173,20 @@ impl Sinks {
 }
 
 /// The HTTP client every HTTP sink shares: rustls with the system roots (plus
-/// `tls.ca_file`), bounded timeouts, no redirects to follow blindly.
+/// `tls.ca_file`), bounded timeouts. Redirects are never followed and no
+/// `Referer` is sent: a followed 307/308 re-sends the body and headers (and
+/// the webhook URL as `Referer`) to another host, a followed 301/302 turns
+/// the POST into a GET that "succeeds" with nothing delivered. A 3xx is a
+/// permanent failure instead (see `http::redirect_error`). Discord's
+/// serenity client runs on this one too.
 pub fn http_client(config: &Config) -> Result<reqwest::Client, BuildError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("crayon-export-bot/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
         .pool_idle_timeout(Duration::from_secs(90))
-        .redirect(reqwest::redirect::Policy::limited(3));
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false);
     if let Some(path) = &config.ca_file {
         let fail = |message: String| BuildError::Sink {
             sink: "tls.ca_file".into(),

@@ -8,6 +8,7 @@ mod email;
 mod helpers;
 mod operate;
 mod preview;
+mod redirects;
 mod reliability;
 mod secrets;
 mod smtp;

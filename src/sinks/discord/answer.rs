@@ -11,7 +11,9 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use serenity::http::{DiscordJsonSingleError, HttpError};
 
-use crate::sinks::http::{one_line, read_limited, retry_after, transport_error};
+use crate::sinks::http::{
+    one_line, read_limited, redirect_error, retry_after, seconds_wait, transport_error,
+};
 use crate::sinks::SendError;
 
 /// The parts of Discord's error body we use.
@@ -50,13 +52,16 @@ pub async fn check(
     if status.is_success() {
         return Ok(response);
     }
+    if let Some(redirect) = redirect_error(status, response.headers()) {
+        return Err(redirect);
+    }
     let header_wait = header_wait(response.headers(), SystemTime::now());
     let bytes = read_limited(response).await;
     let body = ErrorBody::parse(&bytes);
     let wait = body
         .as_ref()
         .and_then(|b| b.retry_after)
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .and_then(seconds_wait)
         .or(header_wait);
     let detail = match &body {
         Some(body) => describe(body, secrets),
@@ -107,7 +112,7 @@ pub fn from_serenity(error: serenity::Error) -> SendError {
 fn header_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     retry_after(headers, now).or_else(|| {
         let value = headers.get("x-ratelimit-reset-after")?.to_str().ok()?;
-        Duration::try_from_secs_f64(value.trim().parse().ok()?).ok()
+        seconds_wait(value.trim().parse().ok()?)
     })
 }
 
@@ -171,6 +176,18 @@ mod tests {
         headers.insert("retry-after", "-1".parse().unwrap());
         headers.remove("x-ratelimit-reset-after");
         assert_eq!(header_wait(&headers, now), None);
+    }
+
+    #[test]
+    fn huge_or_odd_rate_limit_waits_never_panic() {
+        let now = SystemTime::UNIX_EPOCH;
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-reset-after", "1e30".parse().unwrap());
+        assert_eq!(header_wait(&headers, now), Some(Duration::MAX));
+        headers.insert("x-ratelimit-reset-after", "NaN".parse().unwrap());
+        assert_eq!(header_wait(&headers, now), None);
+        let body = ErrorBody::parse(br#"{"retry_after": 1e300}"#).unwrap();
+        assert_eq!(body.retry_after.and_then(seconds_wait), Some(Duration::MAX));
     }
 
     #[test]
