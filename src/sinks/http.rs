@@ -167,15 +167,22 @@ pub async fn classify(response: reqwest::Response, secrets: &[String]) -> Result
     } else {
         format!("HTTP {}: {body}", status.as_u16())
     };
-    Err(match (status, retry_after) {
-        (StatusCode::TOO_MANY_REQUESTS, Some(after)) => SendError::RetryAfter { after, message },
-        (s, Some(after)) if s.is_server_error() => SendError::RetryAfter { after, message },
-        (StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT, None) => {
-            SendError::Retryable(message)
-        }
-        (s, _) if s.is_server_error() => SendError::Retryable(message),
-        _ => SendError::Permanent(message),
-    })
+    Err(classify_status(status, retry_after, message))
+}
+
+/// THE status rule of every HTTP sink (webhook, Slack, Teams, Discord), so
+/// they cannot disagree: 408, 429 and 5xx are transient (after the server's
+/// `wait` when it gave one, else the usual backoff); any other status
+/// (4xx, and the 3xx that [`redirect_error`] words better) is permanent.
+pub fn classify_status(status: StatusCode, wait: Option<Duration>, message: String) -> SendError {
+    let transient = status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error();
+    match (transient, wait) {
+        (true, Some(after)) => SendError::RetryAfter { after, message },
+        (true, None) => SendError::Retryable(message),
+        (false, _) => SendError::Permanent(message),
+    }
 }
 
 /// The first [`ERROR_BODY_LIMIT`] bytes of an answer's body (an error
@@ -324,6 +331,38 @@ mod tests {
             let body = format!("{} {token} trailing words", "x".repeat(pad));
             let line = one_line(body.as_bytes(), &secrets);
             assert!(!line.contains("tok-0"), "pad {pad}: {line}");
+        }
+    }
+
+    #[test]
+    fn statuses_map_onto_the_dispatcher_classes() {
+        let wait = Some(Duration::from_millis(1500));
+        let after = |status| classify_status(status, wait, "m".into());
+        for status in [
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            assert_eq!(
+                after(status),
+                SendError::RetryAfter {
+                    after: Duration::from_millis(1500),
+                    message: "m".into()
+                },
+                "{status}"
+            );
+            assert!(matches!(
+                classify_status(status, None, "m".into()),
+                SendError::Retryable(_)
+            ));
+        }
+        for status in [
+            StatusCode::BAD_REQUEST,
+            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
+            StatusCode::MOVED_PERMANENTLY,
+        ] {
+            assert!(matches!(after(status), SendError::Permanent(_)), "{status}");
         }
     }
 

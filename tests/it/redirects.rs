@@ -1,6 +1,7 @@
 //! HTTP on the wire: redirects are never followed (not by any sink, not by
-//! the Crayon client), a header value reqwest would refuse fails `check`,
-//! and a TLS failure names the certificate problem.
+//! the Crayon client), every HTTP sink classifies statuses alike (a 408 with
+//! `Retry-After` is retried then), a header value reqwest would refuse fails
+//! `check`, and a TLS failure names the certificate problem.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use crate::helpers::{item, text, Harness, HOOK_PATH, PASSWORD, TOKEN};
 use crate::smtp::TestCa;
 
 const REDIRECTS: [u16; 4] = [301, 302, 307, 308];
+const KINDS: [Kind; 4] = [Kind::Webhook, Kind::Slack, Kind::Teams, Kind::Discord];
 /// Parts of the redirect target that must never reach `last_error`.
 const TARGET_PATH: &str = "/elsewhere/T0TARGET";
 const TARGET_SECRET: &str = "target-s1g";
@@ -78,14 +80,27 @@ fn host_of(server: &MockServer) -> String {
 
 /// (status, last_error) of every outbox row.
 fn outbox(h: &Harness) -> Vec<(String, Option<String>)> {
+    outbox_rows(h).into_iter().map(|(s, e, _)| (s, e)).collect()
+}
+
+/// (status, last_error, seconds until the next attempt) of every row.
+fn outbox_rows(h: &Harness) -> Vec<(String, Option<String>, Option<f64>)> {
     let db = rusqlite::Connection::open(h.state()).unwrap();
+    let now = chrono::Utc::now().timestamp_millis();
     let mut stmt = db
-        .prepare("SELECT status, last_error FROM outbox ORDER BY id")
+        .prepare("SELECT status, last_error, next_attempt_at FROM outbox ORDER BY id")
         .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    stmt.query_map([], |r| {
+        let next: Option<i64> = r.get(2)?;
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            next.map(|ms| (ms - now) as f64 / 1000.0),
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
 }
 
 /// A baseline with item 7 queued, then item 7 turns downloadable and one
@@ -146,6 +161,38 @@ async fn a_teams_redirect_is_dead_and_never_followed() {
 #[tokio::test]
 async fn a_discord_redirect_is_dead_and_never_followed() {
     a_sink_redirect_is_dead_and_never_followed(Kind::Discord).await;
+}
+
+/// SPEC: 4xx other than 408/429 is not retried, and `Retry-After` is
+/// honoured: the same for every HTTP sink (the webhook path used to send a
+/// 408 with `Retry-After` dead while Discord retried it).
+#[tokio::test]
+async fn a_408_with_retry_after_is_retried_after_that_wait_by_every_http_sink() {
+    for kind in KINDS {
+        let h = Harness::start().await;
+        let sink = MockServer::start().await;
+        h.write_config(&kind.toml(&sink));
+        Mock::given(method("POST"))
+            .and(path(kind.path()))
+            .respond_with(ResponseTemplate::new(408).insert_header("retry-after", "90"))
+            .expect(1)
+            .mount(&sink)
+            .await;
+        let out = flip_and_deliver(&h).await;
+        let rows = outbox_rows(&h);
+        assert_eq!(rows.len(), 1, "{kind:?}: {out}");
+        let (status, error, next) = &rows[0];
+        assert_eq!(status, "pending", "{kind:?}: {error:?}");
+        let next = next.unwrap_or_default();
+        assert!(
+            next > 80.0 && next <= 90.5,
+            "{kind:?}: next attempt in {next}s"
+        );
+        assert!(
+            error.as_deref().unwrap_or_default().contains("HTTP 408"),
+            "{error:?}"
+        );
+    }
 }
 
 /// Runs one poll against a Crayon API whose `endpoint` answers `status`

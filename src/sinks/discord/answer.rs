@@ -2,17 +2,18 @@
 //! serenity's ratelimiter off, a 429 is ours to read: the body's
 //! `retry_after` (seconds, fractional), else `Retry-After`, else
 //! `X-RateLimit-Reset-After`. serenity's own `ErrorResponse` keeps neither,
-//! which is why the sink reads the raw answer.
+//! which is why the sink reads the raw answer. The status rule itself is
+//! [`classify_status`], the one every HTTP sink uses.
 
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
-use reqwest::StatusCode;
 use serde_json::Value;
 use serenity::http::{DiscordJsonSingleError, HttpError};
 
 use crate::sinks::http::{
-    one_line, read_limited, redirect_error, retry_after, seconds_wait, transport_error,
+    classify_status, one_line, read_limited, redirect_error, retry_after, seconds_wait,
+    transport_error,
 };
 use crate::sinks::SendError;
 
@@ -72,21 +73,7 @@ pub async fn check(
     } else {
         format!("HTTP {}: {detail}", status.as_u16())
     };
-    Err(classify(status, wait, message))
-}
-
-/// Retry-after / retryable / permanent by status, as for every HTTP sink:
-/// 429 and 5xx are retried (after `wait` when known), 408 too, other 4xx
-/// are permanent.
-pub fn classify(status: StatusCode, wait: Option<Duration>, message: String) -> SendError {
-    let transient = status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status.is_server_error();
-    match (transient, wait) {
-        (true, Some(after)) => SendError::RetryAfter { after, message },
-        (true, None) => SendError::Retryable(message),
-        (false, _) => SendError::Permanent(message),
-    }
+    Err(classify_status(status, wait, message))
 }
 
 /// Maps an error serenity itself raised (building a request, or an answer
@@ -94,7 +81,7 @@ pub fn classify(status: StatusCode, wait: Option<Duration>, message: String) -> 
 /// caller redacts it.
 pub fn from_serenity(error: serenity::Error) -> SendError {
     match error {
-        serenity::Error::Http(HttpError::UnsuccessfulRequest(answer)) => classify(
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(answer)) => classify_status(
             answer.status_code,
             None,
             format!(
@@ -131,36 +118,6 @@ fn describe(body: &ErrorBody, secrets: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statuses_map_onto_the_dispatcher_classes() {
-        let wait = Some(Duration::from_millis(1500));
-        assert_eq!(
-            classify(StatusCode::TOO_MANY_REQUESTS, wait, "m".into()),
-            SendError::RetryAfter {
-                after: Duration::from_millis(1500),
-                message: "m".into()
-            }
-        );
-        assert!(matches!(
-            classify(StatusCode::TOO_MANY_REQUESTS, None, "m".into()),
-            SendError::Retryable(_)
-        ));
-        assert!(matches!(
-            classify(StatusCode::BAD_GATEWAY, None, "m".into()),
-            SendError::Retryable(_)
-        ));
-        for status in [
-            StatusCode::BAD_REQUEST,
-            StatusCode::FORBIDDEN,
-            StatusCode::NOT_FOUND,
-        ] {
-            assert!(matches!(
-                classify(status, wait, "m".into()),
-                SendError::Permanent(_)
-            ));
-        }
-    }
 
     #[test]
     fn rate_limit_headers_are_read_when_the_body_says_nothing() {
