@@ -12,10 +12,11 @@ use reqwest::StatusCode;
 
 use super::SendError;
 use crate::domain::Delivery;
+use crate::http_body::{error_chain, one_line, read_prefix};
 use crate::secret::Secret;
 
-/// How much of an error body is kept for the outbox's `last_error`.
-const ERROR_BODY_LIMIT: usize = 2048;
+/// How much of an error body is read for the outbox's `last_error`.
+pub const ERROR_BODY_LIMIT: usize = 2048;
 
 /// A sink that POSTs JSON to one URL (a secret: it is never logged).
 pub struct HttpSink {
@@ -104,21 +105,6 @@ pub fn transport_error(error: reqwest::Error) -> SendError {
     SendError::Retryable(format!("{kind}{cause}"))
 }
 
-/// An error and its causes on one line, each cause once (hyper and rustls
-/// wrap the same failure several times).
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut texts: Vec<String> = Vec::new();
-    let mut next = Some(error);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !texts.iter().any(|t| t.contains(&text)) {
-            texts.push(text);
-        }
-        next = e.source();
-    }
-    texts.join(": ")
-}
-
 /// Redirects are never followed (a 307/308 would re-send the body and
 /// headers to another host, a 301/302 would turn the POST into a body-less
 /// GET): a 3xx is a permanent failure naming where it pointed. Only the
@@ -161,7 +147,7 @@ pub async fn classify(response: reqwest::Response, secrets: &[String]) -> Result
         return Err(redirect);
     }
     let retry_after = retry_after(response.headers(), SystemTime::now());
-    let body = one_line(&read_limited(response).await, secrets);
+    let body = one_line(&read_prefix(response, ERROR_BODY_LIMIT).await, secrets);
     let message = if body.is_empty() {
         format!("HTTP {}", status.as_u16())
     } else {
@@ -183,55 +169,6 @@ pub fn classify_status(status: StatusCode, wait: Option<Duration>, message: Stri
         (true, None) => SendError::Retryable(message),
         (false, _) => SendError::Permanent(message),
     }
-}
-
-/// The first [`ERROR_BODY_LIMIT`] bytes of an answer's body (an error
-/// answer is never read whole: a misbehaving server cannot fill memory).
-pub async fn read_limited(mut response: reqwest::Response) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    while bytes.len() < ERROR_BODY_LIMIT {
-        match response.chunk().await {
-            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    bytes.truncate(ERROR_BODY_LIMIT);
-    bytes
-}
-
-/// A whole success body, refused (as `Err` with the limit) once it passes
-/// `limit` bytes, whatever `Content-Length` claims: for the few answers a
-/// sink must read (Discord's DM channel), so a misbehaving server or proxy
-/// at `api_base` cannot fill memory.
-pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    let too_large = || format!("the answer is larger than {limit} bytes");
-    if response
-        .content_length()
-        .is_some_and(|len| len > limit as u64)
-    {
-        return Err(too_large());
-    }
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("reading the answer failed: {}", e.without_url()))?
-    {
-        if bytes.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes)
-}
-
-/// A body as one short line for the outbox's `last_error`, with `secrets`
-/// masked before and after whitespace is collapsed and before it is cut
-/// (a cut through a token would otherwise keep its first characters).
-pub fn one_line(bytes: &[u8], secrets: &[String]) -> String {
-    let text = crate::secret::mask(&String::from_utf8_lossy(bytes), secrets);
-    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    crate::text::shorten(&crate::secret::mask(&line, secrets), 300)
 }
 
 /// `Retry-After` in seconds or as an HTTP date, relative to `now`. Total:

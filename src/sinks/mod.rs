@@ -188,15 +188,11 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client, BuildError> {
         .redirect(reqwest::redirect::Policy::none())
         .referer(false);
     if let Some(path) = &config.ca_file {
-        let fail = |message: String| BuildError::Sink {
+        let ca = crate::http_body::load_ca_file(path).map_err(|e| BuildError::Sink {
             sink: "tls.ca_file".into(),
-            message,
-        };
-        let pem = std::fs::read(path)
-            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| fail(format!("{} is not PEM: {e}", path.display())))?
-        {
+            message: e.to_string(),
+        })?;
+        for cert in ca.certs {
             builder = builder.add_root_certificate(cert);
         }
     }

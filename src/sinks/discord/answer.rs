@@ -11,9 +11,9 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use serenity::http::{DiscordJsonSingleError, HttpError};
 
+use crate::http_body::{one_line, read_prefix};
 use crate::sinks::http::{
-    classify_status, one_line, read_limited, redirect_error, retry_after, seconds_wait,
-    transport_error,
+    classify_status, redirect_error, retry_after, seconds_wait, transport_error, ERROR_BODY_LIMIT,
 };
 use crate::sinks::SendError;
 
@@ -57,7 +57,7 @@ pub async fn check(
         return Err(redirect);
     }
     let header_wait = header_wait(response.headers(), SystemTime::now());
-    let bytes = read_limited(response).await;
+    let bytes = read_prefix(response, ERROR_BODY_LIMIT).await;
     let body = ErrorBody::parse(&bytes);
     let wait = body
         .as_ref()
