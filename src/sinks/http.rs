@@ -180,16 +180,26 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         return seconds_wait(seconds);
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_SERVER_WAIT),
+    )
 }
 
+/// The longest wait a server can ask for: very large, yet still a date
+/// chrono can add to now (a `Duration::MAX` would overflow there and could
+/// end up as "retry at once"). The dispatcher clamps further.
+pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// A server-given wait in (fractional) seconds: `None` for NaN or negative,
-/// [`Duration::MAX`] for anything too large to represent.
+/// at most [`MAX_SERVER_WAIT`] however large (or infinite) the number.
 pub fn seconds_wait(seconds: f64) -> Option<Duration> {
     if seconds.is_nan() || seconds < 0.0 {
         return None;
     }
-    Some(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
+    let wait = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX);
+    Some(wait.min(MAX_SERVER_WAIT))
 }
 
 #[cfg(test)]
@@ -327,17 +337,22 @@ mod tests {
             retry_after(&headers, now)
         };
         for huge in ["99999999999999999999", "1e300", "inf"] {
-            assert_eq!(wait(huge), Some(Duration::MAX), "{huge}");
+            assert_eq!(wait(huge), Some(MAX_SERVER_WAIT), "{huge}");
         }
         for garbage in ["-1", "-0.5", "NaN", "-inf", ""] {
             assert_eq!(wait(garbage), None, "{garbage}");
         }
-        let far = wait("Fri, 31 Dec 9999 23:59:59 GMT").unwrap();
-        assert!(far > Duration::from_secs(200 * 365 * 24 * 3600), "{far:?}");
+        let far = wait("Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(far, Some(MAX_SERVER_WAIT));
+        let soon = httpdate::fmt_http_date(now + Duration::from_secs(3600));
+        assert_eq!(wait(&soon), Some(Duration::from_secs(3600)));
         assert_eq!(wait("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO));
         assert_eq!(seconds_wait(1.5), Some(Duration::from_millis(1500)));
         assert_eq!(seconds_wait(f64::NAN), None);
-        assert_eq!(seconds_wait(f64::MAX), Some(Duration::MAX));
+        assert_eq!(seconds_wait(f64::MAX), Some(MAX_SERVER_WAIT));
+        // Still a time the outbox can store: adding it to now does not overflow.
+        let wait = chrono::Duration::from_std(MAX_SERVER_WAIT).unwrap();
+        assert!(chrono::Utc::now().checked_add_signed(wait).is_some());
     }
 
     #[test]

@@ -195,6 +195,34 @@ async fn a_408_with_retry_after_is_retried_after_that_wait_by_every_http_sink() 
     }
 }
 
+/// A `Retry-After` too large for a `Duration` used to panic the send; now
+/// it is a (clamped) wait like any other.
+#[tokio::test]
+async fn a_huge_retry_after_keeps_the_delivery_pending_without_a_panic() {
+    let h = Harness::start().await;
+    Mock::given(method("POST"))
+        .and(path(HOOK_PATH))
+        .respond_with(
+            ResponseTemplate::new(429).insert_header("retry-after", "99999999999999999999"),
+        )
+        .mount(&h.hook)
+        .await;
+    h.write_config("");
+    let out = flip_and_deliver(&h).await;
+    assert!(!out.contains("panicked"), "{out}");
+    let rows = outbox_rows(&h);
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0].0, "pending", "{out}");
+    assert!(
+        rows[0]
+            .1
+            .as_deref()
+            .unwrap_or_default()
+            .contains("HTTP 429"),
+        "{rows:?}"
+    );
+}
+
 /// Runs one poll against a Crayon API whose `endpoint` answers `status`
 /// with a redirect to another server; returns the bot's output.
 async fn poll_with_redirected(endpoint: &str, status: u16) -> (String, MockServer) {

@@ -12,6 +12,7 @@ use serde_json::Value;
 use serenity::http::{DiscordJsonSingleError, HttpError};
 
 use crate::http_body::{one_line, read_prefix};
+
 use crate::sinks::http::{
     classify_status, redirect_error, retry_after, seconds_wait, transport_error, ERROR_BODY_LIMIT,
 };
@@ -118,6 +119,7 @@ fn describe(body: &ErrorBody, secrets: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sinks::http::MAX_SERVER_WAIT;
 
     #[test]
     fn rate_limit_headers_are_read_when_the_body_says_nothing() {
@@ -140,11 +142,14 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH;
         let mut headers = HeaderMap::new();
         headers.insert("x-ratelimit-reset-after", "1e30".parse().unwrap());
-        assert_eq!(header_wait(&headers, now), Some(Duration::MAX));
+        assert_eq!(header_wait(&headers, now), Some(MAX_SERVER_WAIT));
         headers.insert("x-ratelimit-reset-after", "NaN".parse().unwrap());
         assert_eq!(header_wait(&headers, now), None);
         let body = ErrorBody::parse(br#"{"retry_after": 1e300}"#).unwrap();
-        assert_eq!(body.retry_after.and_then(seconds_wait), Some(Duration::MAX));
+        assert_eq!(
+            body.retry_after.and_then(seconds_wait),
+            Some(MAX_SERVER_WAIT)
+        );
     }
 
     #[test]
