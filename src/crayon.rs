@@ -393,7 +393,7 @@ fn refuse_redirect(endpoint: &'static str, response: &Response) -> Result<(), Cr
     Err(CrayonError::Redirected {
         endpoint,
         status: status.as_u16(),
-        location: crate::sinks::location_host(response.headers()),
+        location: http_body::location_host(response.headers()),
     })
 }
 

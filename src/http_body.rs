@@ -93,6 +93,24 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     texts.join(": ")
 }
 
+/// The host (and port) a redirect points at, for error texts.
+pub fn location_host(headers: &reqwest::header::HeaderMap) -> String {
+    let Some(location) = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return "nowhere (no Location)".into();
+    };
+    match url::Url::parse(location.trim()) {
+        Ok(url) => match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            (None, _) => "a URL without a host".into(),
+        },
+        Err(_) => "another path on the same host".into(),
+    }
+}
+
 /// Why `tls.ca_file` cannot be used; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum CaFileError {

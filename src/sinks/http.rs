@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
 use super::SendError;
 use crate::domain::Delivery;
-use crate::http_body::{error_chain, one_line, read_prefix};
+use crate::http_body::{error_chain, location_host, one_line, read_prefix};
 use crate::secret::Secret;
 
 /// How much of an error body is read for the outbox's `last_error`.
@@ -121,21 +121,6 @@ pub fn redirect_error(status: StatusCode, headers: &HeaderMap) -> Option<SendErr
     )))
 }
 
-/// The host (and port) a redirect points at, for error texts.
-pub fn location_host(headers: &HeaderMap) -> String {
-    let Some(location) = headers.get(LOCATION).and_then(|v| v.to_str().ok()) else {
-        return "nowhere (no Location)".into();
-    };
-    match url::Url::parse(location.trim()) {
-        Ok(url) => match (url.host_str(), url.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_string(),
-            (None, _) => "a URL without a host".into(),
-        },
-        Err(_) => "another path on the same host".into(),
-    }
-}
-
 /// Maps an HTTP answer onto delivered / retry / permanent; `secrets` are
 /// masked in the error body before it is shortened.
 pub async fn classify(response: reqwest::Response, secrets: &[String]) -> Result<(), SendError> {
@@ -206,6 +191,7 @@ pub fn seconds_wait(seconds: f64) -> Option<Duration> {
 mod tests {
     use super::*;
     use crate::domain::{DeliveryId, DeliveryStatus, EventKind, ExportId, RenderedMessage};
+    use reqwest::header::LOCATION;
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn delivery() -> Delivery {

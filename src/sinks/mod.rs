@@ -19,7 +19,7 @@ use std::time::Duration;
 pub use console::ConsoleSink;
 pub use discord::DiscordSink;
 pub use email::EmailSink;
-pub use http::{location_host, transport_error, HttpSink};
+pub use http::{transport_error, HttpSink};
 
 use crate::config::{Config, SinkConfig, SinkKind};
 use crate::domain::Delivery;
