@@ -811,7 +811,7 @@ fn header_value_problem(value: &str) -> &'static str {
     } else if value.contains(['\n', '\r']) {
         "the value contains a line break; the value is not shown"
     } else {
-        "the value holds characters HTTP headers cannot carry (control characters or non-ASCII); the value is not shown"
+        "the value holds a control character, which HTTP headers cannot carry; the value is not shown"
     }
 }
 
@@ -886,4 +886,38 @@ fn is_snake_case(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    /// Every value reqwest would refuse fails, naming the header and never
+    /// showing the value.
+    #[test]
+    fn header_values_reqwest_would_refuse_are_refused_without_being_shown() {
+        let cases = [
+            ("Authorization", "Bearer s3cret-1\n", "ends with a newline"),
+            (
+                "Authorization",
+                "Bearer s3cret-1\r\n",
+                "ends with a newline",
+            ),
+            ("X-Key", "s3cret-1\nX-Other: y", "line break"),
+            ("X-Key", "s3cret-1\u{7}", "control character"),
+            ("Bad Name", "s3cret-1", "not a valid HTTP header name"),
+        ];
+        for (name, value, why) in cases {
+            let headers = BTreeMap::from([(name.to_string(), Secret::new(value))]);
+            let error = check_headers("audit", headers).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("sinks.audit.headers.{name}")),
+                "{error}"
+            );
+            assert!(error.contains(why), "{error}");
+            assert!(!error.contains("s3cret-1"), "{error}");
+        }
+        let fine = BTreeMap::from([("X-Api-Key".to_string(), Secret::new("ok\tvalue"))]);
+        assert!(check_headers("audit", fine).is_ok());
+    }
 }
