@@ -7,7 +7,7 @@
 //! between polls is the poller's job. Errors never carry a secret, a token or a
 //! request URL.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::header::ACCEPT;
@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::domain::{ExportId, Snapshot};
+use crate::http_body::{self, error_chain, BodyError, CaFileError};
 use crate::polled::Polled;
 use crate::secret::Secret;
 
@@ -32,7 +33,6 @@ const JSON: &str = "application/json";
 const TOKEN_BODY_LIMIT: u64 = 64 * 1024;
 /// How much of an error body is read to build an excerpt.
 const ERROR_BODY_PREFIX: usize = 4 * 1024;
-const EXCERPT_CHARS: usize = 300;
 /// Lifetime assumed when the token answer has no `ExpiresIn`.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 /// Upper bound on a lifetime, so a silly `ExpiresIn` cannot overflow `Instant`.
@@ -83,6 +83,18 @@ pub enum CrayonError {
         /// Start of the answer, one line, secrets masked; empty for the token endpoint.
         body: String,
     },
+    /// A 3xx: redirects are never followed (they would carry the password or
+    /// token elsewhere, or stand another host's answer in for the queue).
+    #[error(
+        "the Crayon {endpoint} endpoint answered HTTP {status}, a redirect to {location}; \
+         redirects are not followed: set base_url to the final API address"
+    )]
+    Redirected {
+        endpoint: &'static str,
+        status: u16,
+        /// The `Location`'s host only (never its path or query).
+        location: String,
+    },
     #[error("the Crayon {endpoint} endpoint did not answer within {after:?}")]
     Timeout {
         endpoint: &'static str,
@@ -106,8 +118,11 @@ pub enum CrayonError {
     },
     #[error("the Crayon {endpoint} answer is larger than the {limit}-byte limit (max_body)")]
     TooLarge { endpoint: &'static str, limit: u64 },
-    #[error("cannot use the CA file {}: {reason}", path.display())]
-    CaFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    CaFile {
+        #[from]
+        source: CaFileError,
+    },
     #[error("could not set up the HTTP client: {}", error_chain(.source))]
     HttpClient { source: reqwest::Error },
     #[error(
@@ -130,19 +145,6 @@ fn body_suffix(body: &str) -> String {
     } else {
         format!(": {body}")
     }
-}
-
-/// The error and its causes on one line (reqwest's own message alone is just
-/// "error sending request").
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A bearer token and when it stops being usable.
@@ -181,15 +183,20 @@ pub struct CrayonClient {
 
 impl CrayonClient {
     /// Builds the HTTP client (rustls, system roots plus `ca_file`, timeouts,
-    /// user agent, proxies from `HTTPS_PROXY`/`NO_PROXY`).
+    /// user agent, proxies from `HTTPS_PROXY`/`NO_PROXY`). Redirects are not
+    /// followed and no `Referer` is sent: a followed 307/308 would re-POST
+    /// the password to another host, and a redirected queue answer from
+    /// another host is not the queue.
     pub fn new(settings: CrayonSettings) -> Result<Self, CrayonError> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .user_agent(USER_AGENT)
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(MAX_CONNECT_TIMEOUT));
         if let Some(path) = &settings.ca_file {
-            for cert in load_ca_file(path)? {
+            for cert in http_body::load_ca_file(path)?.certs {
                 builder = builder.add_root_certificate(cert);
             }
         }
@@ -305,6 +312,7 @@ impl CrayonClient {
             .send()
             .await
             .map_err(|e| self.transport(TOKEN, e))?;
+        refuse_redirect(TOKEN, &response)?;
         let status = response.status();
         if status == StatusCode::BAD_REQUEST || status == StatusCode::UNAUTHORIZED {
             return Err(CrayonError::CredentialsRefused {
@@ -334,21 +342,18 @@ impl CrayonClient {
             .send()
             .await
             .map_err(|e| self.transport(EXPORTS, e))?;
+        refuse_redirect(EXPORTS, &response)?;
         match response.status() {
             StatusCode::UNAUTHORIZED => Ok(None),
             status if status.is_success() => Ok(Some(response)),
             status => {
-                let prefix = read_prefix(response, ERROR_BODY_PREFIX).await;
+                let prefix = http_body::read_prefix(response, ERROR_BODY_PREFIX).await;
                 let s = &self.settings;
-                let secrets = [
-                    token.expose(),
-                    s.client_secret.expose(),
-                    s.password.expose(),
-                ];
+                let secrets = [token, &s.client_secret, &s.password].map(|v| v.expose().to_owned());
                 Err(CrayonError::Status {
                     endpoint: EXPORTS,
                     status: status.as_u16(),
-                    body: excerpt(&prefix, &secrets),
+                    body: http_body::one_line(&prefix, &secrets),
                 })
             }
         }
@@ -379,6 +384,19 @@ impl CrayonClient {
     }
 }
 
+/// A 3xx answer as [`CrayonError::Redirected`], naming only the host.
+fn refuse_redirect(endpoint: &'static str, response: &Response) -> Result<(), CrayonError> {
+    let status = response.status();
+    if !status.is_redirection() {
+        return Ok(());
+    }
+    Err(CrayonError::Redirected {
+        endpoint,
+        status: status.as_u16(),
+        location: http_body::location_host(response.headers()),
+    })
+}
+
 /// Adds the trailing slash `Url::join` needs to keep the last path segment,
 /// and drops query and fragment.
 fn normalise_base(mut url: Url) -> Url {
@@ -391,78 +409,19 @@ fn normalise_base(mut url: Url) -> Url {
     url
 }
 
-fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, CrayonError> {
-    let ca_error = |reason: String| CrayonError::CaFile {
-        path: path.to_owned(),
-        reason,
-    };
-    let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| ca_error(error_chain(&e.without_url())))?;
-    if certs.is_empty() {
-        return Err(ca_error("it holds no PEM certificate".to_owned()));
-    }
-    Ok(certs)
-}
-
-/// Reads a body, refusing one larger than `limit` (by Content-Length up front,
-/// then while streaming, so a lying or absent length cannot exhaust memory).
+/// Reads a body through the shared capped reader, as this endpoint's errors.
 async fn read_capped(
-    mut response: Response,
+    response: Response,
     limit: u64,
     endpoint: &'static str,
     client: &CrayonClient,
 ) -> Result<Vec<u8>, CrayonError> {
-    let too_large = CrayonError::TooLarge { endpoint, limit };
-    if response.content_length().is_some_and(|len| len > limit) {
-        return Err(too_large);
-    }
-    // Sized up front when the length is known: growing by doubling held up
-    // to 1.5x the body at once (and kept 64 MiB for a 52 MB body).
-    let mut body = Vec::with_capacity(response.content_length().unwrap_or(0) as usize);
-    while let Some(chunk) = response
-        .chunk()
+    http_body::read_capped(response, limit)
         .await
-        .map_err(|e| client.transport(endpoint, e))?
-    {
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Err(too_large);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// The first `limit`-ish bytes of an error body; read errors just end it.
-async fn read_prefix(mut response: Response, limit: usize) -> Vec<u8> {
-    let mut body = Vec::new();
-    while body.len() < limit {
-        match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    body
-}
-
-/// One line of at most [`EXCERPT_CHARS`] characters, with every known secret
-/// masked before anything is cut.
-fn excerpt(body: &[u8], secrets: &[&str]) -> String {
-    let mut text = String::from_utf8_lossy(body).into_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        text = text.replace(secret, "***");
-    }
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let line: String = words
-        .join(" ")
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let mut short: String = line.chars().take(EXCERPT_CHARS).collect();
-    if line.chars().count() > EXCERPT_CHARS {
-        short.push('…');
-    }
-    short
+        .map_err(|e| match e {
+            BodyError::TooLarge { limit } => CrayonError::TooLarge { endpoint, limit },
+            BodyError::Read(e) => client.transport(endpoint, e),
+        })
 }
 
 /// Reads either spelling of the token answer. No error built here quotes the
@@ -661,9 +620,9 @@ mod tests {
     #[test]
     fn excerpt_is_one_masked_line_of_limited_length() {
         let body = format!("oops\n\tbearer {TOKEN_VALUE}\r\n{}", "x".repeat(1000));
-        let text = excerpt(body.as_bytes(), &[TOKEN_VALUE, ""]);
+        let text = http_body::one_line(body.as_bytes(), &[TOKEN_VALUE.into(), "".into()]);
         assert!(text.starts_with("oops bearer *** xxx"), "{text}");
-        assert_eq!(text.chars().count(), EXCERPT_CHARS + 1);
+        assert_eq!(text.chars().count(), http_body::LINE_CHARS);
         assert!(text.ends_with('…'));
     }
 

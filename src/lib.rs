@@ -15,6 +15,7 @@ pub mod demo;
 pub mod diff;
 pub mod dispatch;
 pub mod domain;
+pub mod http_body;
 pub mod poll;
 pub mod polled;
 pub mod preview;

@@ -473,7 +473,7 @@ fn check_kind(name: &str, kind: String, raw: &RawSink) -> Result<SinkKind, Confi
         "console" => SinkKind::Console,
         "webhook" => SinkKind::Webhook {
             url: webhook("url", &raw.url)?,
-            headers: raw.headers.clone().unwrap_or_default(),
+            headers: check_headers(name, raw.headers.clone().unwrap_or_default())?,
         },
         "slack" => SinkKind::Slack {
             url: webhook("url", &raw.url)?,
@@ -778,6 +778,43 @@ fn parse_url(key: &str, text: &str) -> Result<Url, ConfigError> {
     })
 }
 
+/// Every extra header as reqwest will send it, so a value it would refuse
+/// (typically a secret read from a file with its trailing newline) fails
+/// `check` instead of killing every delivery. Errors name the header, never
+/// its value.
+fn check_headers(
+    sink: &str,
+    headers: BTreeMap<String, Secret>,
+) -> Result<BTreeMap<String, Secret>, ConfigError> {
+    for (name, value) in &headers {
+        let key = format!("sinks.{sink}.headers.{name}");
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(ConfigError::invalid(
+                key,
+                "is not a valid HTTP header name (letters, digits and -, e.g. \"X-Api-Key\")",
+            ));
+        }
+        if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
+            return Err(ConfigError::invalid(
+                key,
+                header_value_problem(value.expose()),
+            ));
+        }
+    }
+    Ok(headers)
+}
+
+/// Why a header value cannot be sent, without quoting it.
+fn header_value_problem(value: &str) -> &'static str {
+    if value.ends_with('\n') || value.ends_with('\r') {
+        "the value ends with a newline (a secret read from a file? strip it); the value is not shown"
+    } else if value.contains(['\n', '\r']) {
+        "the value contains a line break; the value is not shown"
+    } else {
+        "the value holds a control character, which HTTP headers cannot carry; the value is not shown"
+    }
+}
+
 /// Webhook URLs are credentials: they are checked without ever being echoed.
 fn check_webhook_url(key: &str, url: &Secret) -> Result<(), ConfigError> {
     let parsed = Url::parse(url.expose()).map_err(|e| {
@@ -849,4 +886,38 @@ fn is_snake_case(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    /// Every value reqwest would refuse fails, naming the header and never
+    /// showing the value.
+    #[test]
+    fn header_values_reqwest_would_refuse_are_refused_without_being_shown() {
+        let cases = [
+            ("Authorization", "Bearer s3cret-1\n", "ends with a newline"),
+            (
+                "Authorization",
+                "Bearer s3cret-1\r\n",
+                "ends with a newline",
+            ),
+            ("X-Key", "s3cret-1\nX-Other: y", "line break"),
+            ("X-Key", "s3cret-1\u{7}", "control character"),
+            ("Bad Name", "s3cret-1", "not a valid HTTP header name"),
+        ];
+        for (name, value, why) in cases {
+            let headers = BTreeMap::from([(name.to_string(), Secret::new(value))]);
+            let error = check_headers("audit", headers).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("sinks.audit.headers.{name}")),
+                "{error}"
+            );
+            assert!(error.contains(why), "{error}");
+            assert!(!error.contains("s3cret-1"), "{error}");
+        }
+        let fine = BTreeMap::from([("X-Api-Key".to_string(), Secret::new("ok\tvalue"))]);
+        assert!(check_headers("audit", fine).is_ok());
+    }
 }

@@ -26,10 +26,11 @@ use serenity::http::{Http, HttpBuilder, LightMethod, Request, Route};
 use serenity::model::id::{ChannelId, UserId, WebhookId};
 use url::Url;
 
-use super::http::{read_capped, transport_error};
+use super::http::transport_error;
+use crate::http_body::read_capped;
 
 /// A DM channel object is well under a kilobyte; this is generous.
-const DM_CHANNEL_LIMIT: usize = 64 * 1024;
+const DM_CHANNEL_LIMIT: u64 = 64 * 1024;
 use super::SendError;
 use crate::domain::Delivery;
 use crate::secret::Secret;
@@ -139,7 +140,7 @@ impl DiscordSink {
             |why: String| SendError::Retryable(format!("Discord's DM channel answer {why}"));
         let body = read_capped(answer, DM_CHANNEL_LIMIT)
             .await
-            .map_err(not_understood)?;
+            .map_err(|e| not_understood(e.to_string()))?;
         let channel: DmChannel = serde_json::from_slice(&body)
             .map_err(|e| not_understood(format!("is not understood: {e}")))?;
         self.cache().insert(user, channel.id);

@@ -12,10 +12,11 @@ use reqwest::StatusCode;
 
 use super::SendError;
 use crate::domain::Delivery;
+use crate::http_body::{error_chain, location_host, one_line, read_prefix};
 use crate::secret::Secret;
 
-/// How much of an error body is kept for the outbox's `last_error`.
-const ERROR_BODY_LIMIT: usize = 2048;
+/// How much of an error body is read for the outbox's `last_error`.
+pub const ERROR_BODY_LIMIT: usize = 2048;
 
 /// A sink that POSTs JSON to one URL (a secret: it is never logged).
 pub struct HttpSink {
@@ -86,7 +87,9 @@ impl HttpSink {
 }
 
 /// A failure before any answer: always worth retrying. The URL is stripped
-/// because it is a credential.
+/// because it is a credential; the cause chain is kept because reqwest's own
+/// text ("client error (Connect)") hides what went wrong, e.g. a certificate
+/// the system roots and `tls.ca_file` do not trust.
 pub fn transport_error(error: reqwest::Error) -> SendError {
     let kind = if error.is_timeout() {
         "timed out"
@@ -97,9 +100,25 @@ pub fn transport_error(error: reqwest::Error) -> SendError {
     };
     let error = error.without_url();
     let cause = std::error::Error::source(&error)
-        .map(|s| format!(": {s}"))
+        .map(|s| format!(": {}", error_chain(s)))
         .unwrap_or_default();
     SendError::Retryable(format!("{kind}{cause}"))
+}
+
+/// Redirects are never followed (a 307/308 would re-send the body and
+/// headers to another host, a 301/302 would turn the POST into a body-less
+/// GET): a 3xx is a permanent failure naming where it pointed. Only the
+/// `Location`'s host is shown, never its path or query (they may carry the
+/// credential).
+pub fn redirect_error(status: StatusCode, headers: &HeaderMap) -> Option<SendError> {
+    if !status.is_redirection() {
+        return None;
+    }
+    Some(SendError::Permanent(format!(
+        "HTTP {}: redirects to {}; redirects are not followed, configure the final URL",
+        status.as_u16(),
+        location_host(headers)
+    )))
 }
 
 /// Maps an HTTP answer onto delivered / retry / permanent; `secrets` are
@@ -109,87 +128,70 @@ pub async fn classify(response: reqwest::Response, secrets: &[String]) -> Result
     if status.is_success() {
         return Ok(());
     }
+    if let Some(redirect) = redirect_error(status, response.headers()) {
+        return Err(redirect);
+    }
     let retry_after = retry_after(response.headers(), SystemTime::now());
-    let body = one_line(&read_limited(response).await, secrets);
+    let body = one_line(&read_prefix(response, ERROR_BODY_LIMIT).await, secrets);
     let message = if body.is_empty() {
         format!("HTTP {}", status.as_u16())
     } else {
         format!("HTTP {}: {body}", status.as_u16())
     };
-    Err(match (status, retry_after) {
-        (StatusCode::TOO_MANY_REQUESTS, Some(after)) => SendError::RetryAfter { after, message },
-        (s, Some(after)) if s.is_server_error() => SendError::RetryAfter { after, message },
-        (StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT, None) => {
-            SendError::Retryable(message)
-        }
-        (s, _) if s.is_server_error() => SendError::Retryable(message),
-        _ => SendError::Permanent(message),
-    })
+    Err(classify_status(status, retry_after, message))
 }
 
-/// The first [`ERROR_BODY_LIMIT`] bytes of an answer's body (an error
-/// answer is never read whole: a misbehaving server cannot fill memory).
-pub async fn read_limited(mut response: reqwest::Response) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    while bytes.len() < ERROR_BODY_LIMIT {
-        match response.chunk().await {
-            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
-            _ => break,
-        }
+/// THE status rule of every HTTP sink (webhook, Slack, Teams, Discord), so
+/// they cannot disagree: 408, 429 and 5xx are transient (after the server's
+/// `wait` when it gave one, else the usual backoff); any other status
+/// (4xx, and the 3xx that [`redirect_error`] words better) is permanent.
+pub fn classify_status(status: StatusCode, wait: Option<Duration>, message: String) -> SendError {
+    let transient = status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error();
+    match (transient, wait) {
+        (true, Some(after)) => SendError::RetryAfter { after, message },
+        (true, None) => SendError::Retryable(message),
+        (false, _) => SendError::Permanent(message),
     }
-    bytes.truncate(ERROR_BODY_LIMIT);
-    bytes
 }
 
-/// A whole success body, refused (as `Err` with the limit) once it passes
-/// `limit` bytes, whatever `Content-Length` claims: for the few answers a
-/// sink must read (Discord's DM channel), so a misbehaving server or proxy
-/// at `api_base` cannot fill memory.
-pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    let too_large = || format!("the answer is larger than {limit} bytes");
-    if response
-        .content_length()
-        .is_some_and(|len| len > limit as u64)
-    {
-        return Err(too_large());
-    }
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("reading the answer failed: {}", e.without_url()))?
-    {
-        if bytes.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes)
-}
-
-/// A body as one short line for the outbox's `last_error`, with `secrets`
-/// masked before and after whitespace is collapsed and before it is cut
-/// (a cut through a token would otherwise keep its first characters).
-pub fn one_line(bytes: &[u8], secrets: &[String]) -> String {
-    let text = crate::secret::mask(&String::from_utf8_lossy(bytes), secrets);
-    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    crate::text::shorten(&crate::secret::mask(&line, secrets), 300)
-}
-
-/// `Retry-After` in seconds or as an HTTP date, relative to `now`.
+/// `Retry-After` in seconds or as an HTTP date, relative to `now`. Total:
+/// garbage, negative or NaN is `None`; a huge number or a far date is a huge
+/// wait (the dispatcher clamps it to `backoff_max`), never a panic.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        return seconds_wait(seconds);
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_SERVER_WAIT),
+    )
+}
+
+/// The longest wait a server can ask for: very large, yet still a date
+/// chrono can add to now (a `Duration::MAX` would overflow there and could
+/// end up as "retry at once"). The dispatcher clamps further.
+pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A server-given wait in (fractional) seconds: `None` for NaN or negative,
+/// at most [`MAX_SERVER_WAIT`] however large (or infinite) the number.
+pub fn seconds_wait(seconds: f64) -> Option<Duration> {
+    if seconds.is_nan() || seconds < 0.0 {
+        return None;
+    }
+    let wait = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX);
+    Some(wait.min(MAX_SERVER_WAIT))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::{DeliveryId, DeliveryStatus, EventKind, ExportId, RenderedMessage};
+    use reqwest::header::LOCATION;
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn delivery() -> Delivery {
@@ -266,6 +268,38 @@ mod tests {
     }
 
     #[test]
+    fn statuses_map_onto_the_dispatcher_classes() {
+        let wait = Some(Duration::from_millis(1500));
+        let after = |status| classify_status(status, wait, "m".into());
+        for status in [
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            assert_eq!(
+                after(status),
+                SendError::RetryAfter {
+                    after: Duration::from_millis(1500),
+                    message: "m".into()
+                },
+                "{status}"
+            );
+            assert!(matches!(
+                classify_status(status, None, "m".into()),
+                SendError::Retryable(_)
+            ));
+        }
+        for status in [
+            StatusCode::BAD_REQUEST,
+            StatusCode::FORBIDDEN,
+            StatusCode::NOT_FOUND,
+            StatusCode::MOVED_PERMANENTLY,
+        ] {
+            assert!(matches!(after(status), SendError::Permanent(_)), "{status}");
+        }
+    }
+
+    #[test]
     fn retry_after_accepts_seconds_and_http_dates() {
         let mut headers = HeaderMap::new();
         headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
@@ -276,5 +310,55 @@ mod tests {
         assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(30)));
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers, now), None);
+    }
+
+    /// Server-given delays are total: garbage is ignored, a huge one is a
+    /// huge wait (clamped by the dispatcher), nothing panics.
+    #[test]
+    fn retry_after_never_panics_on_huge_negative_or_nan_values() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let wait = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+            retry_after(&headers, now)
+        };
+        for huge in ["99999999999999999999", "1e300", "inf"] {
+            assert_eq!(wait(huge), Some(MAX_SERVER_WAIT), "{huge}");
+        }
+        for garbage in ["-1", "-0.5", "NaN", "-inf", ""] {
+            assert_eq!(wait(garbage), None, "{garbage}");
+        }
+        let far = wait("Fri, 31 Dec 9999 23:59:59 GMT");
+        assert_eq!(far, Some(MAX_SERVER_WAIT));
+        let soon = httpdate::fmt_http_date(now + Duration::from_secs(3600));
+        assert_eq!(wait(&soon), Some(Duration::from_secs(3600)));
+        assert_eq!(wait("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(seconds_wait(1.5), Some(Duration::from_millis(1500)));
+        assert_eq!(seconds_wait(f64::NAN), None);
+        assert_eq!(seconds_wait(f64::MAX), Some(MAX_SERVER_WAIT));
+        // Still a time the outbox can store: adding it to now does not overflow.
+        let wait = chrono::Duration::from_std(MAX_SERVER_WAIT).unwrap();
+        assert!(chrono::Utc::now().checked_add_signed(wait).is_some());
+    }
+
+    #[test]
+    fn a_redirect_names_the_location_host_only() {
+        let mut headers = HeaderMap::new();
+        let at = "https://evil.example:8443/hooks/T0SECRET/tok?sig=SIG123";
+        headers.insert(LOCATION, HeaderValue::from_static(at));
+        let error = redirect_error(StatusCode::TEMPORARY_REDIRECT, &headers)
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("HTTP 307") && error.contains("evil.example:8443"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("T0SECRET") && !error.contains("SIG123"),
+            "{error}"
+        );
+        headers.insert(LOCATION, HeaderValue::from_static("/hooks/T0SECRET/"));
+        assert_eq!(location_host(&headers), "another path on the same host");
+        assert!(redirect_error(StatusCode::OK, &headers).is_none());
     }
 }

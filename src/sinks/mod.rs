@@ -173,24 +173,26 @@ impl Sinks {
 }
 
 /// The HTTP client every HTTP sink shares: rustls with the system roots (plus
-/// `tls.ca_file`), bounded timeouts, no redirects to follow blindly.
+/// `tls.ca_file`), bounded timeouts. Redirects are never followed and no
+/// `Referer` is sent: a followed 307/308 re-sends the body and headers (and
+/// the webhook URL as `Referer`) to another host, a followed 301/302 turns
+/// the POST into a GET that "succeeds" with nothing delivered. A 3xx is a
+/// permanent failure instead (see `http::redirect_error`). Discord's
+/// serenity client runs on this one too.
 pub fn http_client(config: &Config) -> Result<reqwest::Client, BuildError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("crayon-export-bot/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
         .pool_idle_timeout(Duration::from_secs(90))
-        .redirect(reqwest::redirect::Policy::limited(3));
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false);
     if let Some(path) = &config.ca_file {
-        let fail = |message: String| BuildError::Sink {
+        let ca = crate::http_body::load_ca_file(path).map_err(|e| BuildError::Sink {
             sink: "tls.ca_file".into(),
-            message,
-        };
-        let pem = std::fs::read(path)
-            .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| fail(format!("{} is not PEM: {e}", path.display())))?
-        {
+            message: e.to_string(),
+        })?;
+        for cert in ca.certs {
             builder = builder.add_root_certificate(cert);
         }
     }

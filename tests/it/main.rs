@@ -9,6 +9,7 @@ mod helpers;
 mod once;
 mod operate;
 mod preview;
+mod redirects;
 mod reliability;
 mod render_cli;
 mod secrets;

@@ -2,16 +2,20 @@
 //! serenity's ratelimiter off, a 429 is ours to read: the body's
 //! `retry_after` (seconds, fractional), else `Retry-After`, else
 //! `X-RateLimit-Reset-After`. serenity's own `ErrorResponse` keeps neither,
-//! which is why the sink reads the raw answer.
+//! which is why the sink reads the raw answer. The status rule itself is
+//! [`classify_status`], the one every HTTP sink uses.
 
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
-use reqwest::StatusCode;
 use serde_json::Value;
 use serenity::http::{DiscordJsonSingleError, HttpError};
 
-use crate::sinks::http::{one_line, read_limited, retry_after, transport_error};
+use crate::http_body::{one_line, read_prefix};
+
+use crate::sinks::http::{
+    classify_status, redirect_error, retry_after, seconds_wait, transport_error, ERROR_BODY_LIMIT,
+};
 use crate::sinks::SendError;
 
 /// The parts of Discord's error body we use.
@@ -50,13 +54,16 @@ pub async fn check(
     if status.is_success() {
         return Ok(response);
     }
+    if let Some(redirect) = redirect_error(status, response.headers()) {
+        return Err(redirect);
+    }
     let header_wait = header_wait(response.headers(), SystemTime::now());
-    let bytes = read_limited(response).await;
+    let bytes = read_prefix(response, ERROR_BODY_LIMIT).await;
     let body = ErrorBody::parse(&bytes);
     let wait = body
         .as_ref()
         .and_then(|b| b.retry_after)
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .and_then(seconds_wait)
         .or(header_wait);
     let detail = match &body {
         Some(body) => describe(body, secrets),
@@ -67,21 +74,7 @@ pub async fn check(
     } else {
         format!("HTTP {}: {detail}", status.as_u16())
     };
-    Err(classify(status, wait, message))
-}
-
-/// Retry-after / retryable / permanent by status, as for every HTTP sink:
-/// 429 and 5xx are retried (after `wait` when known), 408 too, other 4xx
-/// are permanent.
-pub fn classify(status: StatusCode, wait: Option<Duration>, message: String) -> SendError {
-    let transient = status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status.is_server_error();
-    match (transient, wait) {
-        (true, Some(after)) => SendError::RetryAfter { after, message },
-        (true, None) => SendError::Retryable(message),
-        (false, _) => SendError::Permanent(message),
-    }
+    Err(classify_status(status, wait, message))
 }
 
 /// Maps an error serenity itself raised (building a request, or an answer
@@ -89,7 +82,7 @@ pub fn classify(status: StatusCode, wait: Option<Duration>, message: String) -> 
 /// caller redacts it.
 pub fn from_serenity(error: serenity::Error) -> SendError {
     match error {
-        serenity::Error::Http(HttpError::UnsuccessfulRequest(answer)) => classify(
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(answer)) => classify_status(
             answer.status_code,
             None,
             format!(
@@ -107,7 +100,7 @@ pub fn from_serenity(error: serenity::Error) -> SendError {
 fn header_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     retry_after(headers, now).or_else(|| {
         let value = headers.get("x-ratelimit-reset-after")?.to_str().ok()?;
-        Duration::try_from_secs_f64(value.trim().parse().ok()?).ok()
+        seconds_wait(value.trim().parse().ok()?)
     })
 }
 
@@ -126,36 +119,7 @@ fn describe(body: &ErrorBody, secrets: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statuses_map_onto_the_dispatcher_classes() {
-        let wait = Some(Duration::from_millis(1500));
-        assert_eq!(
-            classify(StatusCode::TOO_MANY_REQUESTS, wait, "m".into()),
-            SendError::RetryAfter {
-                after: Duration::from_millis(1500),
-                message: "m".into()
-            }
-        );
-        assert!(matches!(
-            classify(StatusCode::TOO_MANY_REQUESTS, None, "m".into()),
-            SendError::Retryable(_)
-        ));
-        assert!(matches!(
-            classify(StatusCode::BAD_GATEWAY, None, "m".into()),
-            SendError::Retryable(_)
-        ));
-        for status in [
-            StatusCode::BAD_REQUEST,
-            StatusCode::FORBIDDEN,
-            StatusCode::NOT_FOUND,
-        ] {
-            assert!(matches!(
-                classify(status, wait, "m".into()),
-                SendError::Permanent(_)
-            ));
-        }
-    }
+    use crate::sinks::http::MAX_SERVER_WAIT;
 
     #[test]
     fn rate_limit_headers_are_read_when_the_body_says_nothing() {
@@ -171,6 +135,21 @@ mod tests {
         headers.insert("retry-after", "-1".parse().unwrap());
         headers.remove("x-ratelimit-reset-after");
         assert_eq!(header_wait(&headers, now), None);
+    }
+
+    #[test]
+    fn huge_or_odd_rate_limit_waits_never_panic() {
+        let now = SystemTime::UNIX_EPOCH;
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ratelimit-reset-after", "1e30".parse().unwrap());
+        assert_eq!(header_wait(&headers, now), Some(MAX_SERVER_WAIT));
+        headers.insert("x-ratelimit-reset-after", "NaN".parse().unwrap());
+        assert_eq!(header_wait(&headers, now), None);
+        let body = ErrorBody::parse(br#"{"retry_after": 1e300}"#).unwrap();
+        assert_eq!(
+            body.retry_after.and_then(seconds_wait),
+            Some(MAX_SERVER_WAIT)
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{AsyncSmtpTransport, Tokio1Executor};
 
 use crate::config::{EmailConfig, SmtpSecurity};
+use crate::http_body::{load_ca_file, CaFileError};
 use crate::secret::Secret;
 use crate::sinks::SendError;
 
@@ -21,11 +22,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why the transport could not be set up (a config or CA file problem).
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("cannot read tls.ca_file {path}: {source}")]
-    CaFile {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    CaFile(#[from] CaFileError),
     #[error("tls.ca_file {path} holds no usable PEM certificate: {reason}")]
     CaPem { path: String, reason: String },
     #[error("cannot set up TLS for {host}: {reason}")]
@@ -76,19 +74,9 @@ fn host(config: &EmailConfig) -> String {
 fn tls_parameters(host: &str, ca_file: Option<&Path>) -> Result<TlsParameters, TransportError> {
     let mut params = TlsParameters::builder(host.to_string());
     if let Some(path) = ca_file {
-        let shown = path.display().to_string();
-        let pem = std::fs::read(path).map_err(|source| TransportError::CaFile {
-            path: shown.clone(),
-            source,
-        })?;
-        if !pem.windows(11).any(|w| w == b"-----BEGIN ") {
-            return Err(TransportError::CaPem {
-                path: shown,
-                reason: "no BEGIN CERTIFICATE block".into(),
-            });
-        }
-        let cert = Certificate::from_pem(&pem).map_err(|e| TransportError::CaPem {
-            path: shown,
+        let ca = load_ca_file(path)?;
+        let cert = Certificate::from_pem(&ca.pem).map_err(|e| TransportError::CaPem {
+            path: path.display().to_string(),
             reason: e.to_string(),
         })?;
         params = params.add_root_certificate(cert);
@@ -146,17 +134,14 @@ fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
     last.to_string()
 }
 
-/// One line of at most 300 characters, with the password masked.
-/// Masked before and after whitespace is collapsed (a password may hold a
-/// run of spaces), and before shortening (a cut must not keep half of it).
+/// One masked line (the shared rule of [`crate::http_body::one_line`]),
+/// with the password as the secret.
 fn one_line(text: &str, password: Option<&Secret>) -> String {
-    let password = password.map(Secret::expose).filter(|p| !p.is_empty());
-    let mask = |text: &str| match password {
-        Some(password) => text.replace(password, "***"),
-        None => text.to_string(),
-    };
-    let text = mask(text).split_whitespace().collect::<Vec<_>>().join(" ");
-    crate::text::shorten(&mask(&text), 300)
+    let secrets: Vec<String> = password
+        .map(|p| p.expose().to_owned())
+        .into_iter()
+        .collect();
+    crate::http_body::one_line(text.as_bytes(), &secrets)
 }
 
 #[cfg(test)]
