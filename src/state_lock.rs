@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
-        "another crayon-export-bot (`run` or `once`) is already using {state} \
+        "another crayon-export-bot (`run` or `once`) is already running on {state} \
          (lock {lock} is held); stop it first, or let the running service do the work"
     )]
     Held { state: PathBuf, lock: PathBuf },

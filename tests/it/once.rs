@@ -43,7 +43,7 @@ async fn once_beside_a_running_service_is_refused_and_nothing_is_sent_twice() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("already using") && stderr.contains("state.db.lock"),
+        stderr.contains("already running") && stderr.contains("state.db.lock"),
         "{stderr}"
     );
 
