@@ -17,12 +17,12 @@ use crate::alerts::{Alerts, Observation};
 use crate::config::{Config, ConfigError};
 use crate::crayon::{CrayonClient, CrayonError, CrayonSettings};
 use crate::dispatch::{Dispatcher, DrainSummary};
-use crate::domain::DEFAULT_ACCOUNT;
+use crate::domain::AccountId;
 use crate::poll::{PollError, PollReport, Watcher};
 use crate::render::{RenderError, Renderer};
 use crate::server;
 use crate::sinks::{self, BuildError, Sinks};
-use crate::state::{StateError, Store};
+use crate::store::{Store, StoreError};
 use crate::telemetry::Health;
 
 /// How often `run` prunes old sent deliveries and fired records.
@@ -39,7 +39,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Crayon(#[from] CrayonError),
     #[error(transparent)]
-    State(#[from] StateError),
+    State(#[from] StoreError),
     #[error("another crayon-export-bot is already running on {state} (lock {lock} is held); stop it first")]
     Locked { state: PathBuf, lock: PathBuf },
     #[error(transparent)]
@@ -73,7 +73,9 @@ impl ServiceError {
 /// Everything one config needs at run time, built once.
 pub struct App {
     pub config: Arc<Config>,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
+    /// The account polled and delivered for (the single account of a v0.1 config).
+    pub account: AccountId,
     pub client: Arc<CrayonClient>,
     pub renderer: Arc<Renderer>,
     pub dispatcher: Dispatcher,
@@ -85,14 +87,14 @@ impl App {
         let client = CrayonClient::new(crayon_settings(&config))?;
         let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
         let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
-        let store = Arc::new(Store::open(&config.watch.state)?);
+        let store = crate::store::open(&config.watch.state)?;
         Ok(Self::assemble(config, store, client, renderer, sinks))
     }
 
     /// Puts checked parts together (shared by `build` and reload).
     fn assemble(
         config: Config,
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         client: CrayonClient,
         renderer: Renderer,
         sinks: Sinks,
@@ -102,6 +104,7 @@ impl App {
         App {
             config,
             store,
+            account: AccountId::default_account(),
             client: Arc::new(client),
             renderer: Arc::new(renderer),
             dispatcher,
@@ -257,7 +260,7 @@ impl App {
             }
             let result = poller.watcher.poll().await;
             health.polled(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-            if poller.observe(&result, &self.store) {
+            if poller.observe(&result, &*self.store, &self.account) {
                 wake.notify_one();
             }
             let wait = match result {
@@ -283,10 +286,11 @@ impl App {
         let ago =
             |d: Duration| now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
         let delivery = &self.config.delivery;
-        match self
-            .store
-            .prune(ago(delivery.keep_sent), ago(delivery.keep_fired))
-        {
+        match self.store.prune(
+            &self.account,
+            ago(delivery.keep_sent),
+            ago(delivery.keep_fired),
+        ) {
             Ok((deliveries, fired)) if deliveries + fired > 0 => {
                 tracing::info!(deliveries, fired, "pruned old records")
             }
@@ -320,7 +324,7 @@ struct Poller {
 
 impl Poller {
     fn new(app: &App) -> Self {
-        let last_success = app.store.last_success_at(DEFAULT_ACCOUNT).ok().flatten();
+        let last_success = app.store.last_success_at(&app.account).ok().flatten();
         Poller {
             watcher: app.watcher(),
             streak: FailureStreak::default(),
@@ -334,7 +338,12 @@ impl Poller {
     }
 
     /// Feeds one poll's outcome to the alerts; true when alerts were queued.
-    fn observe(&mut self, result: &Result<PollReport, PollError>, store: &Store) -> bool {
+    fn observe(
+        &mut self,
+        result: &Result<PollReport, PollError>,
+        store: &dyn Store,
+        account: &AccountId,
+    ) -> bool {
         let Some(alerts) = self.alerts.as_mut() else {
             return false;
         };
@@ -351,7 +360,7 @@ impl Poller {
                     matches!(e, PollError::Api(c) if c.is_credentials());
             }
         }
-        self.seen.dead = store.dead_count(alerts.sink()).unwrap_or_default();
+        self.seen.dead = store.dead_count(account, alerts.sink()).unwrap_or_default();
         match alerts.evaluate(&self.seen, now) {
             Ok(n) => n > 0,
             Err(e) => {

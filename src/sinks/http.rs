@@ -189,7 +189,9 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{DeliveryId, DeliveryStatus, EventKind, ExportId, RenderedMessage};
+    use crate::domain::{
+        DeliveryId, DeliveryStatus, EventKind, ExportId, RenderedMessage, Subject,
+    };
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn delivery() -> Delivery {
@@ -197,7 +199,7 @@ mod tests {
         message.parts.insert("json".into(), "{}".into());
         Delivery {
             id: DeliveryId(1),
-            item_id: ExportId(7),
+            subject: Subject::Item(ExportId(7)),
             event: EventKind::Downloadable,
             sink: "audit".into(),
             recipient: None,
