@@ -11,4 +11,5 @@ mod preview;
 mod reliability;
 mod secrets;
 mod smtp;
+mod store;
 mod watcher;
