@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::config::{AlertsConfig, Config, SinkConfig};
-pub use crate::domain::AlertCondition as Condition;
+use crate::domain::AlertCondition as Condition;
 use crate::domain::{AccountId, AlertState, Disposition, RenderedMessage};
 use crate::render::{AlertView, Renderer};
 use crate::store::{AlertRecord, NewAlert, Store, StoreError};
@@ -304,6 +304,35 @@ mod tests {
             got,
             [Fire, Nothing, Nothing, Nothing, Fire, Nothing, Recover, Nothing]
         );
+    }
+
+    #[test]
+    fn a_restart_remembers_the_last_firing_and_whether_it_was_recovered() {
+        let record = |condition, state, minutes| AlertRecord {
+            condition,
+            state,
+            at: at(minutes),
+        };
+        let memory = remember(&[
+            record(Condition::PollsFailing, AlertState::Firing, 0),
+            record(Condition::PollsFailing, AlertState::Recovered, 10),
+            record(Condition::DeliveriesDead, AlertState::Recovered, 0),
+            record(Condition::DeliveriesDead, AlertState::Firing, 20),
+        ]);
+        let recovered = memory[&Condition::PollsFailing];
+        assert_eq!(recovered.firing_since, None);
+        assert_eq!(recovered.last_alert, Some(at(0)));
+        let repeat = chrono::Duration::hours(4);
+        assert_eq!(
+            decide(&recovered, false, at(30), repeat),
+            Decision::Nothing,
+            "no second recovery"
+        );
+        assert_eq!(decide(&recovered, true, at(30), repeat), Decision::Nothing);
+        let firing = memory[&Condition::DeliveriesDead];
+        assert_eq!(firing.firing_since, Some(at(20)));
+        assert_eq!(decide(&firing, false, at(30), repeat), Decision::Recover);
+        assert!(!memory.contains_key(&Condition::CredentialsRefused));
     }
 
     #[test]

@@ -87,7 +87,9 @@ pub enum Subject {
     Item(ExportId),
     /// One of the bot's own alert messages.
     Alert {
+        /// What the alert is about.
         condition: AlertCondition,
+        /// Whether it says the condition started or cleared.
         state: AlertState,
     },
 }

@@ -41,8 +41,10 @@ pub fn open(path: &Path) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(SqliteStore::open(path)?))
 }
 
-/// The operations on the bot's state. Every query is scoped to one account,
-/// except those by delivery id, which also check the delivery's account.
+/// The operations on the bot's state. Every one is scoped to one account
+/// (those by delivery id too: another account's delivery is not found), so
+/// the same item id in two accounts is two items and one account's outbox is
+/// never sent, retried, pruned or counted through another.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Where the state lives, for log lines and messages (never a secret).
     fn location(&self) -> String;
