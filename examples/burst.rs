@@ -137,7 +137,7 @@ async fn burst(items: usize) -> Round {
 /// Deliveries recorded as sent in the outbox.
 fn sent(app: &App) -> usize {
     app.store
-        .outbox_counts()
+        .outbox_counts(&app.account)
         .expect("outbox counts")
         .iter()
         .filter(|(_, status, _)| *status == DeliveryStatus::Sent)

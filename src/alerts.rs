@@ -1,10 +1,10 @@
 //! `[alerts]`: the bot tells an operator sink about its own troubles — polls
 //! failing for `after`, the Crayon credentials refused, deliveries gone dead
 //! — once per condition per `repeat`, and once more when the condition
-//! clears. Alerts go through the same outbox as everything else (event
-//! `alert`; `item_id` = +condition when firing, −condition when recovered, so
-//! the history survives restarts). Deliveries to the alert sink itself never
-//! raise an alert.
+//! clears. Each alert is recorded in the store's own alert table (so the
+//! memory survives restarts) and delivered through the same outbox as
+//! everything else (event `alert`, subject the condition, never an item).
+//! Deliveries to the alert sink itself never raise an alert.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,35 +12,10 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::config::{AlertsConfig, Config, SinkConfig};
-use crate::domain::{
-    Disposition, EventKind, ExportId, NewDelivery, RenderedMessage, DEFAULT_ACCOUNT,
-};
+use crate::domain::AlertCondition as Condition;
+use crate::domain::{AccountId, AlertState, Disposition, RenderedMessage};
 use crate::render::{AlertView, Renderer};
-use crate::state::{StateError, Store};
-
-/// The conditions the bot alerts about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Condition {
-    PollsFailing = 1,
-    CredentialsRefused = 2,
-    DeliveriesDead = 3,
-}
-
-impl Condition {
-    const ALL: [Condition; 3] = [
-        Condition::PollsFailing,
-        Condition::CredentialsRefused,
-        Condition::DeliveriesDead,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            Condition::PollsFailing => "polls_failing",
-            Condition::CredentialsRefused => "credentials_refused",
-            Condition::DeliveriesDead => "deliveries_dead",
-        }
-    }
-}
+use crate::store::{AlertRecord, NewAlert, Store, StoreError};
 
 /// What the poll loop saw, for the alert decision.
 #[derive(Debug, Clone, Default)]
@@ -94,39 +69,30 @@ pub struct Alerts {
     sink: SinkConfig,
     portal: String,
     renderer: Arc<Renderer>,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
+    /// The account whose troubles these alerts are about.
+    account: AccountId,
     memory: HashMap<Condition, Memory>,
 }
 
 impl Alerts {
     /// `None` without `[alerts]`. Remembers what was sent before a restart.
-    pub fn new(config: &Config, store: Arc<Store>, renderer: Arc<Renderer>) -> Option<Alerts> {
+    pub fn new(config: &Config, store: Arc<dyn Store>, renderer: Arc<Renderer>) -> Option<Alerts> {
         let alerts = config.alerts.clone()?;
         let sink = config.sinks.get(&alerts.sink)?.clone();
-        let mut memory: HashMap<Condition, Memory> = HashMap::new();
-        for (code, at) in store.alert_history().unwrap_or_default() {
-            let Some(condition) = Condition::ALL.into_iter().find(|c| *c as i64 == code.abs())
-            else {
-                continue;
-            };
-            let entry = memory.entry(condition).or_default();
-            if code > 0 {
-                entry.last_alert = Some(at);
-            }
-            let recovered_after = code < 0 && entry.last_alert.is_none_or(|fired| at >= fired);
-            entry.firing_since = if recovered_after {
-                None
-            } else {
-                entry.last_alert
-            };
-        }
+        let account = AccountId::default_account();
+        let history = store.alert_history(&account).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the alert history; alerts start afresh");
+            Vec::new()
+        });
         Some(Alerts {
             config: alerts,
             sink,
             portal: config.portal.to_string(),
             renderer,
             store,
-            memory,
+            account,
+            memory: remember(&history),
         })
     }
 
@@ -141,10 +107,10 @@ impl Alerts {
         &mut self,
         seen: &Observation,
         now: DateTime<Utc>,
-    ) -> Result<usize, StateError> {
+    ) -> Result<usize, StoreError> {
         let repeat =
             chrono::Duration::from_std(self.config.repeat).unwrap_or(chrono::Duration::MAX);
-        let mut deliveries = Vec::new();
+        let mut alerts = Vec::new();
         for condition in Condition::ALL {
             let active = self.active(condition, seen, now);
             let memory = self.memory.entry(condition).or_default();
@@ -158,12 +124,12 @@ impl Alerts {
                 Decision::Recover => memory.firing_since = None,
                 Decision::Nothing => continue,
             }
-            deliveries.push(self.delivery(condition, decision, seen, since, now));
+            alerts.push(self.alert(condition, decision, seen, since, now));
         }
-        if deliveries.is_empty() {
+        if alerts.is_empty() {
             return Ok(0);
         }
-        self.store.enqueue(DEFAULT_ACCOUNT, &deliveries, now)
+        self.store.record_alerts(&self.account, &alerts, now)
     }
 
     fn active(&self, condition: Condition, seen: &Observation, now: DateTime<Utc>) -> bool {
@@ -177,14 +143,14 @@ impl Alerts {
         }
     }
 
-    fn delivery(
+    fn alert(
         &self,
         condition: Condition,
         decision: Decision,
         seen: &Observation,
         since: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> NewDelivery {
+    ) -> NewAlert {
         let view = view(condition, decision, seen, since);
         let (message, disposition) =
             match self
@@ -194,20 +160,51 @@ impl Alerts {
                 Ok(message) => (message, Disposition::Pending),
                 Err(e) => (RenderedMessage::default(), Disposition::Dead(e.to_string())),
             };
-        let code = condition as i64;
-        NewDelivery {
-            item_id: ExportId(if decision == Decision::Recover {
-                -code
+        NewAlert {
+            condition,
+            state: if decision == Decision::Recover {
+                AlertState::Recovered
             } else {
-                code
-            }),
-            event: EventKind::Alert,
+                AlertState::Firing
+            },
             sink: self.sink.name.clone(),
-            recipient: None,
             message,
             disposition,
         }
     }
+}
+
+/// The memory after a restart, from the latest alert of each (condition,
+/// state): the last firing message counts against `repeat`, and a condition
+/// is still firing unless a recovery was sent after it.
+fn remember(history: &[AlertRecord]) -> HashMap<Condition, Memory> {
+    let mut memory: HashMap<Condition, Memory> = HashMap::new();
+    let latest = |condition, state| {
+        history
+            .iter()
+            .find(|r| r.condition == condition && r.state == state)
+            .map(|r| r.at)
+    };
+    for condition in Condition::ALL {
+        let fired = latest(condition, AlertState::Firing);
+        let recovered = latest(condition, AlertState::Recovered);
+        if fired.is_none() && recovered.is_none() {
+            continue;
+        }
+        let cleared = match (fired, recovered) {
+            (Some(fired), Some(recovered)) => recovered >= fired,
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        memory.insert(
+            condition,
+            Memory {
+                firing_since: if cleared { None } else { fired },
+                last_alert: fired,
+            },
+        );
+    }
+    memory
 }
 
 /// The alert's wording: what happened and what to do.
@@ -255,7 +252,7 @@ fn view(
         ),
     };
     AlertView {
-        condition: condition.name().to_string(),
+        condition: condition.as_str().to_string(),
         state: if recovered { "recovered" } else { "firing" }.to_string(),
         summary,
         details,
@@ -307,6 +304,35 @@ mod tests {
             got,
             [Fire, Nothing, Nothing, Nothing, Fire, Nothing, Recover, Nothing]
         );
+    }
+
+    #[test]
+    fn a_restart_remembers_the_last_firing_and_whether_it_was_recovered() {
+        let record = |condition, state, minutes| AlertRecord {
+            condition,
+            state,
+            at: at(minutes),
+        };
+        let memory = remember(&[
+            record(Condition::PollsFailing, AlertState::Firing, 0),
+            record(Condition::PollsFailing, AlertState::Recovered, 10),
+            record(Condition::DeliveriesDead, AlertState::Recovered, 0),
+            record(Condition::DeliveriesDead, AlertState::Firing, 20),
+        ]);
+        let recovered = memory[&Condition::PollsFailing];
+        assert_eq!(recovered.firing_since, None);
+        assert_eq!(recovered.last_alert, Some(at(0)));
+        let repeat = chrono::Duration::hours(4);
+        assert_eq!(
+            decide(&recovered, false, at(30), repeat),
+            Decision::Nothing,
+            "no second recovery"
+        );
+        assert_eq!(decide(&recovered, true, at(30), repeat), Decision::Nothing);
+        let firing = memory[&Condition::DeliveriesDead];
+        assert_eq!(firing.firing_since, Some(at(20)));
+        assert_eq!(decide(&firing, false, at(30), repeat), Decision::Recover);
+        assert!(!memory.contains_key(&Condition::CredentialsRefused));
     }
 
     #[test]

@@ -9,11 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::domain::{DeliveryId, DeliveryStatus, EventKind, ExportId, DEFAULT_ACCOUNT};
+use crate::domain::{AccountId, DeliveryId, DeliveryStatus, EventKind, ExportId};
 use crate::reload;
 use crate::render::Renderer;
 use crate::service::{App, Reloads};
-use crate::state::{StateError, Store};
+use crate::store::{Store, StoreError};
 use crate::{preview, probe, report};
 
 /// Writes a command's result to stdout. A reader that went away
@@ -275,17 +275,18 @@ async fn demo(
 }
 
 /// Opens the state file named by the config, without taking the run lock.
-fn open_store(path: &std::path::Path) -> Result<Store, Failure> {
+fn open_store(path: &std::path::Path) -> Result<std::sync::Arc<dyn Store>, Failure> {
     let config = load(path)?;
-    Store::open(&config.watch.state).map_err(|e| Failure::Runtime(e.into()))
+    crate::store::open(&config.watch.state).map_err(|e| Failure::Runtime(e.into()))
 }
 
 fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
     let store = open_store(path)?;
-    let runtime = |e: StateError| Failure::Runtime(e.into());
+    let account = AccountId::default_account();
+    let runtime = |e: StoreError| Failure::Runtime(e.into());
     match action {
         OutboxAction::List { status, json } => {
-            let deliveries = store.list_deliveries(status).map_err(runtime)?;
+            let deliveries = store.list_deliveries(&account, status).map_err(runtime)?;
             if json {
                 outln!("{}", report::outbox_json(&deliveries));
             } else {
@@ -294,7 +295,9 @@ fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
         }
         OutboxAction::Retry { id, all_dead } => {
             let id = if all_dead { None } else { id.map(DeliveryId) };
-            let n = store.retry_dead(id, chrono::Utc::now()).map_err(runtime)?;
+            let n = store
+                .retry_dead(&account, id, chrono::Utc::now())
+                .map_err(runtime)?;
             if n == 0 {
                 let what = id.map_or("no dead deliveries".to_string(), |id| {
                     format!("delivery {id} is not dead (or does not exist)")
@@ -310,7 +313,7 @@ fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
         OutboxAction::Purge { sent_before } => {
             let cutoff = crate::retention::cutoff(chrono::Utc::now(), sent_before);
             let keep_fired = chrono::DateTime::<chrono::Utc>::MIN_UTC;
-            let (n, _) = store.prune(cutoff, keep_fired).map_err(runtime)?;
+            let (n, _) = store.prune(&account, cutoff, keep_fired).map_err(runtime)?;
             outln!("{n} sent or skipped delivery(ies) deleted");
         }
     }
@@ -321,7 +324,7 @@ fn why(path: &std::path::Path, item_id: i64) -> Result<(), Failure> {
     let store = open_store(path)?;
     let id = ExportId(item_id);
     let history = store
-        .item_history(DEFAULT_ACCOUNT, id)
+        .item_history(&AccountId::default_account(), id)
         .map_err(|e| Failure::Runtime(e.into()))?;
     out!("{}", report::why(id, &history));
     Ok(())

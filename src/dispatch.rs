@@ -15,9 +15,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryConfig, SinkConfig};
-use crate::domain::{Delivery, DeliveryId};
+use crate::domain::{AccountId, Delivery, DeliveryId};
 use crate::sinks::{SendError, Sinks};
-use crate::state::{AttemptOutcome, StateError, Store};
+use crate::store::{AttemptOutcome, Store, StoreError};
 
 /// How many due deliveries are taken from the outbox per round, and the most
 /// that `run` keeps in flight (spawned, waiting for a permit or sending).
@@ -161,7 +161,9 @@ impl SinkLimits {
 /// Sends deliveries. Cheap to clone (shared state behind `Arc`s).
 #[derive(Clone)]
 pub struct Dispatcher {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
+    /// Whose outbox this dispatcher drains (the single account of a v0.1 config).
+    account: AccountId,
     sinks: Arc<Sinks>,
     policy: RetryPolicy,
     limits: Arc<HashMap<String, SinkLimits>>,
@@ -195,7 +197,7 @@ impl DrainSummary {
 impl Dispatcher {
     /// A dispatcher over the configured sinks, each limited to its
     /// `concurrency`.
-    pub fn new(config: &Config, store: Arc<Store>, sinks: Arc<Sinks>) -> Self {
+    pub fn new(config: &Config, store: Arc<dyn Store>, sinks: Arc<Sinks>) -> Self {
         let limits = config
             .sinks
             .values()
@@ -203,6 +205,7 @@ impl Dispatcher {
             .collect();
         Dispatcher {
             store,
+            account: AccountId::default_account(),
             sinks,
             policy: RetryPolicy::from(&config.delivery),
             limits: Arc::new(limits),
@@ -219,7 +222,7 @@ impl Dispatcher {
 
     /// One attempt for every delivery due now (what `once` does): no waiting
     /// out backoffs.
-    pub async fn drain_due(&self) -> Result<DrainSummary, StateError> {
+    pub async fn drain_due(&self) -> Result<DrainSummary, StoreError> {
         let mut summary = DrainSummary::default();
         let start = self.clock.now();
         let mut attempted: HashSet<DeliveryId> = HashSet::new();
@@ -227,7 +230,8 @@ impl Dispatcher {
             let batch = {
                 let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
                 let exclude: HashSet<DeliveryId> = in_flight.union(&attempted).copied().collect();
-                self.store.due_deliveries(start, BATCH, &exclude)?
+                self.store
+                    .due_deliveries(&self.account, start, BATCH, &exclude)?
             };
             if batch.is_empty() {
                 return Ok(summary);
@@ -282,7 +286,7 @@ impl Dispatcher {
 
     fn until_next_due(&self) -> Duration {
         let cap = Duration::from_secs(30);
-        match self.store.next_due_at() {
+        match self.store.next_due_at(&self.account) {
             Ok(Some(at)) => (at - self.clock.now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
@@ -294,15 +298,17 @@ impl Dispatcher {
 
     /// At most `limit` due deliveries not already being sent, marked as in
     /// flight.
-    fn take_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Delivery>, StateError> {
+    fn take_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let due = self.store.due_deliveries(now, limit, &in_flight)?;
+        let due = self
+            .store
+            .due_deliveries(&self.account, now, limit, &in_flight)?;
         in_flight.extend(due.iter().map(|d| d.id));
         Ok(due)
     }
 
     /// One attempt for one delivery, recorded in the outbox and logged.
-    pub async fn deliver(&self, delivery: Delivery) -> Result<AttemptOutcome, StateError> {
+    pub async fn deliver(&self, delivery: Delivery) -> Result<AttemptOutcome, StoreError> {
         let limits = self.limits.get(&delivery.sink);
         let permit = match limits {
             Some(limits) => Some(limits.in_flight.clone().acquire_owned().await),
@@ -317,7 +323,7 @@ impl Dispatcher {
         tracing::debug!(
             delivery = delivery.id.0,
             sink = %delivery.sink,
-            item = delivery.item_id.0,
+            item = %delivery.subject,
             attempt = delivery.attempts + 1,
             "sending"
         );
@@ -334,9 +340,9 @@ impl Dispatcher {
         let now = self.clock.now();
         let outcome = self.policy.outcome(attempt, &result, now);
         log_attempt(&delivery, attempt, &outcome, latency);
-        let recorded = self
-            .store
-            .record_attempt(delivery.id, &outcome, now, latency);
+        let recorded =
+            self.store
+                .record_attempt(&self.account, delivery.id, &outcome, now, latency);
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -348,10 +354,11 @@ impl Dispatcher {
 fn log_attempt(delivery: &Delivery, attempt: u32, outcome: &AttemptOutcome, latency: Duration) {
     let latency_ms = latency.as_millis() as u64;
     crate::telemetry::delivery_attempted(&delivery.sink, outcome.as_str());
+    let item = delivery.subject.to_string();
     let (id, sink, item, event) = (
         delivery.id.0,
         delivery.sink.as_str(),
-        delivery.item_id.0,
+        item.as_str(),
         delivery.event.as_str(),
     );
     match outcome {
@@ -386,14 +393,15 @@ mod tests {
     use crate::domain::{Disposition, EventKind, ExportId, NewDelivery, Snapshot};
     use crate::sinks::scripted::ScriptedSink;
     use crate::sinks::Sink;
-    use crate::state::PollCommit;
+    use crate::store::{PollCommit, SqliteStore};
 
     /// A dispatcher over one scripted sink `s`, with one pending delivery.
     fn dispatcher_with(
         script: Vec<Result<(), SendError>>,
         dir: &tempfile::TempDir,
     ) -> (Dispatcher, Arc<ScriptedSink>) {
-        let store = Arc::new(Store::open(&dir.path().join("state.db")).unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
         let clock = Clock::tokio();
         let delivery = NewDelivery {
             item_id: ExportId(1),
@@ -406,7 +414,7 @@ mod tests {
         let snapshot = Snapshot::default();
         store
             .commit_poll(&PollCommit {
-                account: "default",
+                account: &AccountId::default_account(),
                 previous: None,
                 snapshot: &snapshot,
                 changes: None,
@@ -419,6 +427,7 @@ mod tests {
         let sinks = Sinks::from_sinks([("s".to_string(), Sink::Scripted(sink.clone()))].into());
         let dispatcher = Dispatcher {
             store,
+            account: AccountId::default_account(),
             sinks: Arc::new(sinks),
             policy: policy(),
             limits: Arc::default(),
@@ -478,7 +487,7 @@ mod tests {
         );
         let delivery = dispatcher
             .store
-            .get_delivery(DeliveryId(1))
+            .get_delivery(&dispatcher.account, DeliveryId(1))
             .unwrap()
             .unwrap();
         assert_eq!(delivery.status, crate::domain::DeliveryStatus::Sent);
@@ -517,7 +526,7 @@ mod tests {
         assert_eq!(sink.calls().len(), 1);
         let delivery = dispatcher
             .store
-            .get_delivery(DeliveryId(1))
+            .get_delivery(&dispatcher.account, DeliveryId(1))
             .unwrap()
             .unwrap();
         assert_eq!(delivery.status, crate::domain::DeliveryStatus::Dead);
@@ -547,7 +556,7 @@ mod tests {
             .collect();
         dispatcher
             .store
-            .enqueue("default", &more, dispatcher.clock.now())
+            .enqueue(&dispatcher.account, &more, dispatcher.clock.now())
             .unwrap();
         let summary = dispatcher.drain_due().await.unwrap();
         assert_eq!(
@@ -572,7 +581,7 @@ mod tests {
         assert_eq!(before, 3);
         let delivery = dispatcher
             .store
-            .get_delivery(DeliveryId(1))
+            .get_delivery(&dispatcher.account, DeliveryId(1))
             .unwrap()
             .unwrap();
         assert_eq!(delivery.status, crate::domain::DeliveryStatus::Dead);

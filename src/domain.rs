@@ -16,8 +16,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// `render` and the built-in template tests.
 pub const SAMPLE_QUEUE: &[u8] = include_bytes!("../tests/fixtures/exports-sample.json");
 
-/// The account every row is keyed on until several Crayon accounts are supported.
-pub const DEFAULT_ACCOUNT: &str = "default";
+mod account;
+mod subject;
+
+pub use account::{AccountId, InvalidAccountId};
+pub use subject::{AlertCondition, AlertState, Subject};
 
 /// An export queue item's id, as the API numbers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -468,7 +471,8 @@ impl fmt::Display for DeliveryId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Delivery {
     pub id: DeliveryId,
-    pub item_id: ExportId,
+    /// The queue item or the alert this delivery is about.
+    pub subject: Subject,
     pub event: EventKind,
     pub sink: String,
     pub recipient: Option<String>,

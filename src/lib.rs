@@ -2,7 +2,7 @@
 //! when the export they asked for is ready (or failed).
 //!
 //! The pipeline is `crayon` (fetch) → `diff` (events) → `route` + `render`
-//! (deliveries) → `state` (one transaction) → `dispatch` (sinks). The pure
+//! (deliveries) → `store` (one transaction) → `dispatch` (sinks). The pure
 //! steps do no I/O; `poll` and `service` wire them together.
 
 pub mod address;
@@ -29,7 +29,7 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod sinks;
-pub mod state;
 pub mod state_lock;
+pub mod store;
 pub mod telemetry;
 pub mod text;

@@ -12,13 +12,12 @@ use crate::config::{Config, FirstRun, SinkConfig};
 use crate::crayon::{CrayonClient, CrayonError};
 use crate::diff::{diff_changes, unfired, DiffOptions, Event};
 use crate::domain::{
-    Change, Disposition, EventKind, ExportId, NewDelivery, RenderedMessage, Snapshot,
-    DEFAULT_ACCOUNT,
+    AccountId, Change, Disposition, EventKind, ExportId, NewDelivery, RenderedMessage, Snapshot,
 };
 use crate::polled::Polled;
 use crate::render::{MessageInput, RecipientView, Renderer};
 use crate::route::{self, Router, Target};
-use crate::state::{CommitStats, PollCommit, StateError, Store};
+use crate::store::{CommitStats, PollCommit, Store, StoreError};
 
 /// Why a poll did not complete. Either way nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +25,7 @@ pub enum PollError {
     #[error("poll failed: {0}")]
     Api(CrayonError),
     #[error(transparent)]
-    State(#[from] StateError),
+    State(#[from] StoreError),
 }
 
 impl From<CrayonError> for PollError {
@@ -57,7 +56,9 @@ pub struct PollReport {
 pub struct Watcher {
     config: Arc<Config>,
     client: Arc<CrayonClient>,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
+    /// The account this watcher polls (the single account of a v0.1 config).
+    account: AccountId,
     router: Router,
     renderer: Arc<Renderer>,
     previous: Option<Snapshot>,
@@ -70,7 +71,7 @@ impl Watcher {
     pub fn new(
         config: Arc<Config>,
         client: Arc<CrayonClient>,
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         renderer: Arc<Renderer>,
     ) -> Self {
         Watcher {
@@ -78,6 +79,7 @@ impl Watcher {
             config,
             client,
             store,
+            account: AccountId::default_account(),
             renderer,
             previous: None,
             loaded: false,
@@ -104,7 +106,7 @@ impl Watcher {
     /// measure the real cycle without a network in the way.
     pub fn process(&mut self, body: &[u8], now: DateTime<Utc>) -> Result<PollReport, PollError> {
         if !self.loaded {
-            self.previous = self.store.load_snapshot(DEFAULT_ACCOUNT)?;
+            self.previous = self.store.load_snapshot(&self.account)?;
             self.loaded = true;
         }
         // Takes the stored snapshot (its unchanged items move into the new
@@ -165,7 +167,7 @@ impl Watcher {
         .collect();
         let pairs: Vec<(ExportId, EventKind)> =
             events.iter().map(|e| (e.item.id, e.kind)).collect();
-        let fired = self.store.already_fired(DEFAULT_ACCOUNT, &pairs)?;
+        let fired = self.store.already_fired(&self.account, &pairs)?;
         let fresh: Vec<&Event<'_>> = unfired(&events, &fired);
         let nr_of_days = snapshot.nr_of_days;
         let deliveries: Vec<NewDelivery> = fresh
@@ -190,7 +192,7 @@ impl Watcher {
     ) -> Result<PollReport, PollError> {
         let snapshot = &polled.snapshot;
         let stats = self.store.commit_poll(&PollCommit {
-            account: DEFAULT_ACCOUNT,
+            account: &self.account,
             previous: polled.prior(),
             snapshot,
             changes: Some(changes),

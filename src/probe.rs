@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::config::{Config, SinkKind};
 use crate::crayon::CrayonClient;
-use crate::domain::{Delivery, DeliveryId, DeliveryStatus, EventKind};
+use crate::domain::{Delivery, DeliveryId, DeliveryStatus, EventKind, Subject};
 use crate::preview;
 use crate::render::Renderer;
 use crate::route::{self, Router, Target};
@@ -80,7 +80,7 @@ pub async fn send_test(
     };
     let delivery = Delivery {
         id: DeliveryId(0),
-        item_id: item.id,
+        subject: Subject::Item(item.id),
         event: EventKind::Downloadable,
         sink: name.to_string(),
         recipient,

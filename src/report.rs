@@ -4,15 +4,18 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::domain::{Delivery, ExportId};
-use crate::state::ItemHistory;
+use crate::domain::{AlertCondition, Delivery, ExportId};
+use crate::store::ItemHistory;
 
-/// One `outbox list --json` row: exactly the fields the spec names.
+/// One `outbox list --json` row: exactly the fields the spec names, plus
+/// `alert` (the condition) on the bot's own alerts, whose `item_id` is null.
 #[derive(Debug, Serialize)]
 pub struct OutboxRow<'a> {
     pub id: i64,
     pub sink: &'a str,
-    pub item_id: i64,
+    pub item_id: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertCondition>,
     pub event: &'a str,
     pub status: &'a str,
     pub attempts: u32,
@@ -25,7 +28,8 @@ impl<'a> From<&'a Delivery> for OutboxRow<'a> {
         OutboxRow {
             id: d.id.0,
             sink: &d.sink,
-            item_id: d.item_id.0,
+            item_id: d.subject.item().map(|id| id.0),
+            alert: d.subject.alert(),
             event: d.event.as_str(),
             status: d.status.as_str(),
             attempts: d.attempts,
@@ -48,12 +52,13 @@ pub fn outbox_table(deliveries: &[Delivery]) -> String {
         "ID", "SINK", "ITEM", "EVENT", "STATUS", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR"
     );
     for d in deliveries {
+        let subject = d.subject.to_string();
         let row = OutboxRow::from(d);
         out.push_str(&format!(
             "{:>6}  {:<14} {:>8}  {:<12} {:<8} {:>8}  {:<20}  {}\n",
             row.id,
             row.sink,
-            row.item_id,
+            subject,
             row.event,
             row.status,
             row.attempts,

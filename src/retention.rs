@@ -9,7 +9,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::DeliveryConfig;
-use crate::state::Store;
+use crate::domain::AccountId;
+use crate::store::Store;
 
 /// `now - keep`, saturating at the earliest time chrono represents.
 pub fn cutoff(now: DateTime<Utc>, keep: Duration) -> DateTime<Utc> {
@@ -22,10 +23,15 @@ pub fn cutoff(now: DateTime<Utc>, keep: Duration) -> DateTime<Utc> {
 /// Deletes sent/skipped deliveries older than `keep_sent` and fired records
 /// older than `keep_fired`; logs what it removed. A failure is logged and
 /// left for the next prune: it never stops a poll or a delivery.
-pub fn prune(store: &Store, delivery: &DeliveryConfig, now: DateTime<Utc>) {
+pub fn prune(
+    store: &dyn Store,
+    account: &AccountId,
+    delivery: &DeliveryConfig,
+    now: DateTime<Utc>,
+) {
     let sent_before = cutoff(now, delivery.keep_sent);
     let fired_before = cutoff(now, delivery.keep_fired);
-    match store.prune(sent_before, fired_before) {
+    match store.prune(account, sent_before, fired_before) {
         Ok((deliveries, fired)) if deliveries + fired > 0 => {
             tracing::info!(deliveries, fired, "pruned old records")
         }

@@ -14,14 +14,17 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::Store;
+use crate::domain::AccountId;
+use crate::store::Store;
 use crate::telemetry::{self, Health, Verdict};
 
 #[derive(Clone)]
 struct Shared {
     health: Arc<Health>,
     metrics: Option<PrometheusHandle>,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
+    /// Whose outbox `/metrics` counts (the single account of a v0.1 config).
+    account: AccountId,
     sinks: Arc<Vec<String>>,
 }
 
@@ -30,7 +33,7 @@ struct Shared {
 pub async fn serve(
     listen: SocketAddr,
     health: Arc<Health>,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     sinks: Vec<String>,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
@@ -39,6 +42,7 @@ pub async fn serve(
         health,
         metrics: telemetry::install(),
         store,
+        account: AccountId::default_account(),
         sinks: Arc::new(sinks),
     };
     let app = Router::new()
@@ -77,7 +81,7 @@ async fn healthz(State(s): State<Shared>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
-    if let Ok(counts) = s.store.outbox_counts() {
+    if let Ok(counts) = s.store.outbox_counts(&s.account) {
         telemetry::outbox_counts(&counts, &s.sinks);
     }
     let body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();

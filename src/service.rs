@@ -15,14 +15,14 @@ use crate::alerts::{Alerts, Observation};
 use crate::config::{Config, ConfigError};
 use crate::crayon::{CrayonClient, CrayonError, CrayonSettings};
 use crate::dispatch::{Dispatcher, DrainSummary};
-use crate::domain::DEFAULT_ACCOUNT;
+use crate::domain::AccountId;
 use crate::poll::{PollError, PollReport, Watcher};
 use crate::render::{RenderError, Renderer};
 use crate::retention;
 use crate::server;
 use crate::sinks::{self, BuildError, Sinks};
-use crate::state::{StateError, Store};
 use crate::state_lock::{LockError, StateLock};
+use crate::store::{Store, StoreError};
 use crate::telemetry::Health;
 
 /// How often `run` prunes old sent deliveries and fired records.
@@ -39,7 +39,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Crayon(#[from] CrayonError),
     #[error(transparent)]
-    State(#[from] StateError),
+    State(#[from] StoreError),
     #[error(transparent)]
     Locked(#[from] LockError),
     #[error(transparent)]
@@ -70,7 +70,9 @@ impl ServiceError {
 /// Everything one config needs at run time, built once.
 pub struct App {
     pub config: Arc<Config>,
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
+    /// The account polled and delivered for (the single account of a v0.1 config).
+    pub account: AccountId,
     pub client: Arc<CrayonClient>,
     pub renderer: Arc<Renderer>,
     pub dispatcher: Dispatcher,
@@ -82,14 +84,14 @@ impl App {
         let client = CrayonClient::new(crayon_settings(&config))?;
         let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
         let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
-        let store = Arc::new(Store::open(&config.watch.state)?);
+        let store = crate::store::open(&config.watch.state)?;
         Ok(Self::assemble(config, store, client, renderer, sinks))
     }
 
     /// Puts checked parts together (shared by `build` and reload).
     fn assemble(
         config: Config,
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         client: CrayonClient,
         renderer: Renderer,
         sinks: Sinks,
@@ -99,6 +101,7 @@ impl App {
         App {
             config,
             store,
+            account: AccountId::default_account(),
             client: Arc::new(client),
             renderer: Arc::new(renderer),
             dispatcher,
@@ -259,7 +262,7 @@ impl App {
             }
             let result = poller.watcher.poll().await;
             health.polled(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-            if poller.observe(&result, &self.store) {
+            if poller.observe(&result, &*self.store, &self.account) {
                 wake.notify_one();
             }
             let wait = match result {
@@ -281,7 +284,12 @@ impl App {
     }
 
     fn prune(&self) {
-        retention::prune(&self.store, &self.config.delivery, Utc::now());
+        retention::prune(
+            self.store.as_ref(),
+            &self.account,
+            &self.config.delivery,
+            Utc::now(),
+        );
     }
 }
 
@@ -309,7 +317,7 @@ struct Poller {
 
 impl Poller {
     fn new(app: &App) -> Self {
-        let last_success = app.store.last_success_at(DEFAULT_ACCOUNT).ok().flatten();
+        let last_success = app.store.last_success_at(&app.account).ok().flatten();
         Poller {
             watcher: app.watcher(),
             streak: FailureStreak::default(),
@@ -323,7 +331,12 @@ impl Poller {
     }
 
     /// Feeds one poll's outcome to the alerts; true when alerts were queued.
-    fn observe(&mut self, result: &Result<PollReport, PollError>, store: &Store) -> bool {
+    fn observe(
+        &mut self,
+        result: &Result<PollReport, PollError>,
+        store: &dyn Store,
+        account: &AccountId,
+    ) -> bool {
         let Some(alerts) = self.alerts.as_mut() else {
             return false;
         };
@@ -340,7 +353,7 @@ impl Poller {
                     matches!(e, PollError::Api(c) if c.is_credentials());
             }
         }
-        self.seen.dead = store.dead_count(alerts.sink()).unwrap_or_default();
+        self.seen.dead = store.dead_count(account, alerts.sink()).unwrap_or_default();
         match alerts.evaluate(&self.seen, now) {
             Ok(n) => n > 0,
             Err(e) => {

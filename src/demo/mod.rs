@@ -13,9 +13,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, ConfigError, SinkKind};
-use crate::domain::{DeliveryStatus, DEFAULT_ACCOUNT};
+use crate::domain::{AccountId, DeliveryStatus};
 use crate::service::{App, ServiceError};
-use crate::state::Store;
+use crate::store::Store;
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
     let watcher = tokio::spawn(stop_when_done(
         sim,
         app.store.clone(),
+        app.account.clone(),
         stop.clone(),
         options.cycles,
     ));
@@ -103,7 +104,8 @@ fn count_eml(dir: &Path) -> usize {
 /// poll was committed, and nothing is left to deliver.
 async fn stop_when_done(
     sim: queue::Shared,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
+    account: AccountId,
     stop: CancellationToken,
     cycles: u32,
 ) {
@@ -117,13 +119,13 @@ async fn stop_when_done(
             continue;
         }
         let committed = store
-            .last_success_at(DEFAULT_ACCOUNT)
+            .last_success_at(&account)
             .ok()
             .flatten()
             .zip(last_poll)
             .is_some_and(|(done, asked)| done >= asked);
         let pending = store
-            .list_deliveries(Some(DeliveryStatus::Pending))
+            .list_deliveries(&account, Some(DeliveryStatus::Pending))
             .map(|p| p.len())
             .unwrap_or(0);
         if committed && pending == 0 {

@@ -190,7 +190,9 @@ pub fn seconds_wait(seconds: f64) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{DeliveryId, DeliveryStatus, EventKind, ExportId, RenderedMessage};
+    use crate::domain::{
+        DeliveryId, DeliveryStatus, EventKind, ExportId, RenderedMessage, Subject,
+    };
     use reqwest::header::LOCATION;
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -199,7 +201,7 @@ mod tests {
         message.parts.insert("json".into(), "{}".into());
         Delivery {
             id: DeliveryId(1),
-            item_id: ExportId(7),
+            subject: Subject::Item(ExportId(7)),
             event: EventKind::Downloadable,
             sink: "audit".into(),
             recipient: None,

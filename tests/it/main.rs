@@ -14,4 +14,5 @@ mod reliability;
 mod render_cli;
 mod secrets;
 mod smtp;
+mod store;
 mod watcher;

@@ -9,7 +9,7 @@ use wiremock::matchers::{body_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
-use crate::domain::{DeliveryId, DeliveryStatus, EventKind, ExportId, RenderedMessage};
+use crate::domain::{DeliveryId, DeliveryStatus, EventKind, ExportId, RenderedMessage, Subject};
 
 const TOKEN: &str = "hook-TOKEN-s3cret";
 const BOT_TOKEN: &str = "bot-TOKEN-s3cret";
@@ -23,7 +23,7 @@ fn delivery(recipient: Option<&str>) -> Delivery {
     );
     Delivery {
         id: DeliveryId(1),
-        item_id: ExportId(7),
+        subject: Subject::Item(ExportId(7)),
         event: EventKind::Downloadable,
         sink: "discord".into(),
         recipient: recipient.map(str::to_string),

@@ -103,9 +103,9 @@ fn recipients(envelope: &Envelope, delivery: &Delivery) -> Result<Vec<Mailbox>, 
 /// attempt of one delivery, different for every other delivery.
 pub fn message_id(delivery: &Delivery, from: &Mailbox) -> String {
     format!(
-        "<delivery-{}.item-{}.{}@{}>",
+        "<delivery-{}.{}.{}@{}>",
         delivery.id,
-        delivery.item_id.0,
+        delivery.subject.token(),
         delivery.event.as_str(),
         from.email.domain()
     )
@@ -130,7 +130,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::domain::{DeliveryId, DeliveryStatus, EventKind, ExportId, RenderedMessage};
+    use crate::domain::{
+        DeliveryId, DeliveryStatus, EventKind, ExportId, RenderedMessage, Subject,
+    };
 
     fn delivery(recipient: Option<&str>, subject: &str) -> Delivery {
         let parts = [
@@ -143,7 +145,7 @@ mod tests {
         .collect::<BTreeMap<_, _>>();
         Delivery {
             id: DeliveryId(42),
-            item_id: ExportId(2439),
+            subject: Subject::Item(ExportId(2439)),
             event: EventKind::Downloadable,
             sink: "mail".into(),
             recipient: recipient.map(str::to_string),

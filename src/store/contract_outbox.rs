@@ -1,0 +1,227 @@
+//! The outbox half of the behaviour suite (see `contract.rs`).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{baseline_with, commit_for, me, new_delivery, sample, t, with_pending};
+use crate::domain::{AccountId, DeliveryId, DeliveryStatus, EventKind, ExportId};
+use crate::store::{AttemptOutcome, Store, StoreError};
+
+fn dead(error: &str) -> AttemptOutcome {
+    AttemptOutcome::Dead {
+        error: error.to_owned(),
+    }
+}
+
+fn all_due(store: &dyn Store, account: &AccountId, at: i64) -> Vec<DeliveryId> {
+    let due = store.due_deliveries(account, t(at), 100, &HashSet::new());
+    due.unwrap().iter().map(|d| d.id).collect()
+}
+
+pub(crate) fn due_deliveries_respect_time_limit_and_exclusions(store: &dyn Store) {
+    let deliveries = [
+        new_delivery(2439, "a", None),
+        new_delivery(2439, "b", None),
+        new_delivery(2438, "c", None),
+    ];
+    baseline_with(store, &me(), &deliveries);
+    assert!(all_due(store, &me(), -1).is_empty());
+    let due = store
+        .due_deliveries(&me(), t(0), 10, &HashSet::new())
+        .unwrap();
+    let sinks: Vec<_> = due.iter().map(|d| d.sink.as_str()).collect();
+    assert_eq!(sinks, ["a", "b", "c"]);
+    let exclude = HashSet::from([due[0].id]);
+    let due2 = store.due_deliveries(&me(), t(0), 1, &exclude).unwrap();
+    assert_eq!(due2.len(), 1);
+    assert_eq!(due2[0].sink, "b");
+    assert_eq!(store.next_due_at(&me()).unwrap(), Some(t(0)));
+}
+
+pub(crate) fn attempts_move_deliveries_through_their_states(store: &dyn Store) {
+    let id = with_pending(store);
+    let attempt = |outcome: &AttemptOutcome, at: i64, ms: u64| {
+        store
+            .record_attempt(&me(), id, outcome, t(at), Duration::from_millis(ms))
+            .unwrap();
+        store.get_delivery(&me(), id).unwrap().unwrap()
+    };
+    let retry = AttemptOutcome::Retry {
+        error: "HTTP 503".to_owned(),
+        next_attempt_at: t(30),
+    };
+    let d = attempt(&retry, 1, 120);
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 1));
+    assert_eq!(d.next_attempt_at, Some(t(30)));
+    assert_eq!(d.last_error.as_deref(), Some("HTTP 503"));
+    assert!(all_due(store, &me(), 29).is_empty());
+    assert_eq!(store.next_due_at(&me()).unwrap(), Some(t(30)));
+
+    let d = attempt(&dead("HTTP 404"), 31, 80);
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Dead, 2));
+    assert_eq!(d.next_attempt_at, None);
+    assert_eq!(d.last_error.as_deref(), Some("HTTP 404"));
+    assert_eq!(store.next_due_at(&me()).unwrap(), None);
+
+    assert_eq!(store.retry_dead(&me(), Some(id), t(40)).unwrap(), 1);
+    let d = store.get_delivery(&me(), id).unwrap().unwrap();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0));
+    assert_eq!(d.next_attempt_at, Some(t(40)));
+
+    let d = attempt(&AttemptOutcome::Sent, 41, 50);
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Sent, 1));
+    assert_eq!(d.next_attempt_at, None);
+    assert_eq!(d.last_error.as_deref(), Some("HTTP 404"), "kept after Sent");
+    assert!(all_due(store, &me(), 1000).is_empty());
+
+    let history = store.item_history(&me(), ExportId(2439)).unwrap();
+    let attempts = &history.deliveries[0].1;
+    let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["retry", "dead", "sent"]);
+    assert_eq!(attempts[0].latency_ms, 120);
+    assert_eq!(attempts[0].at, t(1));
+    assert_eq!(attempts[0].error.as_deref(), Some("HTTP 503"));
+    assert_eq!(attempts[2].error, None);
+}
+
+pub(crate) fn recording_an_unknown_delivery_is_an_error(store: &dyn Store) {
+    let err = store
+        .record_attempt(
+            &me(),
+            DeliveryId(42),
+            &AttemptOutcome::Sent,
+            t(0),
+            Duration::ZERO,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::UnknownDelivery {
+                id: DeliveryId(42),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+pub(crate) fn retry_dead_all_touches_only_dead_ones(store: &dyn Store) {
+    let deliveries = [
+        new_delivery(2439, "a", None),
+        new_delivery(2439, "b", None),
+        new_delivery(2438, "c", None),
+    ];
+    baseline_with(store, &me(), &deliveries);
+    let ids = all_due(store, &me(), 0);
+    for &id in &ids[..2] {
+        store
+            .record_attempt(&me(), id, &dead("no"), t(1), Duration::ZERO)
+            .unwrap();
+    }
+    let pending = store.retry_dead(&me(), Some(ids[2]), t(2)).unwrap();
+    assert_eq!(pending, 0, "pending is not dead");
+    assert_eq!(store.retry_dead(&me(), None, t(2)).unwrap(), 2);
+    let dead_left = store.list_deliveries(&me(), Some(DeliveryStatus::Dead));
+    assert!(dead_left.unwrap().is_empty());
+    assert_eq!(all_due(store, &me(), 2).len(), 3);
+}
+
+pub(crate) fn prune_removes_old_sent_and_fired_but_keeps_the_rest(store: &dyn Store) {
+    let snap = sample();
+    let fired = [
+        (ExportId(2439), EventKind::Downloadable),
+        (ExportId(7), EventKind::Downloadable),
+    ];
+    let deliveries = [
+        new_delivery(2439, "sent", None),
+        new_delivery(2439, "dead", None),
+        new_delivery(2439, "pending", None),
+        new_delivery(2439, "skipped", Some("nobody")),
+    ];
+    store
+        .commit_poll(&commit_for(&me(), None, &snap, &fired, &deliveries, t(0)))
+        .unwrap();
+    let by_sink = |sink: &str| {
+        let list = store.list_deliveries(&me(), None).unwrap();
+        list.into_iter().find(|d| d.sink == sink).unwrap().id
+    };
+    let sent = by_sink("sent");
+    store
+        .record_attempt(&me(), sent, &AttemptOutcome::Sent, t(10), Duration::ZERO)
+        .unwrap();
+    let dead_id = by_sink("dead");
+    store
+        .record_attempt(&me(), dead_id, &dead("no"), t(10), Duration::ZERO)
+        .unwrap();
+
+    let first = store.prune(&me(), t(5), t(0)).unwrap();
+    assert_eq!(first, (1, 0), "skipped at t0 < t5; sent at t10 kept");
+    let (deliveries, fired_removed) = store.prune(&me(), t(11), t(1)).unwrap();
+    assert_eq!(deliveries, 1);
+    assert_eq!(fired_removed, 1, "only the item no longer listed");
+    let left: Vec<_> = store
+        .list_deliveries(&me(), None)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.sink)
+        .collect();
+    assert_eq!(left, ["pending", "dead"]);
+    let found = store.already_fired(&me(), &fired).unwrap();
+    assert_eq!(found, HashSet::from([fired[0]]));
+}
+
+/// Two accounts with the same item ids: nothing one does is seen, changed
+/// or removed through the other.
+pub(crate) fn every_outbox_query_is_scoped_to_its_account(store: &dyn Store) {
+    let other = AccountId::new("other").unwrap();
+    baseline_with(store, &me(), &[new_delivery(2439, "a", None)]);
+    baseline_with(store, &other, &[new_delivery(2439, "b", None)]);
+    let mine = all_due(store, &me(), 0);
+    let theirs = all_due(store, &other, 0);
+    assert_eq!((mine.len(), theirs.len()), (1, 1));
+    assert_ne!(mine, theirs);
+    let (id, their_id) = (mine[0], theirs[0]);
+
+    assert_eq!(store.get_delivery(&other, id).unwrap(), None);
+    let err = store.record_attempt(&other, id, &dead("x"), t(1), Duration::ZERO);
+    assert!(matches!(err, Err(StoreError::UnknownDelivery { .. })));
+    store
+        .record_attempt(&me(), id, &dead("x"), t(1), Duration::ZERO)
+        .unwrap();
+    assert_eq!(store.dead_count(&other, "none").unwrap(), (0, None));
+    assert_eq!(
+        store.dead_count(&me(), "none").unwrap(),
+        (1, Some("x".into()))
+    );
+    assert_eq!(store.retry_dead(&other, None, t(2)).unwrap(), 0);
+    assert_eq!(store.retry_dead(&other, Some(id), t(2)).unwrap(), 0);
+    assert_eq!(store.next_due_at(&me()).unwrap(), None);
+    assert_eq!(store.next_due_at(&other).unwrap(), Some(t(0)));
+
+    let list = |account| store.list_deliveries(account, None).unwrap();
+    assert_eq!(list(&other).len(), 1);
+    assert_eq!(list(&other)[0].sink, "b");
+    let counts = store.outbox_counts(&other).unwrap();
+    assert_eq!(counts, [("b".to_owned(), DeliveryStatus::Pending, 1)]);
+    let history = store.item_history(&other, ExportId(2439)).unwrap();
+    assert_eq!(history.deliveries.len(), 1);
+    assert_eq!(history.deliveries[0].0.id, their_id);
+
+    store
+        .record_attempt(
+            &other,
+            their_id,
+            &AttemptOutcome::Sent,
+            t(3),
+            Duration::ZERO,
+        )
+        .unwrap();
+    store
+        .retry_dead(&me(), Some(id), t(3))
+        .and_then(|_| store.record_attempt(&me(), id, &AttemptOutcome::Sent, t(3), Duration::ZERO))
+        .unwrap();
+    assert_eq!(store.prune(&me(), t(100), t(0)).unwrap(), (1, 0));
+    assert_eq!(list(&other).len(), 1, "the other account's sent one stays");
+    assert!(store.load_snapshot(&other).unwrap().is_some());
+}

@@ -1,0 +1,312 @@
+//! The bot's persistent state behind one trait: per account, the last
+//! successfully polled snapshot of the export queue, the record of which
+//! (item, event) pairs already fired, the outbox of deliveries with their
+//! attempt log, and the alerts the bot sent about itself.
+//!
+//! The poller, the dispatcher, the alerts, the CLI and the metrics all speak
+//! to a `&dyn Store` ([`Store`] is object-safe, `Send + Sync`), so a second
+//! backend is one new folder implementing it; [`contract`] is the behaviour
+//! suite every backend runs. The trait is synchronous, as the state always
+//! was: every call is short and SQLite is in-process; a networked backend
+//! (PostgreSQL) can bridge with a blocking pool later.
+//!
+//! Everything one poll changes is written in a single transaction
+//! ([`Store::commit_poll`]), so a crash at any point either keeps the old state
+//! or the complete new one: events never fire twice and pending deliveries are
+//! never lost.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    AccountId, AlertCondition, AlertState, Change, Delivery, DeliveryId, DeliveryStatus, EventKind,
+    ExportId, ExportItem, NewDelivery, RenderedMessage, Snapshot,
+};
+
+#[cfg(test)]
+pub(crate) mod contract;
+mod error;
+pub mod sqlite;
+
+pub use error::StoreError;
+pub use sqlite::SqliteStore;
+
+/// Opens the state a config names (`watch.state`): today always an SQLite
+/// file; the place where a URL would pick another backend.
+pub fn open(path: &Path) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(SqliteStore::open(path)?))
+}
+
+/// The operations on the bot's state. Every one is scoped to one account
+/// (those by delivery id too: another account's delivery is not found), so
+/// the same item id in two accounts is two items and one account's outbox is
+/// never sent, retried, pruned or counted through another.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Where the state lives, for log lines and messages (never a secret).
+    fn location(&self) -> String;
+
+    /// The stored snapshot; `None` if the account was never polled
+    /// successfully (no baseline yet).
+    fn load_snapshot(&self, account: &AccountId) -> Result<Option<Snapshot>, StoreError>;
+
+    /// When the account was last polled successfully (alerts count from it,
+    /// also across restarts); `None` before the first successful poll.
+    fn last_success_at(&self, account: &AccountId) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Which of these (id, event) pairs already fired for the account (they
+    /// must never fire again, even after the item left and re-entered the queue).
+    fn already_fired(
+        &self,
+        account: &AccountId,
+        pairs: &[(ExportId, EventKind)],
+    ) -> Result<HashSet<(ExportId, EventKind)>, StoreError>;
+
+    /// Writes one poll's results atomically: the snapshot changes (only rows
+    /// that differ from `previous`; everything when it is `None`), the poll
+    /// bookkeeping, the fired records and the deliveries (pending, due now; or
+    /// skipped/dead with the reason as `last_error`). Any error writes nothing.
+    fn commit_poll(&self, commit: &PollCommit<'_>) -> Result<CommitStats, StoreError>;
+
+    /// Adds item deliveries outside a poll, atomically; returns how many.
+    fn enqueue(
+        &self,
+        account: &AccountId,
+        deliveries: &[NewDelivery],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError>;
+
+    /// The account's pending deliveries with `next_attempt_at <= now`, earliest
+    /// due first (then oldest id), at most `limit`, leaving out `exclude`.
+    fn due_deliveries(
+        &self,
+        account: &AccountId,
+        now: DateTime<Utc>,
+        limit: usize,
+        exclude: &HashSet<DeliveryId>,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Earliest `next_attempt_at` among the account's pending deliveries;
+    /// `None` when nothing is pending.
+    fn next_due_at(&self, account: &AccountId) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Records one attempt: `attempts += 1`, one attempt-log row, the status
+    /// per outcome; `last_error` keeps the latest error text. A delivery that
+    /// is not the account's is [`StoreError::UnknownDelivery`].
+    fn record_attempt(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+        latency: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// One of the account's deliveries by id.
+    fn get_delivery(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+    ) -> Result<Option<Delivery>, StoreError>;
+
+    /// The account's deliveries (or those with one status), newest first.
+    fn list_deliveries(
+        &self,
+        account: &AccountId,
+        status: Option<DeliveryStatus>,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Dead → pending, due `now`, attempts reset to 0 (one delivery, or all the
+    /// account's dead ones when `id` is `None`); `last_error` is kept. Returns
+    /// how many changed (0 if the id is not dead or not the account's).
+    fn retry_dead(
+        &self,
+        account: &AccountId,
+        id: Option<DeliveryId>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError>;
+
+    /// Deletes the account's sent and skipped deliveries last updated before
+    /// `sent_before` (with their attempts), and fired records older than
+    /// `fired_before` whose item is no longer in the stored snapshot. Pending
+    /// and dead deliveries, and the latest alert of each kind, are kept.
+    /// Returns (deliveries, fired records) removed.
+    fn prune(
+        &self,
+        account: &AccountId,
+        sent_before: DateTime<Utc>,
+        fired_before: DateTime<Utc>,
+    ) -> Result<(usize, usize), StoreError>;
+
+    /// For `why ITEM_ID`: the stored item, its fired records and its item
+    /// deliveries (never alerts) with their attempt logs.
+    fn item_history(&self, account: &AccountId, id: ExportId) -> Result<ItemHistory, StoreError>;
+
+    /// The account's delivery counts by (sink, status), sorted, for `/metrics`.
+    fn outbox_counts(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<(String, DeliveryStatus, u64)>, StoreError>;
+
+    /// Records alerts (the alert memory) and their deliveries atomically.
+    fn record_alerts(
+        &self,
+        account: &AccountId,
+        alerts: &[NewAlert],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError>;
+
+    /// The latest alert sent per (condition, state): the alerts' memory
+    /// across restarts ("once per repeat").
+    fn alert_history(&self, account: &AccountId) -> Result<Vec<AlertRecord>, StoreError>;
+
+    /// How many of the account's deliveries are dead, and the newest one's
+    /// error, leaving out `except_sink` (the alert sink never alerts about itself).
+    fn dead_count(
+        &self,
+        account: &AccountId,
+        except_sink: &str,
+    ) -> Result<(u64, Option<String>), StoreError>;
+}
+
+/// Everything one successful poll writes, committed atomically by
+/// [`Store::commit_poll`].
+#[derive(Debug, Clone, Copy)]
+pub struct PollCommit<'a> {
+    /// The account polled.
+    pub account: &'a AccountId,
+    /// The snapshot as loaded before this poll (`None`: no baseline yet); only
+    /// the differences against it are written.
+    pub previous: Option<&'a Snapshot>,
+    /// The queue as this poll saw it.
+    pub snapshot: &'a Snapshot,
+    /// The items that differ from `previous`, when the caller already knows
+    /// them (the poll does, see [`crate::polled::Polled`]; `previous` may then
+    /// hold only those items and just tells baseline from not). `None`:
+    /// found here by comparing `previous` and `snapshot`.
+    pub changes: Option<&'a [Change<'a>]>,
+    /// The (item, event) pairs that fired in this poll.
+    pub fired: &'a [(ExportId, EventKind)],
+    /// The deliveries those events cause.
+    pub deliveries: &'a [NewDelivery],
+    /// The poll's time: `last_success_at`, `fired_at`, first `next_attempt_at`.
+    pub now: DateTime<Utc>,
+}
+
+/// What a [`Store::commit_poll`] wrote, for the per-poll log line and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Snapshot rows inserted or updated (unchanged items are not rewritten).
+    pub items_written: usize,
+    /// Snapshot rows removed because the item left the queue.
+    pub items_deleted: usize,
+    /// Fired records newly inserted (pairs already recorded are ignored).
+    pub fired: usize,
+    /// Outbox rows inserted (pending and skipped).
+    pub deliveries: usize,
+}
+
+/// The result of one delivery attempt, as the delivery worker decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Delivered.
+    Sent,
+    /// Transient failure; try again at this time.
+    Retry {
+        error: String,
+        next_attempt_at: DateTime<Utc>,
+    },
+    /// Refused for good or attempts exhausted.
+    Dead { error: String },
+}
+
+impl AttemptOutcome {
+    /// The name written to the attempt log (`sent`, `retry`, `dead`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Retry { .. } => "retry",
+            Self::Dead { .. } => "dead",
+        }
+    }
+
+    /// The delivery's status after this outcome.
+    pub fn status(&self) -> DeliveryStatus {
+        match self {
+            Self::Sent => DeliveryStatus::Sent,
+            Self::Retry { .. } => DeliveryStatus::Pending,
+            Self::Dead { .. } => DeliveryStatus::Dead,
+        }
+    }
+
+    /// When to try again (retries only).
+    pub fn next_attempt_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Retry {
+                next_attempt_at, ..
+            } => Some(*next_attempt_at),
+            Self::Sent | Self::Dead { .. } => None,
+        }
+    }
+
+    /// The error text of a failed attempt.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Self::Sent => None,
+            Self::Retry { error, .. } | Self::Dead { error } => Some(error),
+        }
+    }
+}
+
+/// One alert message to record and deliver ([`Store::record_alerts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAlert {
+    /// The condition it is about.
+    pub condition: AlertCondition,
+    /// Firing or recovered.
+    pub state: AlertState,
+    /// The alert sink.
+    pub sink: String,
+    /// The rendered message.
+    pub message: RenderedMessage,
+    /// Pending, or dead when it could not be rendered.
+    pub disposition: crate::domain::Disposition,
+}
+
+/// One remembered alert: the latest of its (condition, state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertRecord {
+    /// The condition.
+    pub condition: AlertCondition,
+    /// Firing or recovered.
+    pub state: AlertState,
+    /// When it was enqueued.
+    pub at: DateTime<Utc>,
+}
+
+/// What the `why ITEM_ID` command shows about one item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemHistory {
+    /// The item as last polled, if it is still in the stored snapshot.
+    pub item: Option<ExportItem>,
+    /// The events that fired for it and when, oldest first.
+    pub fired: Vec<(EventKind, DateTime<Utc>)>,
+    /// Its deliveries, oldest first, each with its attempts, oldest first.
+    pub deliveries: Vec<(Delivery, Vec<AttemptRecord>)>,
+}
+
+/// One row of a delivery's attempt log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    /// When the attempt finished.
+    pub at: DateTime<Utc>,
+    /// `sent`, `retry` or `dead` (see [`AttemptOutcome::as_str`]).
+    pub outcome: String,
+    /// The error text, for failed attempts.
+    pub error: Option<String>,
+    /// How long the attempt took.
+    pub latency_ms: i64,
+}

@@ -1,0 +1,239 @@
+//! The SQLite backend: one file (`watch.state`) holding every account's
+//! snapshot, fired records, outbox and alerts. The only module that names
+//! `rusqlite`; split by concern: [`schema`] (versions, migrations, backups),
+//! [`snapshot`], [`outbox`], [`alerts`] and [`rows`] (decoding).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::domain::{
+    AccountId, Delivery, DeliveryId, DeliveryStatus, EventKind, ExportId, NewDelivery, Snapshot,
+};
+use crate::store::{
+    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, Store, StoreError,
+};
+
+mod alerts;
+mod outbox;
+mod rows;
+mod schema;
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+pub use schema::SCHEMA_VERSION;
+
+/// The state file. One connection behind a mutex: SQLite serialises writers
+/// anyway and every call is short. `Send + Sync`; shared as `Arc<dyn Store>`
+/// by the poller, the delivery workers and the `outbox`/`why` commands.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating with mode 0600 on unix, before SQLite touches it) the
+    /// state file, sets WAL + busy_timeout(5s) + foreign_keys, migrates forward.
+    /// A file that is not SQLite, or from a newer schema, is refused untouched.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = schema::open(path)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The state file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the connection, naming the file in any error. A poisoned
+    /// mutex is recovered: an unfinished transaction rolls back when dropped.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn: MutexGuard<'_, Connection> = self
+            .conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut conn).map_err(|source| sqlite_err(&self.path, source))
+    }
+}
+
+/// Any other SQLite failure on the file at `path`.
+fn sqlite_err(path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Backend {
+        path: path.to_path_buf(),
+        source: source.into(),
+    }
+}
+
+impl Store for SqliteStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn load_snapshot(&self, account: &AccountId) -> Result<Option<Snapshot>, StoreError> {
+        self.with(|conn| snapshot::load(conn, account))
+    }
+
+    fn last_success_at(&self, account: &AccountId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.with(|conn| snapshot::last_success_at(conn, account))
+    }
+
+    fn already_fired(
+        &self,
+        account: &AccountId,
+        pairs: &[(ExportId, EventKind)],
+    ) -> Result<HashSet<(ExportId, EventKind)>, StoreError> {
+        self.with(|conn| snapshot::already_fired(conn, account, pairs))
+    }
+
+    fn commit_poll(&self, commit: &PollCommit<'_>) -> Result<CommitStats, StoreError> {
+        self.with(|conn| snapshot::commit_poll(conn, commit))
+    }
+
+    fn enqueue(
+        &self,
+        account: &AccountId,
+        deliveries: &[NewDelivery],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = outbox::insert_deliveries(&tx, account, deliveries, now)?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    fn due_deliveries(
+        &self,
+        account: &AccountId,
+        now: DateTime<Utc>,
+        limit: usize,
+        exclude: &HashSet<DeliveryId>,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.with(|conn| outbox::due(conn, account, now, limit, exclude))
+    }
+
+    fn next_due_at(&self, account: &AccountId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.with(|conn| outbox::next_due_at(conn, account))
+    }
+
+    fn record_attempt(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+        latency: Duration,
+    ) -> Result<(), StoreError> {
+        let found =
+            self.with(|conn| outbox::record_attempt(conn, account, id, outcome, at, latency))?;
+        if found {
+            Ok(())
+        } else {
+            Err(StoreError::UnknownDelivery {
+                path: self.path.clone(),
+                id,
+            })
+        }
+    }
+
+    fn get_delivery(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+    ) -> Result<Option<Delivery>, StoreError> {
+        self.with(|conn| outbox::get(conn, account, id))
+    }
+
+    fn list_deliveries(
+        &self,
+        account: &AccountId,
+        status: Option<DeliveryStatus>,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.with(|conn| outbox::list(conn, account, status))
+    }
+
+    fn retry_dead(
+        &self,
+        account: &AccountId,
+        id: Option<DeliveryId>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        self.with(|conn| outbox::retry_dead(conn, account, id, now))
+    }
+
+    fn prune(
+        &self,
+        account: &AccountId,
+        sent_before: DateTime<Utc>,
+        fired_before: DateTime<Utc>,
+    ) -> Result<(usize, usize), StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let deliveries = outbox::prune_done(&tx, account, sent_before)?;
+            let fired = snapshot::prune_fired(&tx, account, fired_before)?;
+            alerts::prune(&tx, account, sent_before)?;
+            tx.commit()?;
+            Ok((deliveries, fired))
+        })
+    }
+
+    fn item_history(&self, account: &AccountId, id: ExportId) -> Result<ItemHistory, StoreError> {
+        self.with(|conn| {
+            let item = snapshot::stored_item(conn, account, id)?;
+            let fired = snapshot::fired_for_item(conn, account, id)?;
+            let deliveries = outbox::for_item(conn, account, id)?
+                .into_iter()
+                .map(|delivery| {
+                    let attempts = outbox::attempts_for(conn, delivery.id)?;
+                    Ok((delivery, attempts))
+                })
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(ItemHistory {
+                item,
+                fired,
+                deliveries,
+            })
+        })
+    }
+
+    fn outbox_counts(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<(String, DeliveryStatus, u64)>, StoreError> {
+        self.with(|conn| outbox::counts(conn, account))
+    }
+
+    fn record_alerts(
+        &self,
+        account: &AccountId,
+        new: &[NewAlert],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        self.with(|conn| alerts::record(conn, account, new, now))
+    }
+
+    fn alert_history(&self, account: &AccountId) -> Result<Vec<AlertRecord>, StoreError> {
+        self.with(|conn| alerts::history(conn, account))
+    }
+
+    fn dead_count(
+        &self,
+        account: &AccountId,
+        except_sink: &str,
+    ) -> Result<(u64, Option<String>), StoreError> {
+        self.with(|conn| outbox::dead_count(conn, account, except_sink))
+    }
+}
