@@ -118,7 +118,20 @@ impl Logs {
     }
 }
 
-#[tokio::test(start_paused = true)]
+/// Waits (in real time, up to 10 s) until `done`.
+async fn until(done: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// Real time: in paused time the old code's instant re-sends would keep the
+// runtime busy and virtual time from advancing, so the test would hang
+// instead of failing.
+#[tokio::test]
 async fn a_failing_write_after_the_send_is_retried_and_the_message_sent_once() {
     let dir = tempfile::tempdir().unwrap();
     let (dispatcher, sink) = dispatcher_with(vec![], &dir);
@@ -133,18 +146,13 @@ async fn a_failing_write_after_the_send_is_retried_and_the_message_sent_once() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let (d, s) = (dispatcher.clone(), shutdown.clone());
-        async move {
-            d.run(s, Arc::new(Notify::new()), Duration::from_secs(1))
-                .await
-        }
+        async move { d.run(s, Arc::new(Notify::new()), Duration::from_secs(1)).await }
     });
-    while sink.calls().is_empty() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // The writes at 0, 0.1, 0.3 and 0.7 s fail; the next one works.
+    until(|| !sink.calls().is_empty()).await;
+    // The writes at about 0, 0.1, 0.3 and 0.7 s fail; a later one works.
     tokio::time::sleep(Duration::from_secs(1)).await;
     db.execute_batch("DROP TRIGGER busy").unwrap();
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    until(|| delivery(&dispatcher, 1).status == DeliveryStatus::Sent).await;
     shutdown.cancel();
     task.await.unwrap();
 
@@ -156,7 +164,7 @@ async fn a_failing_write_after_the_send_is_retried_and_the_message_sent_once() {
         .lines()
         .filter(|l| l.contains("WARN") && l.contains("retrying the write"))
         .collect::<Vec<_>>();
-    assert_eq!(warned.len(), 4, "{logs}");
+    assert!(warned.len() >= 2, "{logs}");
     assert!(warned.iter().all(|l| l.contains("delivery=1")), "{logs}");
 }
 
