@@ -146,7 +146,10 @@ async fn a_failing_write_after_the_send_is_retried_and_the_message_sent_once() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let (d, s) = (dispatcher.clone(), shutdown.clone());
-        async move { d.run(s, Arc::new(Notify::new()), Duration::from_secs(1)).await }
+        async move {
+            d.run(s, Arc::new(Notify::new()), Duration::from_secs(1))
+                .await
+        }
     });
     until(|| !sink.calls().is_empty()).await;
     // The writes at about 0, 0.1, 0.3 and 0.7 s fail; a later one works.

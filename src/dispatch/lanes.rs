@@ -51,7 +51,8 @@ pub(super) struct Lanes {
 }
 
 impl Lanes {
-    /// How many deliveries are parked over all sinks.
+    /// How many deliveries are parked over all sinks (tests).
+    #[cfg(test)]
     pub(super) fn parked(&self) -> usize {
         self.parked.len()
     }
@@ -87,6 +88,17 @@ impl Lanes {
             }
             page = (page * 2).min(PAGE_MAX);
         }
+    }
+
+    /// When the earliest pending delivery that is neither in flight nor
+    /// parked becomes due: when `run` must look next.
+    pub(super) fn next_due(&self, d: &Dispatcher) -> Result<Option<DateTime<Utc>>, StateError> {
+        let in_flight = d.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let exclude: HashSet<DeliveryId> = in_flight.union(&self.parked).copied().collect();
+        let first = d
+            .store
+            .due_deliveries(DateTime::<Utc>::MAX_UTC, 1, &exclude)?;
+        Ok(first.first().and_then(|d| d.next_attempt_at))
     }
 
     /// A delivery of `sink` finished; when its window has drained to

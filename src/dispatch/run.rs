@@ -2,8 +2,7 @@
 //! poll's wake-up, a retry's time, a periodic look), send through each
 //! sink's window (`lanes`), and keep the sends it started across reloads.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,8 +35,9 @@ pub(super) struct Runner {
     /// Each running task's sink and delivery, for its lane's bookkeeping
     /// even when the task itself failed.
     running: HashMap<Id, (String, DeliveryId)>,
-    /// When retries recorded by this run become due, earliest first.
-    retries: BinaryHeap<Reverse<DateTime<Utc>>>,
+    /// When the next delivery not yet taken becomes due, as far as known:
+    /// read after each scan, lowered by each retry recorded since.
+    next_due: Option<DateTime<Utc>>,
     /// Something may be due that no scan has seen yet.
     look: bool,
 }
@@ -49,7 +49,7 @@ impl Runner {
             lanes: Lanes::default(),
             tasks: JoinSet::new(),
             running: HashMap::new(),
-            retries: BinaryHeap::new(),
+            next_due: None,
             look: true,
         }
     }
@@ -84,12 +84,16 @@ impl Runner {
 
     fn scan(&mut self, stop: &CancellationToken) {
         let now = self.current.clock.now();
-        while self.retries.peek().is_some_and(|Reverse(at)| *at <= now) {
-            self.retries.pop();
-        }
-        match self.lanes.scan(&self.current, now) {
-            Ok(due) => self.spawn(due, stop),
-            Err(e) => tracing::error!(error = %e, "cannot read the outbox"),
+        let scanned = self.lanes.scan(&self.current, now).and_then(|due| {
+            self.spawn(due, stop);
+            self.lanes.next_due(&self.current)
+        });
+        match scanned {
+            Ok(next_due) => self.next_due = next_due,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox");
+                self.next_due = None;
+            }
         }
     }
 
@@ -124,7 +128,12 @@ impl Runner {
                 Ok(AttemptOutcome::Retry {
                     next_attempt_at, ..
                 }),
-            )) => self.retries.push(Reverse(next_attempt_at)),
+            )) => {
+                let earlier = self
+                    .next_due
+                    .map_or(next_attempt_at, |at| at.min(next_attempt_at));
+                self.next_due = Some(earlier);
+            }
             Ok((_, Ok(_))) => {}
             // Not recorded: still pending and due, so look again.
             Ok((_, Err(_))) => self.look = true,
@@ -144,24 +153,15 @@ impl Runner {
         self.spawn(refill, stop);
     }
 
-    /// Until the next scan: the next retry this run recorded, or the
-    /// outbox's earliest due time when nothing is in flight or parked (then
-    /// it is exact), at most [`LOOK_EVERY`].
+    /// Until the next scan: when the next delivery not yet taken becomes
+    /// due, at most [`LOOK_EVERY`].
     fn until_next_look(&self) -> Duration {
         let now = self.current.clock.now();
-        let mut next = now + chrono::Duration::from_std(LOOK_EVERY).unwrap_or_default();
-        if let Some(Reverse(at)) = self.retries.peek() {
-            next = next.min(*at);
-        }
-        if self.tasks.is_empty() && self.lanes.parked() == 0 {
-            if let Ok(Some(at)) = self.current.store.next_due_at() {
-                next = next.min(at);
-            }
-        }
-        (next - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .max(LOOK_MIN)
+        let wait = match self.next_due {
+            Some(at) => (at - now).to_std().unwrap_or(Duration::ZERO),
+            None => LOOK_EVERY,
+        };
+        wait.clamp(LOOK_MIN, LOOK_EVERY)
     }
 
     /// Lets sends in flight finish within the grace period; the rest stay
