@@ -211,12 +211,8 @@ async fn a_sink_stuck_behind_its_rate_limit_holds_back_no_other_sink() {
     ];
     dispatcher.sinks = Arc::new(Sinks::from_sinks(sinks.into()));
     let once_an_hour = SinkConfig {
-        name: "s".into(),
-        kind: SinkKind::Console,
-        enabled: true,
-        concurrency: 4,
         rate_limit: Some((1, Duration::from_secs(3600))),
-        vars: Default::default(),
+        ..sink_config("s", 4)
     };
     let limits = [("s".to_string(), Arc::new(SinkLimits::new(&once_an_hour)))];
     dispatcher.limits = Arc::new(limits.into());
@@ -230,4 +226,49 @@ async fn a_sink_stuck_behind_its_rate_limit_holds_back_no_other_sink() {
     run_until_calls(&dispatcher, &fast, 300).await;
     assert_eq!(fast.calls().len(), 300, "every message of the fast sink");
     assert_eq!(slow.calls().len(), 1, "the slow sink sent its one per hour");
+}
+
+fn sink_config(name: &str, concurrency: usize) -> SinkConfig {
+    SinkConfig {
+        name: name.into(),
+        kind: SinkKind::Console,
+        enabled: true,
+        concurrency,
+        rate_limit: None,
+        vars: Default::default(),
+    }
+}
+
+fn limits_of(sinks: &[(&str, usize)]) -> Arc<HashMap<String, Arc<SinkLimits>>> {
+    let limits = sinks
+        .iter()
+        .map(|(name, n)| {
+            (
+                name.to_string(),
+                Arc::new(SinkLimits::new(&sink_config(name, *n))),
+            )
+        })
+        .collect();
+    Arc::new(limits)
+}
+
+#[test]
+fn a_reloaded_dispatcher_keeps_the_in_flight_record_and_unchanged_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut old, _) = dispatcher_with(vec![], &dir);
+    old.limits = limits_of(&[("a", 4), ("b", 4)]);
+    old.in_flight.lock().unwrap().insert(DeliveryId(7));
+    let mut reloaded = old.clone();
+    reloaded.in_flight = Arc::default();
+    reloaded.limits = limits_of(&[("a", 4), ("b", 2), ("c", 1)]);
+
+    let next = reloaded.succeeding(&old);
+    assert!(
+        Arc::ptr_eq(&next.limits["a"], &old.limits["a"]),
+        "sends still running under the old config count against a's limit"
+    );
+    assert!(!Arc::ptr_eq(&next.limits["b"], &old.limits["b"]));
+    assert_eq!(next.limits["b"].in_flight.available_permits(), 2);
+    assert!(next.limits.contains_key("c"));
+    assert!(next.in_flight.lock().unwrap().contains(&DeliveryId(7)));
 }
