@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use chrono::Utc;
@@ -135,7 +135,8 @@ impl App {
     /// `shutdown`; then lets sends in flight finish within the grace period.
     /// Each request on `reloads` re-reads config and templates: a bad one is
     /// refused (the running config stays), a good one takes effect at the
-    /// next poll, pending deliveries untouched.
+    /// next poll, pending deliveries untouched; sends in flight finish (and
+    /// are recorded) under the config they started with.
     pub async fn run(
         mut self,
         shutdown: CancellationToken,
@@ -147,7 +148,7 @@ impl App {
         let health = Arc::new(Health::new(self.config.watch.interval));
         let server = self.serve(&health, &shutdown).await?;
         let wake = Arc::new(Notify::new());
-        let mut deliveries = self.spawn_dispatcher(&shutdown, &wake);
+        let deliveries = self.spawn_dispatcher(&shutdown, &wake);
         let mut poller = Poller::new(&self);
         loop {
             let requests = reloads.as_mut().map(|r| &mut r.requests);
@@ -160,9 +161,8 @@ impl App {
                     let Some(next) = reloads.as_ref().and_then(|r| self.reload(r)) else {
                         continue;
                     };
-                    deliveries.stop().await;
+                    deliveries.reconfigure(&next);
                     self = next;
-                    deliveries = self.spawn_dispatcher(&shutdown, &wake);
                     poller = Poller::new(&self);
                     tracing::info!("config reloaded; it applies from this poll on");
                 }
@@ -198,15 +198,17 @@ impl App {
         .map_err(|source| ServiceError::Listen { listen, source })
     }
 
+    /// Starts the one dispatcher loop of this `run`; reloads hand it their
+    /// new dispatcher through [`Deliveries::reconfigure`].
     fn spawn_dispatcher(&self, shutdown: &CancellationToken, wake: &Arc<Notify>) -> Deliveries {
-        let generation = shutdown.child_token();
+        let stop = shutdown.child_token();
         let dispatcher = self.dispatcher.clone();
-        let grace = self.config.delivery.shutdown_grace;
+        let (swap, reloads) = watch::channel(dispatcher.clone());
         let task = tokio::spawn({
-            let (generation, wake) = (generation.clone(), wake.clone());
-            async move { dispatcher.run(generation, wake, grace).await }
+            let (stop, wake) = (stop.clone(), wake.clone());
+            async move { dispatcher.run_with_reloads(stop, wake, reloads).await }
         });
-        Deliveries { generation, task }
+        Deliveries { stop, swap, task }
     }
 
     /// Loads and builds the new config; `None` (with an error log) when it
@@ -364,17 +366,25 @@ impl Poller {
     }
 }
 
-/// The running dispatcher of one config generation.
+/// The running dispatcher loop. It lives as long as `run`: a reload swaps
+/// the dispatcher it starts new sends with, so sends in flight are never
+/// abandoned (and sent again) because the config changed.
 struct Deliveries {
-    generation: CancellationToken,
+    stop: CancellationToken,
+    swap: watch::Sender<Dispatcher>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Deliveries {
+    /// New sends use `app`'s sinks, limits and retry policy from now on.
+    fn reconfigure(&self, app: &App) {
+        self.swap.send_replace(app.dispatcher.clone());
+    }
+
     /// Stops taking new deliveries and waits for sends in flight (bounded
     /// by the shutdown grace period).
     async fn stop(self) {
-        self.generation.cancel();
+        self.stop.cancel();
         let _ = self.task.await;
     }
 }

@@ -2,16 +2,18 @@
 //! retry logic and timing (the wire is tested with each real sink).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::SendError;
 
 /// Answers each send with the next scripted result (then `Ok`), and records
-/// when each send happened on tokio's clock.
+/// when each send happened on tokio's clock; optionally panics first.
 #[derive(Default)]
 pub struct ScriptedSink {
     script: Mutex<VecDeque<Result<(), SendError>>>,
     calls: Mutex<Vec<tokio::time::Instant>>,
+    panics: AtomicUsize,
 }
 
 impl ScriptedSink {
@@ -20,7 +22,16 @@ impl ScriptedSink {
         ScriptedSink {
             script: Mutex::new(script.into()),
             calls: Mutex::default(),
+            panics: AtomicUsize::new(0),
         }
+    }
+
+    /// A sink whose first `times` sends panic (a bug in a sink, as the
+    /// dispatcher must survive it), then answers with `script`.
+    pub fn panicking_first(times: usize, script: Vec<Result<(), SendError>>) -> Self {
+        let sink = Self::new(script);
+        sink.panics.store(times, Ordering::SeqCst);
+        sink
     }
 
     /// When each send happened.
@@ -31,6 +42,12 @@ impl ScriptedSink {
     /// Records the call and returns the next scripted answer.
     pub fn send(&self) -> Result<(), SendError> {
         self.calls.lock().unwrap().push(tokio::time::Instant::now());
+        let panics = self
+            .panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if panics.is_ok() {
+            panic!("scripted sink: a panicking send");
+        }
         self.script.lock().unwrap().pop_front().unwrap_or(Ok(()))
     }
 }
