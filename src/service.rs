@@ -28,6 +28,10 @@ use crate::telemetry::Health;
 /// How often `run` prunes old sent deliveries and fired records.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
+/// Prune rounds `run` does at start and hourly: enough to catch up on a
+/// large backlog (`once` does one per call).
+const RUN_PRUNE_ROUNDS: usize = 100;
+
 /// Why the service could not start or stopped. `is_config` tells the CLI
 /// which exit code applies (2: fix the config; 1: runtime).
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +131,7 @@ impl App {
         let _lock = StateLock::acquire(&self.config.watch.state)?;
         let report = self.watcher().poll().await?;
         let summary = self.dispatcher.drain_due().await.map_err(PollError::from)?;
-        self.prune();
+        self.prune(1);
         Ok((report, summary))
     }
 
@@ -144,7 +148,7 @@ impl App {
     ) -> Result<(), ServiceError> {
         let _lock = StateLock::acquire(&self.config.watch.state)?;
         log_startup(&self.config);
-        self.prune();
+        self.prune(RUN_PRUNE_ROUNDS);
         let health = Arc::new(Health::new(self.config.watch.interval));
         let server = self.serve(&health, &shutdown).await?;
         let wake = Arc::new(Notify::new());
@@ -259,7 +263,7 @@ impl App {
         let interval = self.config.watch.interval;
         loop {
             if poller.last_prune.elapsed() >= PRUNE_EVERY {
-                self.prune();
+                self.prune(RUN_PRUNE_ROUNDS);
                 poller.last_prune = tokio::time::Instant::now();
             }
             let result = poller.watcher.poll().await;
@@ -285,13 +289,10 @@ impl App {
         }
     }
 
-    fn prune(&self) {
-        retention::prune(
-            self.store.as_ref(),
-            &self.account,
-            &self.config.delivery,
-            Utc::now(),
-        );
+    /// One bounded prune (`rounds` of [`retention::PRUNE_BATCH`] at most).
+    fn prune(&self, rounds: usize) {
+        let (store, delivery) = (self.store.as_ref(), &self.config.delivery);
+        retention::prune(store, &self.account, delivery, Utc::now(), rounds);
     }
 }
 
