@@ -391,7 +391,7 @@ fn log_attempt(delivery: &Delivery, attempt: u32, outcome: &AttemptOutcome, late
 mod tests {
     use super::*;
     use crate::domain::{Disposition, EventKind, ExportId, NewDelivery, Snapshot};
-    use crate::sinks::scripted::ScriptedSink;
+    use crate::sinks::testkit::ScriptedSink;
     use crate::sinks::Sink;
     use crate::store::{PollCommit, SqliteStore};
 
@@ -424,7 +424,7 @@ mod tests {
             })
             .unwrap();
         let sink = Arc::new(ScriptedSink::new(script));
-        let sinks = Sinks::from_sinks([("s".to_string(), Sink::Scripted(sink.clone()))].into());
+        let sinks = Sinks::from_sinks([("s".to_string(), sink.clone() as Arc<dyn Sink>)].into());
         let dispatcher = Dispatcher {
             store,
             account: AccountId::default_account(),

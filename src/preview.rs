@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::config::{Config, SinkConfig};
+use crate::config::{Config, SinkConfig, SinkKind};
 use crate::domain::{
     EventKind, ExportItem, RemovedReason, RenderedMessage, Snapshot, SAMPLE_QUEUE,
 };
@@ -168,18 +168,14 @@ iframe{width:100%;height:420px;border:1px solid #ddd;border-radius:4px;backgroun
 
 fn card(sink: &SinkConfig, message: &RenderedMessage) -> String {
     let kind = sink.kind.name();
-    let body = match kind {
-        "email" => email_body(message),
-        "console" => format!("<pre>{}</pre>", esc(message.part("text"))),
-        _ => {
-            let json: Value = serde_json::from_str(message.part("json")).unwrap_or(Value::Null);
-            match kind {
-                "slack" => slack_body(&json),
-                "teams" => teams_body(&json),
-                "discord" => discord_body(&json),
-                _ => format!("<pre>{}</pre>", esc(&format_for_terminal(message))),
-            }
-        }
+    let json = || serde_json::from_str::<Value>(message.part("json")).unwrap_or(Value::Null);
+    let body = match &sink.kind {
+        SinkKind::Email(_) => email_body(message),
+        SinkKind::Console => format!("<pre>{}</pre>", esc(message.part("text"))),
+        SinkKind::Slack { .. } => slack_body(&json()),
+        SinkKind::Teams { .. } => teams_body(&json()),
+        SinkKind::Discord { .. } => discord_body(&json()),
+        SinkKind::Webhook { .. } => format!("<pre>{}</pre>", esc(&format_for_terminal(message))),
     };
     format!(
         "<div class=\"card {kind}\"><h3>{} · {kind}</h3>{body}</div>",

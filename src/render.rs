@@ -111,6 +111,11 @@ pub enum RenderError {
     InvalidJson { name: String, reason: String },
 }
 
+/// A platform's size budget: cuts a rendered JSON payload to the limits the
+/// platform accepts; true when it changed anything. Given to the renderer by
+/// the sink kind (`SinkKind::fit`), so rendering knows no platform.
+pub type Fit = fn(&mut Json) -> bool;
+
 /// The loaded templates. Cheap to share behind an `Arc`.
 pub struct Renderer {
     tera: Tera,
@@ -198,7 +203,17 @@ impl Renderer {
         sink: &SinkConfig,
         input: &MessageInput<'_>,
     ) -> Result<RenderedMessage, RenderError> {
-        self.render_parts(input.event, sink, &context(sink, input))
+        self.render_fitted(sink, input, sink.kind.fit())
+    }
+
+    /// [`Renderer::render`] with the platform's size budget given.
+    pub fn render_fitted(
+        &self,
+        sink: &SinkConfig,
+        input: &MessageInput<'_>,
+        fit: Fit,
+    ) -> Result<RenderedMessage, RenderError> {
+        self.render_parts(input.event, sink, &context(sink, input), fit)
     }
 
     /// Renders the bot's own alert (`alert.S.P.tera`, `alert.K.P.tera`).
@@ -218,7 +233,7 @@ impl Renderer {
             "now": rfc3339(now),
         });
         let context = Context::from_serialize(&value).unwrap_or_default();
-        self.render_parts(EventKind::Alert, sink, &context)
+        self.render_parts(EventKind::Alert, sink, &context, sink.kind.fit())
     }
 
     fn render_parts(
@@ -226,6 +241,7 @@ impl Renderer {
         event: EventKind,
         sink: &SinkConfig,
         context: &Context,
+        fit: Fit,
     ) -> Result<RenderedMessage, RenderError> {
         let mut message = RenderedMessage::default();
         for part in sink.kind.parts() {
@@ -238,7 +254,7 @@ impl Renderer {
                     message: e.to_string(),
                 })?;
             let text = if *part == "json" {
-                fit_json(&name, sink, text)?
+                fit_json(&name, fit, text)?
             } else {
                 text
             };
@@ -279,13 +295,13 @@ impl AlertView {
 
 /// Checks that a `json` part parses and cuts it to the sink's platform
 /// limits; the text is kept as written unless something had to be cut.
-fn fit_json(name: &str, sink: &SinkConfig, text: String) -> Result<String, RenderError> {
+fn fit_json(name: &str, fit: Fit, text: String) -> Result<String, RenderError> {
     let invalid = |reason: String| RenderError::InvalidJson {
         name: name.to_string(),
         reason,
     };
     let mut payload: Json = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-    if !crate::sinks::fit_payload(&sink.kind, &mut payload) {
+    if !fit(&mut payload) {
         return Ok(text);
     }
     serde_json::to_string_pretty(&payload).map_err(|e| invalid(e.to_string()))

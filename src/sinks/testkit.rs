@@ -1,10 +1,12 @@
-//! A sink that answers from a script, for unit tests of the dispatcher's
-//! retry logic and timing (the wire is tested with each real sink).
+//! Test-only sinks: a sink that answers from a script, for unit tests of
+//! the dispatcher's retry logic and timing (the wire is tested with each
+//! real sink). Not a kind: it is never built from a config.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use super::SendError;
+use super::{SendError, SendFuture, Sink};
+use crate::domain::Delivery;
 
 /// Answers each send with the next scripted result (then `Ok`), and records
 /// when each send happened on tokio's clock.
@@ -29,8 +31,14 @@ impl ScriptedSink {
     }
 
     /// Records the call and returns the next scripted answer.
-    pub fn send(&self) -> Result<(), SendError> {
+    fn answer(&self) -> Result<(), SendError> {
         self.calls.lock().unwrap().push(tokio::time::Instant::now());
         self.script.lock().unwrap().pop_front().unwrap_or(Ok(()))
+    }
+}
+
+impl Sink for ScriptedSink {
+    fn send<'a>(&'a self, _: &'a Delivery) -> SendFuture<'a> {
+        Box::pin(std::future::ready(self.answer()))
     }
 }
