@@ -8,87 +8,14 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{json, Value as Json};
-use tera::{Context, Kwargs, State, Tera, TeraResult};
+use tera::{Context, Tera};
+
+use builtins::BUILTINS;
+use filters::register_filters;
+pub use filters::{discord_escape, slack_escape};
 
 use crate::config::{RecipientConfig, SinkConfig};
 use crate::domain::{EventKind, ExportItem, RemovedReason, RenderedMessage};
-
-/// A built-in template whose file under `templates/` has its lookup name.
-macro_rules! builtin {
-    ($name:literal) => {
-        ($name, include_str!(concat!("../templates/", $name)))
-    };
-}
-
-/// Built-in templates as (lookup name, source). The generic webhook body and
-/// the email HTML layout are the same for every event; every event has one per chat kind, because
-/// `check` renders every watched event for every sink.
-const BUILTINS: &[(&str, &str)] = &[
-    builtin!("alert.console.text.tera"),
-    builtin!("alert.webhook.json.tera"),
-    builtin!("alert.slack.json.tera"),
-    builtin!("alert.teams.json.tera"),
-    builtin!("alert.discord.json.tera"),
-    builtin!("alert.email.subject.tera"),
-    builtin!("alert.email.text.tera"),
-    builtin!("alert.email.html.tera"),
-    builtin!("downloadable.slack.json.tera"),
-    builtin!("failed.slack.json.tera"),
-    builtin!("queued.slack.json.tera"),
-    builtin!("removed.slack.json.tera"),
-    builtin!("downloadable.teams.json.tera"),
-    builtin!("failed.teams.json.tera"),
-    builtin!("queued.teams.json.tera"),
-    builtin!("removed.teams.json.tera"),
-    builtin!("downloadable.discord.json.tera"),
-    builtin!("failed.discord.json.tera"),
-    builtin!("queued.discord.json.tera"),
-    builtin!("removed.discord.json.tera"),
-    builtin!("downloadable.console.text.tera"),
-    builtin!("failed.console.text.tera"),
-    builtin!("queued.console.text.tera"),
-    builtin!("removed.console.text.tera"),
-    builtin!("downloadable.email.subject.tera"),
-    builtin!("downloadable.email.text.tera"),
-    (
-        "downloadable.email.html.tera",
-        include_str!("../templates/email.html.tera"),
-    ),
-    builtin!("failed.email.subject.tera"),
-    builtin!("failed.email.text.tera"),
-    (
-        "failed.email.html.tera",
-        include_str!("../templates/email.html.tera"),
-    ),
-    builtin!("queued.email.subject.tera"),
-    builtin!("queued.email.text.tera"),
-    (
-        "queued.email.html.tera",
-        include_str!("../templates/email.html.tera"),
-    ),
-    builtin!("removed.email.subject.tera"),
-    builtin!("removed.email.text.tera"),
-    (
-        "removed.email.html.tera",
-        include_str!("../templates/email.html.tera"),
-    ),
-    (
-        "downloadable.webhook.json.tera",
-        include_str!("../templates/webhook.json.tera"),
-    ),
-    (
-        "failed.webhook.json.tera",
-        include_str!("../templates/webhook.json.tera"),
-    ),
-    (
-        "queued.webhook.json.tera",
-        include_str!("../templates/webhook.json.tera"),
-    ),
-    (
-        "removed.webhook.json.tera",
-        include_str!("../templates/webhook.json.tera"),
-    ),
-];
 
 /// Why a template could not be loaded or rendered; messages carry the
 /// template's name (file) and Tera's line and column.
@@ -375,71 +302,10 @@ fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn register_filters(tera: &mut Tera, timezone: chrono_tz::Tz) {
-    tera.register_filter(
-        "json",
-        |v: &tera::Value, _: Kwargs, _: &State| -> TeraResult<String> {
-            serde_json::to_string(v).map_err(|e| tera::Error::message(format!("json filter: {e}")))
-        },
-    );
-    tera.register_filter("slack_escape", |s: &str, _: Kwargs, _: &State| {
-        slack_escape(s)
-    });
-    tera.register_filter("discord_escape", |s: &str, _: Kwargs, _: &State| {
-        discord_escape(s)
-    });
-    let zone = timezone.name().to_string();
-    tera.register_filter(
-        "date",
-        move |v: &tera::Value, kwargs: Kwargs, st: &State| -> TeraResult<String> {
-            let mut args = tera::value::Map::new();
-            for (k, val) in kwargs.iter() {
-                args.insert(k.clone(), val.clone());
-            }
-            if kwargs.get::<&str>("timezone")?.is_none() {
-                args.insert("timezone".into(), tera::Value::from(zone.as_str()));
-            }
-            tera_contrib::dates::date(v, Kwargs::new(std::sync::Arc::new(args)), st)
-        },
-    );
-}
-
-/// Escapes the three characters Slack's mrkdwn treats as control (`& < >`),
-/// so item text can neither ping `<!channel>` nor forge a link.
-pub fn slack_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Backslash-escapes Discord markdown, so item text shows as typed: an
-/// ActionName like `[Download](https://evil.example)` cannot become a masked
-/// link, `https://…` is not auto-linked (the `:` is escaped), `<@id>` or
-/// `<#channel>` do not render as mentions, and `**`, `||`, `# ` or code
-/// fences do not restyle the message. Discord shows `\*` as `*`.
-pub fn discord_escape(text: &str) -> String {
-    const SPECIAL: &[char] = &[
-        '\\', '*', '_', '~', '`', '|', '>', '<', '[', ']', '(', ')', '#', '-', ':', '@',
-    ];
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if SPECIAL.contains(&c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
+mod builtins;
 #[cfg(test)]
 mod chat_tests;
+mod filters;
 #[cfg(test)]
 mod props;
 #[cfg(test)]

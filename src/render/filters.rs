@@ -1,0 +1,68 @@
+//! The filters the spec promises templates: `json`, `slack_escape`,
+//! `discord_escape` and `date` (in `display.timezone`).
+
+use tera::{Kwargs, State, Tera, TeraResult};
+
+/// Registers every filter on `tera`; `date` defaults to `timezone`.
+pub fn register_filters(tera: &mut Tera, timezone: chrono_tz::Tz) {
+    tera.register_filter(
+        "json",
+        |v: &tera::Value, _: Kwargs, _: &State| -> TeraResult<String> {
+            serde_json::to_string(v).map_err(|e| tera::Error::message(format!("json filter: {e}")))
+        },
+    );
+    tera.register_filter("slack_escape", |s: &str, _: Kwargs, _: &State| {
+        slack_escape(s)
+    });
+    tera.register_filter("discord_escape", |s: &str, _: Kwargs, _: &State| {
+        discord_escape(s)
+    });
+    let zone = timezone.name().to_string();
+    tera.register_filter(
+        "date",
+        move |v: &tera::Value, kwargs: Kwargs, st: &State| -> TeraResult<String> {
+            let mut args = tera::value::Map::new();
+            for (k, val) in kwargs.iter() {
+                args.insert(k.clone(), val.clone());
+            }
+            if kwargs.get::<&str>("timezone")?.is_none() {
+                args.insert("timezone".into(), tera::Value::from(zone.as_str()));
+            }
+            tera_contrib::dates::date(v, Kwargs::new(std::sync::Arc::new(args)), st)
+        },
+    );
+}
+
+/// Escapes the three characters Slack's mrkdwn treats as control (`& < >`),
+/// so item text can neither ping `<!channel>` nor forge a link.
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Backslash-escapes Discord markdown, so item text shows as typed: an
+/// ActionName like `[Download](https://evil.example)` cannot become a masked
+/// link, `https://…` is not auto-linked (the `:` is escaped), `<@id>` or
+/// `<#channel>` do not render as mentions, and `**`, `||`, `# ` or code
+/// fences do not restyle the message. Discord shows `\*` as `*`.
+pub fn discord_escape(text: &str) -> String {
+    const SPECIAL: &[char] = &[
+        '\\', '*', '_', '~', '`', '|', '>', '<', '[', ']', '(', ')', '#', '-', ':', '@',
+    ];
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if SPECIAL.contains(&c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
