@@ -243,6 +243,15 @@ fn hostile_item_text_is_escaped_and_pings_nobody() {
                     );
                 }
                 assert!(body.to_string().contains("&lt;!channel&gt;"), "{what}");
+            } else if matches!(sink.kind, SinkKind::Discord { .. }) {
+                let escaped = crate::render::discord_escape(HOSTILE);
+                assert!(
+                    texts
+                        .iter()
+                        .any(|(at, t)| at == "/embeds/0/title" && t.contains(&escaped)),
+                    "{what}: the title is escaped too: {body}"
+                );
+                assert!(!texts.iter().any(|(_, t)| t.contains(HOSTILE)), "{what}");
             } else {
                 let name = texts.iter().any(|(_, t)| t.contains(HOSTILE));
                 assert!(name, "{what}: the name is kept verbatim in JSON: {body}");

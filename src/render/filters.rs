@@ -1,5 +1,7 @@
 //! The filters the spec promises templates: `json`, `slack_escape`,
-//! `discord_escape` and `date` (in `display.timezone`).
+//! `discord_escape` and `date` (in `display.timezone`); the escapes take an
+//! optional `max` (characters after escaping), and `shorten(max=N)` cuts
+//! plain text, both between grapheme clusters.
 
 use tera::{Kwargs, State, Tera, TeraResult};
 
@@ -11,12 +13,24 @@ pub fn register_filters(tera: &mut Tera, timezone: chrono_tz::Tz) {
             serde_json::to_string(v).map_err(|e| tera::Error::message(format!("json filter: {e}")))
         },
     );
-    tera.register_filter("slack_escape", |s: &str, _: Kwargs, _: &State| {
-        slack_escape(s)
-    });
-    tera.register_filter("discord_escape", |s: &str, _: Kwargs, _: &State| {
-        discord_escape(s)
-    });
+    tera.register_filter(
+        "slack_escape",
+        |s: &str, kwargs: Kwargs, _: &State| -> TeraResult<String> {
+            Ok(fit_escaped(s, kwargs.get("max")?, slack_escape))
+        },
+    );
+    tera.register_filter(
+        "discord_escape",
+        |s: &str, kwargs: Kwargs, _: &State| -> TeraResult<String> {
+            Ok(fit_escaped(s, kwargs.get("max")?, discord_escape))
+        },
+    );
+    tera.register_filter(
+        "shorten",
+        |s: &str, kwargs: Kwargs, _: &State| -> TeraResult<String> {
+            Ok(crate::text::shorten(s, kwargs.must_get("max")?))
+        },
+    );
     let zone = timezone.name().to_string();
     tera.register_filter(
         "date",
@@ -31,6 +45,27 @@ pub fn register_filters(tera: &mut Tera, timezone: chrono_tz::Tz) {
             tera_contrib::dates::date(v, Kwargs::new(std::sync::Arc::new(args)), st)
         },
     );
+}
+
+/// `escape(text)` in at most `max` characters (all of it without `max`):
+/// the text is cut between grapheme clusters *before* escaping, so the cut is
+/// never inside an escape (`&amp;`, `\*`) or a character people see as one,
+/// and ends with `…`. Templates give each item text a budget that leaves room
+/// for their own sentences, so the platform's limit never cuts those.
+pub fn fit_escaped(text: &str, max: Option<usize>, escape: fn(&str) -> String) -> String {
+    let full = escape(text);
+    let Some(max) = max else { return full };
+    if full.chars().count() <= max {
+        return full;
+    }
+    let cost = |g: &str| escape(g).chars().count();
+    let mut out = escape(&crate::text::keep_graphemes(
+        text,
+        max.saturating_sub(1),
+        cost,
+    ));
+    out.push('…');
+    out
 }
 
 /// Escapes the three characters Slack's mrkdwn treats as control (`& < >`),

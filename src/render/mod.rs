@@ -11,6 +11,7 @@ use serde_json::{json, Value as Json};
 use tera::{Context, Tera};
 
 use builtins::BUILTINS;
+pub use clean::{clean, is_hostile};
 use filters::register_filters;
 pub use filters::{discord_escape, slack_escape};
 
@@ -287,15 +288,24 @@ fn item_json(item: &ExportItem, nr_of_days: u32) -> Json {
     json!({
         "id": item.id.0,
         "status": item.status.code(),
-        "status_name": item.status.name(),
+        "status_name": status_name(item),
         "downloadable": item.downloadable,
         "attempts": item.attempts,
-        "action_name": item.action_name,
-        "action_url": item.action_url,
-        "requested_by": item.requested_by,
+        "action_name": clean(&item.action_name),
+        "action_url": clean(&item.action_url),
+        "requested_by": item.requested_by.as_deref().map(clean),
         "created_date": rfc3339(item.created_date),
         "expires_at": rfc3339(expires),
     })
+}
+
+/// The status as people read it: its name, with the number when the bot
+/// does not know the code ("Unknown (16)"), so nothing is lost.
+fn status_name(item: &ExportItem) -> String {
+    match item.status.name() {
+        "Unknown" => format!("Unknown ({})", item.status.code()),
+        name => name.to_string(),
+    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -305,6 +315,7 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 mod builtins;
 #[cfg(test)]
 mod chat_tests;
+mod clean;
 mod filters;
 #[cfg(test)]
 mod props;

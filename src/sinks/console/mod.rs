@@ -34,7 +34,7 @@ impl ConsoleSink {
 
     /// Prints the message; a closed stdout is a permanent failure.
     pub fn print(&self, delivery: &Delivery) -> Result<(), SendError> {
-        let mut text = delivery.message.part("text").trim_end().to_string();
+        let mut text = printable(delivery.message.part("text").trim_end());
         if self.colour {
             text = colour_first_line(&text, delivery.event);
         }
@@ -49,6 +49,15 @@ impl Sink for ConsoleSink {
     fn send<'a>(&'a self, delivery: &'a Delivery) -> SendFuture<'a> {
         Box::pin(std::future::ready(self.print(delivery)))
     }
+}
+
+/// The rendered text without what would drive the terminal instead of being
+/// shown (ESC sequences, CR, BEL, bidi overrides), keeping lines and tabs:
+/// item text is already cleaned, this covers what a user template adds.
+fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|&c| c == '\n' || c == '\t' || !crate::render::is_hostile(c))
+        .collect()
 }
 
 /// Bold and coloured by event (green ready, red failed, yellow queued, dim
