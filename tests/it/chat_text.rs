@@ -126,61 +126,89 @@ fn assert_whole_clusters(text: &str, what: &str) {
     );
 }
 
-/// A 123-character name whose fourth `&` sits where Slack's header limit
-/// fell, one heavy with characters the platforms escape, and one with a
-/// three-character cluster at each place a platform budget used to cut.
-fn names() -> [(i64, String); 3] {
-    let mut amp = "Fabrikam & Contoso & Northwind & ".to_string();
-    amp.push_str(&"x".repeat(118 - amp.len()));
-    amp.push_str("& Tai");
-    let heavy = "&<>*_\\".repeat(700);
-    let mut clusters = String::new();
-    for at in [118, 198, 1898, 2898, 3998] {
-        clusters.push_str(&"a".repeat(at - clusters.chars().count()));
-        clusters.push_str(CODER);
-    }
-    clusters.push_str("tail");
-    [(7, amp), (8, heavy), (9, clusters)]
+/// What one poll delivered: each platform's payloads by export id, and the
+/// console's output.
+struct Delivered {
+    slack: Vec<(i64, Value)>,
+    teams: Vec<(i64, Value)>,
+    discord: Vec<(i64, Value)>,
+    stdout: String,
 }
 
-#[tokio::test]
-async fn names_are_cut_before_escaping_and_the_sentence_survives() {
-    let (h, server) = chat_bot().await;
-    let names = names();
-    let list: Vec<(i64, &str)> = names.iter().map(|(i, n)| (*i, n.as_str())).collect();
-    deliver(&h, &list, 2).await;
-    let slack = payloads(&server, SLACK).await;
-    let teams = payloads(&server, TEAMS).await;
-    let discord = payloads(&server, DISCORD).await;
-    for id in [7, 8, 9] {
-        let body = of(&slack, id);
-        for text in texts(body) {
-            assert_whole_entities(&text, &format!("slack #{id}"));
-        }
-        let section = body["blocks"][1]["text"]["text"].as_str().unwrap();
-        assert!(
-            section.ends_with("\nis ready to download in Cloud-iQ."),
-            "slack #{id}: {section:?}"
-        );
-        let description = of(&discord, id)["embeds"][0]["description"]
-            .as_str()
-            .unwrap();
-        assert!(
-            description.ends_with("\nis ready to download in Cloud-iQ."),
-            "discord #{id}: {description:?}"
-        );
-        let card = of(&teams, id).to_string();
-        assert!(
-            card.contains("is ready to download in Cloud-iQ."),
-            "teams #{id}"
-        );
+impl Delivered {
+    fn platforms(&self) -> [(&'static str, &Vec<(i64, Value)>); 3] {
+        [
+            ("slack", &self.slack),
+            ("teams", &self.teams),
+            ("discord", &self.discord),
+        ]
     }
-    let header = of(&slack, 7)["blocks"][0]["text"]["text"].as_str().unwrap();
+}
+
+/// Items named `names` turn downloadable with `status`, through a fresh bot.
+async fn run(names: &[(i64, &str)], status: i64) -> Delivered {
+    let (h, server) = chat_bot().await;
+    let stdout = deliver(&h, names, status).await;
+    Delivered {
+        slack: payloads(&server, SLACK).await,
+        teams: payloads(&server, TEAMS).await,
+        discord: payloads(&server, DISCORD).await,
+        stdout,
+    }
+}
+
+const READY: &str = "is ready to download in Cloud-iQ.";
+
+#[tokio::test]
+async fn slack_texts_are_never_cut_inside_an_escape() {
+    // 123 characters; the fourth `&` sits where the header limit fell.
+    let mut name = "Fabrikam & Contoso & Northwind & ".to_string();
+    name.push_str(&"x".repeat(118 - name.len()));
+    name.push_str("& Tai");
+    let got = run(&[(7, &name)], 2).await;
+    for text in texts(of(&got.slack, 7)) {
+        assert_whole_entities(&text, "slack");
+    }
+    let header = of(&got.slack, 7)["blocks"][0]["text"]["text"]
+        .as_str()
+        .unwrap();
     assert!(
         header.starts_with("Export ready: Fabrikam &amp; Contoso"),
         "{header}"
     );
-    for (kind, list) in [("slack", &slack), ("teams", &teams), ("discord", &discord)] {
+}
+
+#[tokio::test]
+async fn a_heavy_name_leaves_the_messages_own_sentence_whole() {
+    let name = "&<>*_\\".repeat(700);
+    let got = run(&[(8, &name)], 2).await;
+    let section = of(&got.slack, 8)["blocks"][1]["text"]["text"]
+        .as_str()
+        .unwrap();
+    assert!(
+        section.ends_with(&format!("\n{READY}")),
+        "slack: {section:?}"
+    );
+    let embed = &of(&got.discord, 8)["embeds"][0];
+    let description = embed["description"].as_str().unwrap();
+    assert!(
+        description.ends_with(&format!("\n{READY}")),
+        "discord: {description:?}"
+    );
+    assert!(of(&got.teams, 8).to_string().contains(READY), "teams");
+}
+
+#[tokio::test]
+async fn a_grapheme_cluster_is_never_split() {
+    // The cluster sits at each place a platform budget used to cut.
+    let mut name = String::new();
+    for at in [118, 198, 1898, 2898, 3998] {
+        name.push_str(&"a".repeat(at - name.chars().count()));
+        name.push_str(CODER);
+    }
+    name.push_str("tail");
+    let got = run(&[(9, &name)], 2).await;
+    for (kind, list) in got.platforms() {
         for text in texts(of(list, 9)) {
             assert_whole_clusters(&text, kind);
         }
@@ -188,65 +216,65 @@ async fn names_are_cut_before_escaping_and_the_sentence_survives() {
 }
 
 #[tokio::test]
-async fn hostile_characters_formatting_and_empty_names_are_made_harmless() {
-    let (h, server) = chat_bot().await;
-    let bidi = "Invoice\u{202E}gnp.exe\u{0}\u{7}\u{1b}[2J\r\u{2066}x\u{2069}";
-    let styled = "*Bold* _it_ ~gone~ `code`\n**Report**";
-    let stdout = deliver(&h, &[(7, bidi), (8, styled), (9, "  \u{1b}  ")], 16).await;
-    let slack = payloads(&server, SLACK).await;
-    let teams = payloads(&server, TEAMS).await;
-    let discord = payloads(&server, DISCORD).await;
+async fn control_and_bidi_characters_reach_no_sink_nor_the_console() {
+    let name = "Invoice\u{202E}gnp.exe\u{0}\u{7}\u{1b}[2J\r\u{2066}x\u{2069}";
+    let got = run(&[(7, name)], 2).await;
     let hostile = |c: char| {
-        c.is_control()
+        (c.is_control() && c != '\n')
             || ('\u{202A}'..='\u{202E}').contains(&c)
             || ('\u{2066}'..='\u{2069}').contains(&c)
     };
-    for (kind, list) in [("slack", &slack), ("teams", &teams), ("discord", &discord)] {
+    for (kind, list) in got.platforms() {
         let all = texts(of(list, 7)).concat();
         assert!(all.contains("Invoicegnp.exe"), "{kind}: {all:?}");
-        for (id, body) in list.iter() {
-            for text in texts(body) {
-                let bad = text.chars().filter(|&c| c != '\n' && hostile(c));
-                assert_eq!(bad.count(), 0, "{kind} #{id}: {text:?}");
-            }
-        }
-        let status = of(list, 8).to_string();
-        assert!(status.contains("Unknown (16)"), "{kind}: {status}");
+        assert!(!all.chars().any(hostile), "{kind}: {all:?}");
     }
     assert!(
-        !stdout.contains('\u{1b}') && !stdout.contains('\u{202E}'),
-        "{stdout:?}"
+        got.stdout.contains("Invoicegnp.exe[2Jx"),
+        "{:?}",
+        got.stdout
     );
-    assert!(stdout.contains("Invoicegnp.exe[2Jx"), "{stdout:?}");
-    assert!(
-        !stdout.contains('\r') && !stdout.contains('\u{7}'),
-        "{stdout:?}"
-    );
+    assert!(!got.stdout.chars().any(hostile), "{:?}", got.stdout);
+}
 
-    // A name's Slack formatting characters cannot restyle the message.
-    let section = &of(&slack, 8)["blocks"][1]["text"];
+#[tokio::test]
+async fn formatting_in_a_name_restyles_nothing() {
+    let got = run(&[(8, "*Bold* _it_ ~gone~ `code`\n**Report**")], 2).await;
+    let section = &of(&got.slack, 8)["blocks"][1]["text"];
     assert_eq!(section["type"], "plain_text", "{section}");
     assert_eq!(
         section["text"],
-        "*Bold* _it_ ~gone~ `code`**Report**\nis ready to download in Cloud-iQ."
+        format!("*Bold* _it_ ~gone~ `code`**Report**\n{READY}")
     );
-    let title = of(&discord, 8)["embeds"][0]["title"].as_str().unwrap();
+    let title = of(&got.discord, 8)["embeds"][0]["title"].as_str().unwrap();
     assert!(
         title.contains(r"\*\*Report\*\*") && title.contains(r"\_it\_"),
         "{title}"
     );
+}
 
-    // A name that is empty once cleaned is shown as its export.
-    let empty = of(&slack, 9);
+#[tokio::test]
+async fn an_empty_name_is_shown_as_its_export() {
+    let got = run(&[(9, "  \u{1b}  ")], 2).await;
+    let slack = of(&got.slack, 9);
     assert_eq!(
-        empty["blocks"][0]["text"]["text"],
+        slack["blocks"][0]["text"]["text"],
         "Export ready: Export #9"
     );
-    assert!(!empty.to_string().contains("**"), "{empty}");
-    let card = of(&teams, 9)["attachments"][0]["content"]["body"][1].to_string();
+    assert!(!slack.to_string().contains("**"), "{slack}");
+    let card = of(&got.teams, 9)["attachments"][0]["content"]["body"][1].to_string();
     assert!(card.contains("Export #9"), "{card}");
-    let title = of(&discord, 9)["embeds"][0]["title"].as_str().unwrap();
+    let title = &of(&got.discord, 9)["embeds"][0]["title"];
     assert_eq!(title, "Export ready: Export #9");
+}
+
+#[tokio::test]
+async fn an_unknown_status_shows_its_number() {
+    let got = run(&[(7, "Report")], 16).await;
+    for (kind, list) in got.platforms() {
+        let body = of(list, 7).to_string();
+        assert!(body.contains("Unknown (16)"), "{kind}: {body}");
+    }
 }
 
 #[tokio::test]
