@@ -163,8 +163,9 @@ const READY: &str = "is ready to download in Cloud-iQ.";
 async fn slack_texts_are_never_cut_inside_an_escape() {
     // 123 characters; the fourth `&` sits where the header limit fell.
     let mut name = "Fabrikam & Contoso & Northwind & ".to_string();
-    name.push_str(&"x".repeat(118 - name.len()));
-    name.push_str("& Tai");
+    name.push_str(&"x".repeat(119 - name.len()));
+    name.push_str("& Ta");
+    assert_eq!(name.chars().count(), 123);
     let got = run(&[(7, &name)], 2).await;
     for text in texts(of(&got.slack, 7)) {
         assert_whole_entities(&text, "slack");
