@@ -101,3 +101,51 @@ pub fn discord_escape(text: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_text_fits_its_budget_without_a_broken_escape_or_cluster() {
+        let name = "a&b<c>d👩\u{200D}💻e".repeat(50);
+        for max in 1..120 {
+            for (escape, partial) in [
+                (slack_escape as fn(&str) -> String, "&"),
+                (discord_escape as fn(&str) -> String, "\\"),
+            ] {
+                let out = fit_escaped(&name, Some(max), escape);
+                assert!(out.chars().count() <= max, "{max}: {out}");
+                assert!(out.ends_with('…'), "{max}: {out}");
+                let kept = out.trim_end_matches('…');
+                assert_eq!(escape(&unescape(kept)), kept, "{max}: {out}");
+                assert!(!kept.ends_with(partial) || kept.is_empty(), "{out}");
+                assert_eq!(
+                    kept.matches('👩').count(),
+                    kept.matches("👩\u{200D}💻").count()
+                );
+            }
+        }
+        assert_eq!(fit_escaped("a&b", None, slack_escape), "a&amp;b");
+        assert_eq!(fit_escaped("a&b", Some(7), slack_escape), "a&amp;b");
+        assert_eq!(fit_escaped("a&b", Some(6), slack_escape), "a…");
+    }
+
+    /// Undoes either escape (test helper: the kept text must be whole escapes).
+    fn unescape(text: &str) -> String {
+        let text = text
+            .replace("&amp;", "&")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">");
+        let mut out = String::new();
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            out.push(if c == '\\' {
+                chars.next().unwrap_or(c)
+            } else {
+                c
+            });
+        }
+        out
+    }
+}
