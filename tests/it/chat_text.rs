@@ -317,3 +317,26 @@ async fn the_html_preview_shows_what_the_platforms_show() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_email_subject_names_an_unnamed_export_too() {
+    let h = Harness::start().await;
+    h.write_config(
+        "[sinks.mail]\nkind = \"email\"\nsmtp = \"smtp://127.0.0.1:2525\"\ntls = \"none\"\n\
+         from = \"Export Bot <exports@example.com>\"\n[[routes]]\nsinks = [\"mail\"]\n",
+    );
+    let mut it = item(7, 2, true);
+    it["ActionName"] = Value::from("\u{202E}\u{7}");
+    let file = h.dir.path().join("item.json");
+    std::fs::write(&file, it.to_string()).unwrap();
+    for (event, subject) in [
+        ("downloadable", "Subject: Your export is ready: Export #7\n"),
+        ("failed", "Subject: Your export failed: Export #7\n"),
+    ] {
+        let args = ["render", "--item", file.to_str().unwrap(), "--event", event];
+        let out = h.bot(&[&args[..], &["--sink", "mail"]].concat()).await;
+        assert!(out.status.success(), "{}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with(subject), "{stdout}");
+    }
+}
