@@ -23,17 +23,28 @@ pub enum SinkKind {
     Console,
     /// `kind = "webhook"`: a JSON POST with extra headers.
     Webhook {
+        /// The secret URL (a credential: never logged).
         url: Secret,
+        /// Extra headers, values secret (e.g. `Authorization`).
         headers: BTreeMap<String, Secret>,
     },
     /// `kind = "slack"`: an incoming-webhook URL.
-    Slack { url: Secret },
+    Slack {
+        /// The secret incoming-webhook URL.
+        url: Secret,
+    },
     /// `kind = "teams"`: a Workflows webhook URL.
-    Teams { url: Secret },
+    Teams {
+        /// The secret Workflows trigger URL.
+        url: Secret,
+    },
     /// `kind = "discord"`: a channel webhook or a bot that DMs requesters.
     Discord {
+        /// Post to this channel webhook (exclusive with `bot_token`).
         webhook_url: Option<Secret>,
+        /// DM mapped requesters as this bot.
         bot_token: Option<Secret>,
+        /// Replaces `https://discord.com` (tests, API proxies).
         api_base: Option<Url>,
     },
     /// `kind = "email"`: SMTP (boxed: the largest settings).
