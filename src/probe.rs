@@ -14,7 +14,7 @@ use crate::preview;
 use crate::render::Renderer;
 use crate::route::{self, Router, Target};
 use crate::service::crayon_settings;
-use crate::sinks::{self, Sink};
+use crate::sinks;
 
 /// Why a probe could not be made or failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub async fn send_test(
     let sink_config = preview::sink(config, name)?;
     let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
     let http = sinks::http_client(config)?;
-    let sink = Sink::build(sink_config, &http, config.ca_file.as_deref())?;
+    let sink = sinks::build(sink_config, &http, config.ca_file.as_deref())?;
     let (mut item, days) = preview::load_item(None)?;
     item.action_name = format!(
         "[TEST] {} (sent by crayon-export-bot send-test)",
@@ -129,7 +129,7 @@ pub async fn online(config: &Config) -> Vec<OnlineCheck> {
                 result: smtp_session(email, config.ca_file.as_deref()).await,
             });
         }
-        if let Some(origin) = origin_of(&sink.kind) {
+        if let Some(origin) = sink.kind.http_origin() {
             checks.push(OnlineCheck {
                 what: format!("sink {} ({})", sink.name, sink.kind.name()),
                 result: host_answers(&http, origin).await,
@@ -146,31 +146,6 @@ async fn crayon_token(config: &Config) -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())?;
     Ok(format!("token granted (valid {}s)", lifetime.as_secs()))
-}
-
-/// Scheme, host and port of where a sink sends: the path is left out, since
-/// for webhooks it is the credential.
-fn origin_of(kind: &SinkKind) -> Option<Url> {
-    let url = match kind {
-        SinkKind::Webhook { url, .. } | SinkKind::Slack { url } | SinkKind::Teams { url } => {
-            Url::parse(url.expose()).ok()?
-        }
-        SinkKind::Discord {
-            webhook_url,
-            api_base,
-            ..
-        } => match (api_base, webhook_url) {
-            (Some(base), _) => base.clone(),
-            (None, Some(url)) => Url::parse(url.expose()).ok()?,
-            (None, None) => Url::parse("https://discord.com/").ok()?,
-        },
-        SinkKind::Console | SinkKind::Email(_) => return None,
-    };
-    let mut origin = url;
-    origin.set_path("/");
-    origin.set_query(None);
-    origin.set_fragment(None);
-    Some(origin)
 }
 
 async fn host_answers(http: &reqwest::Client, origin: Url) -> Result<String, String> {

@@ -37,7 +37,13 @@ pub fn target(kind: &SinkKind, requested_by: Option<&str>, recipient: &Recipient
             Some(id) => Target::Person(id.clone()),
             None => Target::Skip(format!("no discord_user_id in [recipients] for {who}")),
         },
-        _ => Target::Channel,
+        SinkKind::Discord {
+            bot_token: None, ..
+        }
+        | SinkKind::Console
+        | SinkKind::Webhook { .. }
+        | SinkKind::Slack { .. }
+        | SinkKind::Teams { .. } => Target::Channel,
     }
 }
 

@@ -10,7 +10,7 @@ use super::tests::{dispatcher_over, dispatcher_with, gaps, now, policy, run_unti
 use super::*;
 use crate::config::SinkKind;
 use crate::domain::{DeliveryStatus, Disposition, EventKind, ExportId, NewDelivery};
-use crate::sinks::scripted::ScriptedSink;
+use crate::sinks::testkit::ScriptedSink;
 use crate::sinks::Sink;
 
 fn new_delivery(item: i64, sink: &str) -> NewDelivery {
@@ -212,8 +212,8 @@ async fn a_sink_stuck_behind_its_rate_limit_holds_back_no_other_sink() {
     let (mut dispatcher, slow) = dispatcher_with(vec![], &dir);
     let fast = Arc::new(ScriptedSink::new(vec![]));
     let sinks = [
-        ("s".to_string(), Sink::Scripted(slow.clone())),
-        ("f".to_string(), Sink::Scripted(fast.clone())),
+        ("s".to_string(), slow.clone() as Arc<dyn Sink>),
+        ("f".to_string(), fast.clone() as Arc<dyn Sink>),
     ];
     dispatcher.sinks = Arc::new(Sinks::from_sinks(sinks.into()));
     let once_an_hour = SinkConfig {

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::domain::{Disposition, EventKind, ExportId, NewDelivery, Snapshot};
-use crate::sinks::scripted::ScriptedSink;
+use crate::sinks::testkit::ScriptedSink;
 use crate::sinks::Sink;
 use crate::store::{PollCommit, SqliteStore};
 
@@ -42,7 +42,7 @@ pub(super) fn dispatcher_over(
         })
         .unwrap();
     let sink = Arc::new(sink);
-    let sinks = Sinks::from_sinks([("s".to_string(), Sink::Scripted(sink.clone()))].into());
+    let sinks = Sinks::from_sinks([("s".to_string(), sink.clone() as Arc<dyn Sink>)].into());
     let dispatcher = Dispatcher {
         store,
         account: AccountId::default_account(),

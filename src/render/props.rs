@@ -21,7 +21,7 @@ fn renderer() -> &'static Renderer {
 }
 
 /// Renders a one-off template over `{"v": value}` with the real filters.
-fn apply(template: &str, value: Value) -> TeraResult<String> {
+fn apply(template: &str, value: Value) -> tera::TeraResult<String> {
     let context = Context::from_serialize(&json!({ "v": value })).unwrap();
     renderer().tera.render_str(template, &context, false)
 }

@@ -83,7 +83,11 @@ fn hostile_item_text_stays_valid_json() {
         .render(&webhook(), &input(EventKind::Failed, &item))
         .unwrap();
     let body: serde_json::Value = serde_json::from_str(message.part("json")).unwrap();
-    assert_eq!(body["item"]["action_name"], item.action_name.as_str());
+    // Kept but for the NUL and newline (control characters are dropped).
+    assert_eq!(
+        body["item"]["action_name"],
+        "\"}, \"evil\": true, {\"<!channel>"
+    );
     assert!(body["item"]["requested_by"].is_null());
     assert!(body.get("evil").is_none());
 }

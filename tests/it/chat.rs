@@ -121,7 +121,9 @@ fn outbox(h: &Harness) -> Vec<Row> {
 
 fn assert_payload(kind: Kind, body: &Value) {
     let name = "New Commerce License-based Report #7";
-    assert!(body.to_string().contains(name), "{kind:?}: {body}");
+    // As the platform shows it: Discord's markdown escapes (`\-`) are not shown.
+    let shown = body.to_string().replace(r"\\", "");
+    assert!(shown.contains(name), "{kind:?}: {body}");
     match kind {
         Kind::Slack => {
             assert!(body["text"].as_str().unwrap().contains(name));

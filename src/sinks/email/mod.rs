@@ -5,6 +5,8 @@
 //! failure; retries are the dispatcher's.
 
 mod message;
+mod settings;
+mod sink;
 mod transport;
 
 use std::path::Path;
@@ -14,10 +16,10 @@ use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 pub use message::{clean_subject, message_id, AutoSubmitted, Envelope, SUBJECT_MAX};
+pub use settings::{alert_problem, EmailConfig, SmtpSecurity, KIND};
 pub use transport::{classify, TransportError};
 
 use super::SendError;
-use crate::config::EmailConfig;
 use crate::domain::Delivery;
 use crate::secret::Secret;
 

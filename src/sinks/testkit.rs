@@ -1,11 +1,13 @@
-//! A sink that answers from a script, for unit tests of the dispatcher's
-//! retry logic and timing (the wire is tested with each real sink).
+//! Test-only sinks: a sink that answers from a script, for unit tests of
+//! the dispatcher's retry logic and timing (the wire is tested with each
+//! real sink). Not a kind: it is never built from a config.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::SendError;
+use super::{SendError, SendFuture, Sink};
+use crate::domain::Delivery;
 
 /// Answers each send with the next scripted result (then `Ok`), and records
 /// when each send happened on tokio's clock; optionally panics first.
@@ -40,7 +42,7 @@ impl ScriptedSink {
     }
 
     /// Records the call and returns the next scripted answer.
-    pub fn send(&self) -> Result<(), SendError> {
+    fn answer(&self) -> Result<(), SendError> {
         self.calls.lock().unwrap().push(tokio::time::Instant::now());
         let panics = self
             .panics
@@ -49,5 +51,11 @@ impl ScriptedSink {
             panic!("scripted sink: a panicking send");
         }
         self.script.lock().unwrap().pop_front().unwrap_or(Ok(()))
+    }
+}
+
+impl Sink for ScriptedSink {
+    fn send<'a>(&'a self, _: &'a Delivery) -> SendFuture<'a> {
+        Box::pin(std::future::ready(self.answer()))
     }
 }
