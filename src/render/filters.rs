@@ -31,20 +31,7 @@ pub fn register_filters(tera: &mut Tera, timezone: chrono_tz::Tz) {
             Ok(crate::text::shorten(s, kwargs.must_get("max")?))
         },
     );
-    let zone = timezone.name().to_string();
-    tera.register_filter(
-        "date",
-        move |v: &tera::Value, kwargs: Kwargs, st: &State| -> TeraResult<String> {
-            let mut args = tera::value::Map::new();
-            for (k, val) in kwargs.iter() {
-                args.insert(k.clone(), val.clone());
-            }
-            if kwargs.get::<&str>("timezone")?.is_none() {
-                args.insert("timezone".into(), tera::Value::from(zone.as_str()));
-            }
-            tera_contrib::dates::date(v, Kwargs::new(std::sync::Arc::new(args)), st)
-        },
-    );
+    tera.register_filter("date", super::date::filter(timezone));
 }
 
 /// `escape(text)` in at most `max` characters (all of it without `max`):

@@ -316,6 +316,7 @@ mod builtins;
 #[cfg(test)]
 mod chat_tests;
 mod clean;
+mod date;
 mod filters;
 #[cfg(test)]
 mod props;

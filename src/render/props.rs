@@ -143,7 +143,7 @@ fn item() -> impl Strategy<Value = (ExportItem, u32)> {
         )
 }
 
-/// jiff's range: the `date` filter cannot format anything outside it.
+/// The range the samples keep to (chrono formats far wider).
 fn in_date_range(t: DateTime<Utc>) -> bool {
     use chrono::Datelike;
     (1..=9000).contains(&t.year())
