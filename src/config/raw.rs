@@ -224,6 +224,8 @@ pub struct RawSink {
     pub to: Option<Vec<String>>,
     pub cc: Option<Vec<String>>,
     pub bcc: Option<Vec<String>>,
+    pub reply_to: Option<String>,
+    pub helo_name: Option<String>,
 }
 
 /// `[[routes]]`: which events go to which sinks.

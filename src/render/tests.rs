@@ -242,6 +242,8 @@ fn email() -> SinkConfig {
         to: vec![],
         cc: vec![],
         bcc: vec![],
+        reply_to: None,
+        helo_name: None,
         pickup_dir: None,
     };
     sink("mail", SinkKind::Email(Box::new(config)))

@@ -170,6 +170,15 @@ impl Sinks {
     pub fn get(&self, name: &str) -> Option<&Sink> {
         self.sinks.get(name)
     }
+
+    /// Ends open sessions politely (SMTP QUIT) before a one-shot run exits.
+    pub async fn close(&self) {
+        for sink in self.sinks.values() {
+            if let Sink::Email(email) = sink {
+                email.close().await;
+            }
+        }
+    }
 }
 
 /// The HTTP client every HTTP sink shares: rustls with the system roots (plus
