@@ -5,6 +5,7 @@ mod chat;
 mod check;
 mod demo;
 mod email;
+mod email_recipients;
 mod helpers;
 mod once;
 mod operate;
