@@ -25,7 +25,9 @@ pub const REQUESTER_PART: &str = "requester";
 /// How an address was listed, and so which header (if any) names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// The requester or a fixed `to`: named in the `To` header.
     To,
+    /// A fixed `cc`: named in the `Cc` header.
     Cc,
     /// Never in a header: only the envelope names it.
     Bcc,
@@ -44,7 +46,9 @@ impl Role {
 /// One row's recipient: the single `RCPT TO` of its SMTP transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rcpt {
+    /// How the address was listed (which header shows it).
     pub role: Role,
+    /// The envelope recipient, as configured or routed (IDN as written).
     pub address: Address,
 }
 
