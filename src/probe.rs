@@ -100,12 +100,12 @@ pub async fn send_test(
         last_error: None,
         created_at: Utc::now(),
     };
-    sink.send(&delivery)
-        .await
-        .map_err(|e| ProbeError::Refused {
-            sink: name.to_string(),
-            reason: e.to_string(),
-        })?;
+    let sent = sink.send(&delivery).await;
+    sink.close().await;
+    sent.map_err(|e| ProbeError::Refused {
+        sink: name.to_string(),
+        reason: e.to_string(),
+    })?;
     Ok(format!("ok: sink {name} accepted the test message"))
 }
 

@@ -114,6 +114,14 @@ impl Sink {
         })
     }
 
+    /// Ends the sink's open sessions (SMTP QUIT); a no-op for HTTP sinks,
+    /// whose connections need no goodbye.
+    pub async fn close(&self) {
+        if let Sink::Email(email) = self {
+            email.close().await;
+        }
+    }
+
     /// Sends one delivery's rendered message.
     pub async fn send(&self, delivery: &Delivery) -> Result<(), SendError> {
         match self {
@@ -174,9 +182,7 @@ impl Sinks {
     /// Ends open sessions politely (SMTP QUIT) before a one-shot run exits.
     pub async fn close(&self) {
         for sink in self.sinks.values() {
-            if let Sink::Email(email) = sink {
-                email.close().await;
-            }
+            sink.close().await;
         }
     }
 }

@@ -291,4 +291,20 @@ async fn once_ends_each_smtp_session_with_quit() {
         sessions.iter().all(|quit| *quit),
         "QUIT before close: {sessions:?}"
     );
+
+    let before = sessions.len();
+    let out = h
+        .bot(&["send-test", "--sink", "mail", "--to", "ann@example.com"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sessions = server.sessions();
+    assert!(
+        sessions.len() > before,
+        "send-test's session ended: {sessions:?}"
+    );
+    assert!(
+        sessions.iter().all(|quit| *quit),
+        "send-test too: {sessions:?}"
+    );
 }
