@@ -248,32 +248,7 @@ impl Watcher {
         sink: &SinkConfig,
         input: &MessageInput<'_>,
     ) -> Vec<NewDelivery> {
-        let mut requester = None;
-        let (recipients, mut disposition) = match route::target(
-            &sink.kind,
-            event.item.requested_by.as_deref(),
-            &input.recipient,
-        ) {
-            Target::Channel => (vec![None], Disposition::Pending),
-            Target::Person(who) => (vec![Some(who)], Disposition::Pending),
-            Target::Skip(reason) => (vec![None], Disposition::Skipped(reason)),
-            Target::Mail {
-                rows,
-                requester: who,
-                note,
-            } => {
-                if let Some(reason) = note {
-                    tracing::info!(
-                        sink = %sink.name,
-                        item = event.item.id.0,
-                        reason = %reason,
-                        "not sending to the requester; sending to the sink's fixed recipients only"
-                    );
-                }
-                requester = who;
-                (rows.into_iter().map(Some).collect(), Disposition::Pending)
-            }
-        };
+        let (recipients, requester, mut disposition) = targets(event, sink, input);
         let mut message = if disposition == Disposition::Pending {
             self.renderer.render(sink, input).unwrap_or_else(|e| {
                 disposition = Disposition::Dead(e.to_string());
@@ -296,6 +271,37 @@ impl Watcher {
                 disposition: disposition.clone(),
             })
             .collect()
+    }
+}
+
+/// Whom one sink's message goes to (one entry per delivery), the requester
+/// to name in an email's `To` on every row, and the starting state.
+fn targets(
+    event: &Event<'_>,
+    sink: &SinkConfig,
+    input: &MessageInput<'_>,
+) -> (Vec<Option<String>>, Option<String>, Disposition) {
+    let who = event.item.requested_by.as_deref();
+    match route::target(&sink.kind, who, &input.recipient) {
+        Target::Channel => (vec![None], None, Disposition::Pending),
+        Target::Person(who) => (vec![Some(who)], None, Disposition::Pending),
+        Target::Skip(reason) => (vec![None], None, Disposition::Skipped(reason)),
+        Target::Mail {
+            rows,
+            requester,
+            note,
+        } => {
+            if let Some(reason) = note {
+                tracing::info!(
+                    sink = %sink.name,
+                    item = event.item.id.0,
+                    reason = %reason,
+                    "not sending to the requester; sending to the sink's fixed recipients only"
+                );
+            }
+            let rows = rows.into_iter().map(Some).collect();
+            (rows, requester, Disposition::Pending)
+        }
     }
 }
 
