@@ -26,6 +26,11 @@ use crate::config::EmailConfig;
 use crate::domain::Delivery;
 use crate::secret::Secret;
 
+/// How long [`EmailSink::close`] lets lettre's spawned tasks hand used
+/// connections back to the pool (no I/O: microseconds, unless the machine is
+/// very busy) before it ends the pooled sessions.
+const RECYCLE_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// One email sink: who mail is from and to, and a pooled SMTP transport
 /// that is opened on first use (inside the runtime) and reused for bursts.
 pub struct EmailSink {
@@ -73,11 +78,17 @@ impl EmailSink {
         })
     }
 
-    /// Ends the pooled SMTP sessions with QUIT (a one-shot `once` would
-    /// otherwise just drop the connection, which servers log as an error).
+    /// Ends the pooled SMTP sessions with QUIT and waits for it. Left to
+    /// lettre, a session ends in a detached task (the pool's drop, or the
+    /// recycling of a just-used connection) that a one-shot `once` or
+    /// `send-test` exits before, so the server saw the connection just drop.
+    /// lettre hands a used connection back to the pool in a spawned task, so
+    /// that gets [`RECYCLE_GRACE`] first; then every parked session is sent
+    /// QUIT, awaited.
     pub async fn close(&self) {
         if let Outgoing::Smtp { transport, .. } = &self.outgoing {
             if let Some(transport) = transport.get() {
+                tokio::time::sleep(RECYCLE_GRACE).await;
                 transport.shutdown().await;
             }
         }
