@@ -215,6 +215,11 @@ impl DrainSummary {
 }
 
 impl Dispatcher {
+    /// Ends the sinks' open sessions (SMTP QUIT); for `once`, before exit.
+    pub async fn close_sinks(&self) {
+        self.sinks.close().await;
+    }
+
     /// A dispatcher over the configured sinks, each limited to its
     /// `concurrency`.
     pub fn new(config: &Config, store: Arc<dyn Store>, sinks: Arc<Sinks>) -> Self {

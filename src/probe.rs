@@ -69,8 +69,17 @@ pub async fn send_test(
     let requested_by = item.requested_by.as_deref();
     let view = crate::render::RecipientView::new(requested_by, router.recipient(requested_by));
     let recipient = match route::target(&sink_config.kind, requested_by, &view) {
-        Target::Channel | Target::FixedOnly(_) => None,
-        Target::Person(who) => Some(who),
+        Target::Channel => None,
+        // One test message to `--to` plus the fixed recipients (an old-style
+        // row: the plain address, no per-recipient role).
+        Target::Person(who)
+        | Target::Mail {
+            requester: Some(who),
+            ..
+        } => Some(who),
+        Target::Mail {
+            requester: None, ..
+        } => None,
         Target::Skip(reason) => {
             return Err(ProbeError::NoRecipient {
                 sink: name.to_string(),
@@ -91,12 +100,12 @@ pub async fn send_test(
         last_error: None,
         created_at: Utc::now(),
     };
-    sink.send(&delivery)
-        .await
-        .map_err(|e| ProbeError::Refused {
-            sink: name.to_string(),
-            reason: e.to_string(),
-        })?;
+    let sent = sink.send(&delivery).await;
+    sink.close().await;
+    sent.map_err(|e| ProbeError::Refused {
+        sink: name.to_string(),
+        reason: e.to_string(),
+    })?;
     Ok(format!("ok: sink {name} accepted the test message"))
 }
 

@@ -131,6 +131,7 @@ impl App {
         let _lock = StateLock::acquire(&self.config.watch.state)?;
         let report = self.watcher().poll().await?;
         let summary = self.dispatcher.drain_due().await.map_err(PollError::from)?;
+        self.dispatcher.close_sinks().await;
         self.prune(1);
         Ok((report, summary))
     }

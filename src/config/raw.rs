@@ -224,6 +224,8 @@ pub struct RawSink {
     pub to: Option<Vec<String>>,
     pub cc: Option<Vec<String>>,
     pub bcc: Option<Vec<String>>,
+    pub reply_to: Option<String>,
+    pub helo_name: Option<String>,
 }
 
 /// `[[routes]]`: which events go to which sinks.
@@ -268,6 +270,8 @@ impl RawSink {
             ("to", self.to.is_some()),
             ("cc", self.cc.is_some()),
             ("bcc", self.bcc.is_some()),
+            ("reply_to", self.reply_to.is_some()),
+            ("helo_name", self.helo_name.is_some()),
         ];
         flags
             .into_iter()

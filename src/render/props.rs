@@ -51,6 +51,8 @@ fn every_sink() -> Vec<SinkConfig> {
         to: vec![],
         cc: vec![],
         bcc: vec![],
+        reply_to: None,
+        helo_name: None,
         pickup_dir: None,
     };
     vec![

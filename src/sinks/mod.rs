@@ -71,10 +71,19 @@ pub enum BuildError {
 pub trait Sink: Send + Sync {
     /// Sends one delivery's rendered message.
     fn send<'a>(&'a self, delivery: &'a Delivery) -> SendFuture<'a>;
+
+    /// Ends the sink's open sessions before a one-shot command exits (SMTP
+    /// QUIT); nothing for sinks whose connections need no goodbye.
+    fn close(&self) -> CloseFuture<'_> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// What [`Sink::send`] returns: a boxed future, so sinks can be `dyn`.
 pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>>;
+
+/// What [`Sink::close`] returns.
+pub type CloseFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Every enabled sink of a config, by name.
 pub struct Sinks {
@@ -105,6 +114,13 @@ impl Sinks {
     /// The sink of that name, if configured and enabled.
     pub fn get(&self, name: &str) -> Option<&dyn Sink> {
         self.sinks.get(name).map(|s| &**s)
+    }
+
+    /// Ends open sessions politely (SMTP QUIT) before a one-shot run exits.
+    pub async fn close(&self) {
+        for sink in self.sinks.values() {
+            sink.close().await;
+        }
     }
 }
 

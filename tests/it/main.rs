@@ -6,6 +6,7 @@ mod chat_text;
 mod check;
 mod demo;
 mod email;
+mod email_recipients;
 mod faults;
 mod helpers;
 mod once;

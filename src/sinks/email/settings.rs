@@ -28,6 +28,8 @@ pub const KIND: KindSpec = KindSpec {
         "to",
         "cc",
         "bcc",
+        "reply_to",
+        "helo_name",
     ],
     check,
 };
@@ -73,6 +75,11 @@ pub struct EmailConfig {
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,
     pub bcc: Vec<Mailbox>,
+    /// `Reply-To`, only when configured (replies otherwise go to `from`).
+    pub reply_to: Option<Mailbox>,
+    /// The EHLO name; `None` = the machine's FQDN or `from`'s domain, as
+    /// decided by the sink (relays with an FQDN check refuse a bare name).
+    pub helo_name: Option<String>,
     /// When set, messages are written as `.eml` files into this folder
     /// instead of being sent (the demo). Not a `bot.toml` key.
     pub pickup_dir: Option<PathBuf>,
@@ -106,6 +113,12 @@ fn check_email(name: &str, raw: &RawSink) -> Result<EmailConfig, ConfigError> {
         to: mailboxes(&key("to"), &raw.to)?,
         cc: mailboxes(&key("cc"), &raw.cc)?,
         bcc: mailboxes(&key("bcc"), &raw.bcc)?,
+        reply_to: raw
+            .reply_to
+            .as_deref()
+            .map(|r| mailbox(&key("reply_to"), r))
+            .transpose()?,
+        helo_name: check_helo_name(&key("helo_name"), raw.helo_name.as_deref())?,
         pickup_dir: None,
     };
     if raw.password.is_some() && raw.username.is_none() {
@@ -222,4 +235,24 @@ fn check_domains(
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+
+/// `helo_name`: a domain name (letters, digits, `-`, `.`), the EHLO argument.
+fn check_helo_name(key: &str, name: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(name) = name.map(str::trim) else {
+        return Ok(None);
+    };
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if name.len() <= 253 && name.split('.').all(label_ok) {
+        return Ok(Some(name.to_ascii_lowercase()));
+    }
+    Err(ConfigError::invalid(
+        key,
+        format!("{name:?} is not a host name (e.g. \"bot.example.com\")"),
+    ))
 }
