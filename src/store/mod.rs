@@ -119,6 +119,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         status: Option<DeliveryStatus>,
     ) -> Result<Vec<Delivery>, StoreError>;
 
+    /// At most `limit` of the account's deliveries (or those with one
+    /// status), newest first: the status page's read, bounded however large
+    /// the outbox grows (`list_deliveries` reads them all).
+    fn recent_deliveries(
+        &self,
+        account: &AccountId,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// Per sink with at least one recorded attempt for the account, sorted by
+    /// sink: when an attempt last succeeded and the latest failed attempt
+    /// with its error, from the attempt log (the status page's sink table).
+    fn sink_activity(&self, account: &AccountId) -> Result<Vec<SinkActivity>, StoreError>;
+
     /// Dead → pending, due `now`, attempts reset to 0 (one delivery, or all the
     /// account's dead ones when `id` is `None`); `last_error` is kept. Returns
     /// how many changed (0 if the id is not dead or not the account's).
@@ -296,6 +311,20 @@ pub struct ItemHistory {
     pub fired: Vec<(EventKind, DateTime<Utc>)>,
     /// Its deliveries, oldest first, each with its attempts, oldest first.
     pub deliveries: Vec<(Delivery, Vec<AttemptRecord>)>,
+}
+
+/// One sink's latest outcomes ([`Store::sink_activity`]), so an operator
+/// sees at a glance which sink works and which one last failed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkActivity {
+    /// The sink's name.
+    pub sink: String,
+    /// When an attempt to it last succeeded.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// When an attempt to it last failed (a retry or dead outcome).
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// That failed attempt's error text.
+    pub last_error: Option<String>,
 }
 
 /// One row of a delivery's attempt log.

@@ -15,7 +15,8 @@ use crate::domain::{
     AccountId, Delivery, DeliveryId, DeliveryStatus, EventKind, ExportId, NewDelivery, Snapshot,
 };
 use crate::store::{
-    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, Store, StoreError,
+    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, SinkActivity,
+    Store, StoreError,
 };
 
 mod alerts;
@@ -23,6 +24,7 @@ mod outbox;
 mod rows;
 mod schema;
 mod snapshot;
+mod status;
 #[cfg(test)]
 mod tests;
 
@@ -163,6 +165,19 @@ impl Store for SqliteStore {
         status: Option<DeliveryStatus>,
     ) -> Result<Vec<Delivery>, StoreError> {
         self.with(|conn| outbox::list(conn, account, status))
+    }
+
+    fn recent_deliveries(
+        &self,
+        account: &AccountId,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.with(|conn| status::recent(conn, account, status, limit))
+    }
+
+    fn sink_activity(&self, account: &AccountId) -> Result<Vec<SinkActivity>, StoreError> {
+        self.with(|conn| status::sink_activity(conn, account))
     }
 
     fn retry_dead(
