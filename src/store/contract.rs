@@ -43,6 +43,7 @@ macro_rules! store_contract {
             alert_history_is_the_latest_per_condition_and_state,
             recent_deliveries_are_the_newest_bounded_and_filtered,
             sink_activity_has_the_latest_success_and_failure_per_sink,
+            item_names_are_those_still_in_the_snapshot,
         );
     };
     (@each $fresh:path; $($case:ident),* $(,)?) => {

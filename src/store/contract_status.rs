@@ -87,3 +87,17 @@ pub(crate) fn sink_activity_has_the_latest_success_and_failure_per_sink(store: &
     assert_eq!(theirs[0].last_success_at, Some(t(9)));
     assert_eq!(theirs[0].last_error_at, None);
 }
+
+pub(crate) fn item_names_are_those_still_in_the_snapshot(store: &dyn Store) {
+    let other = AccountId::new("other").unwrap();
+    baseline_with(store, &me(), &[]);
+    let ids = [ExportId(2439), ExportId(1), ExportId(2438)];
+    let names = store.item_names(&me(), &ids).unwrap();
+    let snapshot = store.load_snapshot(&me()).unwrap().unwrap();
+    let expected: Vec<_> = [ExportId(2438), ExportId(2439)]
+        .into_iter()
+        .map(|id| (id, snapshot.items[&id].action_name.clone()))
+        .collect();
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), expected);
+    assert!(store.item_names(&other, &ids).unwrap().is_empty());
+}

@@ -15,7 +15,7 @@
 //! or the complete new one: events never fire twice and pending deliveries are
 //! never lost.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,13 +121,36 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// At most `limit` of the account's deliveries (or those with one
     /// status), newest first: the status page's read, bounded however large
-    /// the outbox grows (`list_deliveries` reads them all).
+    /// the outbox grows. The default reads the whole list; a backend should
+    /// override it with a bounded query.
     fn recent_deliveries(
         &self,
         account: &AccountId,
         status: Option<DeliveryStatus>,
         limit: usize,
-    ) -> Result<Vec<Delivery>, StoreError>;
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut all = self.list_deliveries(account, status)?;
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// The `ActionName` of those of `ids` still in the stored snapshot, so
+    /// the status page can name the items it lists without loading the
+    /// whole queue. The default loads the snapshot; a backend should
+    /// override it with keyed look-ups.
+    fn item_names(
+        &self,
+        account: &AccountId,
+        ids: &[ExportId],
+    ) -> Result<BTreeMap<ExportId, String>, StoreError> {
+        let Some(snapshot) = self.load_snapshot(account)? else {
+            return Ok(BTreeMap::new());
+        };
+        Ok(ids
+            .iter()
+            .filter_map(|id| Some((*id, snapshot.items.get(id)?.action_name.clone())))
+            .collect())
+    }
 
     /// Per sink with at least one recorded attempt for the account, sorted by
     /// sink: when an attempt last succeeded and the latest failed attempt

@@ -3,7 +3,7 @@
 //! `rusqlite`; split by concern: [`schema`] (versions, migrations, backups),
 //! [`snapshot`], [`outbox`], [`alerts`] and [`rows`] (decoding).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -174,6 +174,14 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
         self.with(|conn| status::recent(conn, account, status, limit))
+    }
+
+    fn item_names(
+        &self,
+        account: &AccountId,
+        ids: &[ExportId],
+    ) -> Result<BTreeMap<ExportId, String>, StoreError> {
+        self.with(|conn| status::item_names(conn, account, ids))
     }
 
     fn sink_activity(&self, account: &AccountId) -> Result<Vec<SinkActivity>, StoreError> {

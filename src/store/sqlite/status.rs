@@ -2,10 +2,12 @@
 //! latest outcomes. Kept apart from [`super::outbox`], which the delivery
 //! path uses, so the page's queries are easy to find and to keep cheap.
 
-use rusqlite::{params, Connection};
+use std::collections::BTreeMap;
+
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::rows::{delivery_from_row, from_ms, DELIVERY_COLUMNS, DELIVERY_FROM};
-use crate::domain::{AccountId, Delivery, DeliveryStatus};
+use crate::domain::{AccountId, Delivery, DeliveryStatus, ExportId};
 use crate::store::SinkActivity;
 
 /// See [`crate::store::Store::recent_deliveries`]. Walks the primary key
@@ -75,4 +77,25 @@ fn last_error(
         Some(row) => row.get(0),
         None => Ok(None),
     }
+}
+
+/// See [`crate::store::Store::item_names`]: one primary-key look-up per id.
+pub(super) fn item_names(
+    conn: &Connection,
+    account: &AccountId,
+    ids: &[ExportId],
+) -> rusqlite::Result<BTreeMap<ExportId, String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT action_name FROM snapshot_items WHERE account = ?1 AND item_id = ?2",
+    )?;
+    let mut names = BTreeMap::new();
+    for id in ids {
+        let name: Option<String> = stmt
+            .query_row(params![account.as_str(), id.0], |row| row.get(0))
+            .optional()?;
+        if let Some(name) = name {
+            names.insert(*id, name);
+        }
+    }
+    Ok(names)
 }
