@@ -17,6 +17,7 @@ use crate::domain::{AccountId, Delivery, DeliveryStatus, ExportId};
 use crate::store::{SinkActivity, Store, StoreError};
 use crate::telemetry::{Health, PollFacts};
 
+pub mod http;
 pub mod page;
 
 /// How many of the newest deliveries the page lists.
