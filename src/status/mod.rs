@@ -4,7 +4,7 @@
 //! `/api/status` is that view as JSON and [`page`] renders it as HTML, so the
 //! two never disagree.
 //!
-//! Every read is bounded ([`RECENT`], [`LISTED`]) and nothing in the view is
+//! Every read is bounded ([`RECENT`], [`LISTED`], [`ATTEMPT_WINDOW`]) and nothing in the view is
 //! a secret: delivery errors are stored masked, tokens and URLs never are.
 
 use std::collections::BTreeMap;
@@ -25,6 +25,9 @@ pub const RECENT: usize = 50;
 /// At most this many dead and this many skipped deliveries are listed (the
 /// totals are always shown; `outbox list --status dead` lists them all).
 pub const LISTED: usize = 500;
+/// Each sink's last success and last error are looked for among this many
+/// of the newest delivery attempts.
+pub const ATTEMPT_WINDOW: usize = 5_000;
 
 /// Whether this replica polls and delivers (leader) or waits (standby).
 /// SQLite state has a single replica, always the leader.
@@ -196,7 +199,7 @@ fn gather_account(
         dead: view(dead),
         skipped: view(skipped),
         sinks: store
-            .sink_activity(account)?
+            .sink_activity(account, ATTEMPT_WINDOW)?
             .into_iter()
             .map(sink_view)
             .collect(),

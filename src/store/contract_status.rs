@@ -23,6 +23,11 @@ pub(crate) fn recent_deliveries_are_the_newest_bounded_and_filtered(store: &dyn 
     assert_eq!(sinks(Some(DeliveryStatus::Pending), 1), ["s4"]);
     assert!(sinks(Some(DeliveryStatus::Dead), 100).is_empty());
     assert!(sinks(None, 0).is_empty());
+    let newest = &store.recent_deliveries(&me(), None, 1).unwrap()[0];
+    let full = store.get_delivery(&me(), newest.id).unwrap().unwrap();
+    let (mut expected, mut got) = (full, newest.clone());
+    (expected.message, got.message) = (Default::default(), Default::default());
+    assert_eq!(got, expected, "the same delivery, its message aside");
 }
 
 pub(crate) fn sink_activity_has_the_latest_success_and_failure_per_sink(store: &dyn Store) {
@@ -65,7 +70,7 @@ pub(crate) fn sink_activity_has_the_latest_success_and_failure_per_sink(store: &
     let theirs = store.list_deliveries(&other, None).unwrap()[0].id;
     record(&other, theirs, AttemptOutcome::Sent, 9);
 
-    let activity = store.sink_activity(&me()).unwrap();
+    let activity = store.sink_activity(&me(), 100).unwrap();
     assert_eq!(
         activity,
         [
@@ -83,9 +88,23 @@ pub(crate) fn sink_activity_has_the_latest_success_and_failure_per_sink(store: &
             },
         ]
     );
-    let theirs = store.sink_activity(&other).unwrap();
+    let theirs = store.sink_activity(&other, 100).unwrap();
     assert_eq!(theirs[0].last_success_at, Some(t(9)));
     assert_eq!(theirs[0].last_error_at, None);
+
+    // The window counts the most recently recorded attempts: b's, then a's retry.
+    let newest = store.sink_activity(&me(), 1).unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(
+        (newest[0].sink.as_str(), newest[0].last_error_at),
+        ("b", Some(t(3)))
+    );
+    let two = store.sink_activity(&me(), 2).unwrap();
+    assert_eq!(two[0].sink, "a");
+    assert_eq!(
+        (two[0].last_success_at, two[0].last_error_at),
+        (None, Some(t(5)))
+    );
 }
 
 pub(crate) fn item_names_are_those_still_in_the_snapshot(store: &dyn Store) {

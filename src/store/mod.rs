@@ -121,7 +121,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// At most `limit` of the account's deliveries (or those with one
     /// status), newest first: the status page's read, bounded however large
-    /// the outbox grows. The default reads the whole list; a backend should
+    /// the outbox grows. Their `message` may be left empty (the page never
+    /// shows it). The default reads the whole list; a backend should
     /// override it with a bounded query.
     fn recent_deliveries(
         &self,
@@ -152,10 +153,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             .collect())
     }
 
-    /// Per sink with at least one recorded attempt for the account, sorted by
-    /// sink: when an attempt last succeeded and the latest failed attempt
-    /// with its error, from the attempt log (the status page's sink table).
-    fn sink_activity(&self, account: &AccountId) -> Result<Vec<SinkActivity>, StoreError>;
+    /// Per sink with an attempt among the account's `window` most recently
+    /// recorded attempts, sorted by sink: when one of those last succeeded
+    /// and the latest failed one with its error (the status page's sink
+    /// table; the window bounds the read however long the attempt log grows).
+    fn sink_activity(
+        &self,
+        account: &AccountId,
+        window: usize,
+    ) -> Result<Vec<SinkActivity>, StoreError>;
 
     /// Dead → pending, due `now`, attempts reset to 0 (one delivery, or all the
     /// account's dead ones when `id` is `None`); `last_error` is kept. Returns

@@ -232,7 +232,12 @@ fn chromium() -> Option<PathBuf> {
 async fn headless(browser: &PathBuf, url: &str, args: &[&str]) -> Output {
     let profile = tempfile::tempdir().unwrap();
     let out = tokio::process::Command::new(browser)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
         .arg(url)
@@ -278,7 +283,10 @@ async fn the_page_in_headless_chromium_at_phone_width() {
         HOSTILE,
         "role leader",
     ] {
-        assert!(seen.contains(expected), "{expected:?} not on the page: {seen}");
+        assert!(
+            seen.contains(expected),
+            "{expected:?} not on the page: {seen}"
+        );
     }
     let rows = rows_text(&doc);
     for status in ["sent", "dead", "skipped"] {
@@ -295,5 +303,9 @@ async fn the_page_in_headless_chromium_at_phone_width() {
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
     let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
     assert_eq!(width, 375, "screenshot width");
-    let _ = writeln!(std::io::stderr(), "status_page: screenshot at {}", shot.display());
+    let _ = writeln!(
+        std::io::stderr(),
+        "status_page: screenshot at {}",
+        shot.display()
+    );
 }

@@ -184,8 +184,12 @@ impl Store for SqliteStore {
         self.with(|conn| status::item_names(conn, account, ids))
     }
 
-    fn sink_activity(&self, account: &AccountId) -> Result<Vec<SinkActivity>, StoreError> {
-        self.with(|conn| status::sink_activity(conn, account))
+    fn sink_activity(
+        &self,
+        account: &AccountId,
+        window: usize,
+    ) -> Result<Vec<SinkActivity>, StoreError> {
+        self.with(|conn| status::sink_activity(conn, account, window))
     }
 
     fn retry_dead(

@@ -6,12 +6,24 @@ use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rows::{delivery_from_row, from_ms, DELIVERY_COLUMNS, DELIVERY_FROM};
+use super::rows::{delivery_from_row, time_col, DELIVERY_COLUMNS, DELIVERY_FROM};
 use crate::domain::{AccountId, Delivery, DeliveryStatus, ExportId};
 use crate::store::SinkActivity;
 
-/// See [`crate::store::Store::recent_deliveries`]. Walks the primary key
-/// backwards, so it reads `limit` rows whatever the outbox size.
+/// [`DELIVERY_COLUMNS`] with an empty message in place of the stored one:
+/// the page never shows message bodies (an email's HTML part runs to
+/// kilobytes), so they are neither read nor decoded.
+fn columns_without_message() -> String {
+    const EMPTY: &str = r#"'{"parts":{}}'"#;
+    debug_assert!(DELIVERY_COLUMNS.contains("o.message,"));
+    DELIVERY_COLUMNS.replacen("o.message,", &format!("{EMPTY},"), 1)
+}
+
+/// See [`crate::store::Store::recent_deliveries`]. Without a status it
+/// walks the primary key backwards (`+o.account` keeps SQLite off the
+/// account index, which would read and sort every row): `limit` rows read
+/// whatever the outbox size. With one, it picks ids through the status
+/// index, then reads only the `limit` rows it returns.
 pub(super) fn recent(
     conn: &Connection,
     account: &AccountId,
@@ -19,64 +31,59 @@ pub(super) fn recent(
     limit: usize,
 ) -> rusqlite::Result<Vec<Delivery>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_FROM} WHERE o.account = ?1 \
-         AND (?2 IS NULL OR o.status = ?2) ORDER BY o.id DESC LIMIT ?3"
-    ))?;
-    let rows = stmt.query_map(
-        params![account.as_str(), status.map(DeliveryStatus::as_str), limit],
-        delivery_from_row,
-    )?;
+    let columns = columns_without_message();
+    let sql = match status {
+        None => format!(
+            "SELECT {columns} FROM {DELIVERY_FROM} WHERE +o.account = ?1 \
+             ORDER BY o.id DESC LIMIT ?2"
+        ),
+        Some(_) => format!(
+            "SELECT {columns} FROM {DELIVERY_FROM} WHERE o.id IN \
+             (SELECT id FROM outbox WHERE +account = ?1 AND status = ?2 \
+             ORDER BY id DESC LIMIT ?3) ORDER BY o.id DESC"
+        ),
+    };
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = match status.map(DeliveryStatus::as_str) {
+        None => stmt.query_map(params![account.as_str(), limit], delivery_from_row),
+        Some(status) => stmt.query_map(params![account.as_str(), status, limit], delivery_from_row),
+    }?;
     rows.collect()
 }
 
-/// See [`crate::store::Store::sink_activity`]: one pass over the attempt log
-/// for the times, then one indexed look-up per failing sink for its error.
+/// See [`crate::store::Store::sink_activity`]: one backwards walk over the
+/// newest `window` attempts (primary key order is the order they were
+/// recorded), keeping each sink's first success and first failure seen.
 pub(super) fn sink_activity(
     conn: &Connection,
     account: &AccountId,
+    window: usize,
 ) -> rusqlite::Result<Vec<SinkActivity>> {
+    let window = i64::try_from(window).unwrap_or(i64::MAX);
     let mut stmt = conn.prepare_cached(
-        "SELECT o.sink, MAX(CASE WHEN l.outcome = 'sent' THEN l.at END), \
-         MAX(CASE WHEN l.outcome != 'sent' THEN l.at END) \
-         FROM attempts_log l JOIN outbox o ON o.id = l.delivery_id \
-         WHERE o.account = ?1 GROUP BY o.sink ORDER BY o.sink",
+        "SELECT o.sink, l.outcome, l.at, l.error FROM attempts_log l \
+         JOIN outbox o ON o.id = l.delivery_id WHERE +o.account = ?1 \
+         ORDER BY l.id DESC LIMIT ?2",
     )?;
-    let rows = stmt.query_map([account.as_str()], |row| {
-        let at = |i| -> rusqlite::Result<_> {
-            let ms: Option<i64> = row.get(i)?;
-            ms.map(|ms| from_ms(ms, i)).transpose()
-        };
-        Ok(SinkActivity {
-            sink: row.get(0)?,
-            last_success_at: at(1)?,
-            last_error_at: at(2)?,
+    let mut sinks: BTreeMap<String, SinkActivity> = BTreeMap::new();
+    let mut rows = stmt.query(params![account.as_str(), window])?;
+    while let Some(row) = rows.next()? {
+        let sink: String = row.get(0)?;
+        let sent = row.get_ref(1)?.as_str()? == "sent";
+        let entry = sinks.entry(sink.clone()).or_insert_with(|| SinkActivity {
+            sink,
+            last_success_at: None,
+            last_error_at: None,
             last_error: None,
-        })
-    })?;
-    let mut sinks = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-    for sink in sinks.iter_mut().filter(|s| s.last_error_at.is_some()) {
-        sink.last_error = last_error(conn, account, &sink.sink)?;
+        });
+        if sent && entry.last_success_at.is_none() {
+            entry.last_success_at = Some(time_col(row, 2)?);
+        } else if !sent && entry.last_error_at.is_none() {
+            entry.last_error_at = Some(time_col(row, 2)?);
+            entry.last_error = row.get(3)?;
+        }
     }
-    Ok(sinks)
-}
-
-/// The error of the sink's latest failed attempt.
-fn last_error(
-    conn: &Connection,
-    account: &AccountId,
-    sink: &str,
-) -> rusqlite::Result<Option<String>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT l.error FROM attempts_log l JOIN outbox o ON o.id = l.delivery_id \
-         WHERE o.account = ?1 AND o.sink = ?2 AND l.outcome != 'sent' \
-         ORDER BY l.at DESC, l.id DESC LIMIT 1",
-    )?;
-    let mut rows = stmt.query(params![account.as_str(), sink])?;
-    match rows.next()? {
-        Some(row) => row.get(0),
-        None => Ok(None),
-    }
+    Ok(sinks.into_values().collect())
 }
 
 /// See [`crate::store::Store::item_names`]: one primary-key look-up per id.
