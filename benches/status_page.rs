@@ -86,7 +86,6 @@ fn populated(dir: &tempfile::TempDir) -> SqliteStore {
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
-    println!("STATE {}", dir.path().display());
     let store: Arc<dyn Store> = Arc::new(populated(&dir));
     let health = Arc::new(Health::new(Duration::from_secs(60)));
     health.polled(Ok(()));
@@ -101,39 +100,6 @@ fn bench(c: &mut Criterion) {
     let html = page.render(&gather(&source, Utc::now()).unwrap()).unwrap();
     println!("status_page: HTML {} bytes", html.len());
 
-    {
-        let account = AccountId::default_account();
-        let s = &*source.store;
-        for _ in 0..2 {
-            let t = std::time::Instant::now();
-            let r = s.recent_deliveries(&account, None, 50).unwrap();
-            println!("recent50 {:?}", t.elapsed());
-            let t = std::time::Instant::now();
-            let d = s
-                .recent_deliveries(&account, Some(DeliveryStatus::Dead), 500)
-                .unwrap();
-            println!("dead500 {:?}", t.elapsed());
-            let t = std::time::Instant::now();
-            let _ = s
-                .recent_deliveries(&account, Some(DeliveryStatus::Skipped), 500)
-                .unwrap();
-            println!("skipped500 {:?}", t.elapsed());
-            let ids: Vec<_> = r
-                .iter()
-                .chain(d.iter())
-                .filter_map(|d| d.subject.item())
-                .collect();
-            let t = std::time::Instant::now();
-            let _ = s.item_names(&account, &ids).unwrap();
-            println!("names {} {:?}", ids.len(), t.elapsed());
-            let t = std::time::Instant::now();
-            let _ = s.outbox_counts(&account).unwrap();
-            println!("counts {:?}", t.elapsed());
-            let t = std::time::Instant::now();
-            let _ = s.sink_activity(&account, 5000).unwrap();
-            println!("sinks {:?}", t.elapsed());
-        }
-    }
     let mut group = c.benchmark_group("status_page/10000_rows");
     group.bench_function("gather", |b| {
         b.iter(|| black_box(gather(&source, Utc::now()).unwrap()))
@@ -151,7 +117,6 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
-    std::mem::forget(dir);
 }
 
 criterion_group!(benches, bench);
