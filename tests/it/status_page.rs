@@ -219,12 +219,15 @@ async fn a_non_loopback_listen_without_a_token_is_refused_by_check_and_run() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
-/// Chromium: `$CHROMIUM`, else Debian's `/usr/bin/chromium`.
+/// Chromium: `$CHROMIUM` when set (only that path), else Debian's
+/// `/usr/bin/chromium` or `/usr/bin/chromium-browser`.
 fn chromium() -> Option<PathBuf> {
-    let candidates = [std::env::var_os("CHROMIUM").map(PathBuf::from)]
-        .into_iter()
-        .flatten()
-        .chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from));
+    let candidates = match std::env::var_os("CHROMIUM") {
+        Some(path) => vec![PathBuf::from(path)],
+        None => ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .map(PathBuf::from)
+            .to_vec(),
+    };
     candidates.into_iter().find(|p| p.is_file())
 }
 
