@@ -172,3 +172,30 @@ fn a_disposition_dead_at_birth_is_listed_with_its_reason() {
     assert_eq!(dead[0].sink, "chat");
     assert_eq!(dead[0].attempts, 0);
 }
+
+#[test]
+fn the_page_renders_before_the_first_poll_and_after_a_failed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = source(&dir);
+    source.health = Arc::new(Health::new(Duration::from_secs(60)));
+    let page = Page::new(source.timezone).unwrap();
+    let render = |source: &StatusSource| {
+        let html = page.render(&gather(source, t(10)).unwrap()).unwrap();
+        texts(&Html::parse_document(&html), "dd")
+    };
+    assert!(render(&source).contains(&"none yet".to_owned()));
+    source
+        .health
+        .polled(Err("HTTP 503 from the Crayon API".into()));
+    let facts = render(&source);
+    assert!(
+        facts.contains(&"HTTP 503 from the Crayon API".to_owned()),
+        "{facts:?}"
+    );
+    assert!(
+        facts
+            .iter()
+            .any(|f| f.contains("error") && !f.contains("items")),
+        "{facts:?}"
+    );
+}
