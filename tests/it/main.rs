@@ -17,5 +17,6 @@ mod reliability;
 mod render_cli;
 mod secrets;
 mod smtp;
+mod status_page;
 mod store;
 mod watcher;
