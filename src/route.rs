@@ -37,6 +37,7 @@ pub fn target(kind: &SinkKind, requested_by: Option<&str>, recipient: &Recipient
             Some(id) => Target::Person(id.clone()),
             None => Target::Skip(format!("no discord_user_id in [recipients] for {who}")),
         },
+        SinkKind::SlackApp(app) => slack_target(app.channel.is_some(), requested_by, recipient),
         SinkKind::Discord {
             bot_token: None, ..
         }
@@ -44,6 +45,30 @@ pub fn target(kind: &SinkKind, requested_by: Option<&str>, recipient: &Recipient
         | SinkKind::Webhook { .. }
         | SinkKind::Slack { .. }
         | SinkKind::Teams { .. } => Target::Channel,
+    }
+}
+
+/// A Slack app's target: the `[recipients]` user id, else the address the
+/// sink looks up at send time (the directory's `email` redirect in DM mode;
+/// RequestedBy in channel mode, where it replaces the address the message
+/// shows). DM mode without an address is skipped; channel mode posts anyway.
+fn slack_target(channel: bool, requested_by: Option<&str>, recipient: &RecipientView) -> Target {
+    if let Some(id) = &recipient.slack_user_id {
+        return Target::Person(id.clone());
+    }
+    let lookup = if channel {
+        requested_by
+    } else {
+        recipient.email.as_deref()
+    };
+    match (lookup.map(single_address), channel) {
+        (Some(Ok(address)), _) => Target::Person(address.to_string()),
+        (_, true) => Target::Channel,
+        (None, false) => Target::Skip("the item has no RequestedBy to find in Slack".into()),
+        (Some(Err(e)), false) => Target::Skip(format!(
+            "{:?} is not one email address to find in Slack: {e}",
+            shorten(lookup.unwrap_or_default(), 120)
+        )),
     }
 }
 

@@ -202,6 +202,7 @@ fn only_the_mapped_requester_is_mentioned() {
     let entry = crate::config::RecipientConfig {
         slack_user_id: Some("U0123ABCD".into()),
         discord_user_id: Some("123456789012345678".into()),
+        teams_upn: None,
         email: None,
     };
     let who = RecipientView::new(item.requested_by.as_deref(), Some(&entry));

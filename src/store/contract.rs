@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, Store};
+use super::{
+    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, SlackLookup, Store,
+};
 use crate::domain::{
     AccountId, AlertCondition, AlertState, DeliveryId, DeliveryStatus, Disposition, EventKind,
     ExportId, NewDelivery, RenderedMessage, Snapshot, Subject,
@@ -39,6 +41,7 @@ macro_rules! store_contract {
             every_outbox_query_is_scoped_to_its_account,
             alerts_are_their_own_subject_never_an_item,
             alert_history_is_the_latest_per_condition_and_state,
+            slack_lookups_are_per_sink_case_insensitive_and_expire,
         );
     };
     (@each $fresh:path; $($case:ident),* $(,)?) => {
@@ -329,4 +332,43 @@ pub(crate) fn alert_history_is_the_latest_per_condition_and_state(store: &dyn St
     );
     assert_eq!(store.alert_history(&me()).unwrap().len(), 2);
     assert_eq!(store.alert_history(&other).unwrap().len(), 1);
+}
+
+/// Slack lookups: found and not-found answers both kept until they expire,
+/// keyed case-insensitively per sink, replaced by the next lookup.
+pub(crate) fn slack_lookups_are_per_sink_case_insensitive_and_expire(store: &dyn Store) {
+    let found = SlackLookup {
+        user_id: Some("U0ANN".into()),
+        expires_at: t(100),
+    };
+    assert_eq!(
+        store.slack_lookup("dm", "ann@example.com", t(0)).unwrap(),
+        None
+    );
+    store
+        .remember_slack_lookup("dm", " Ann@Example.COM", &found)
+        .unwrap();
+    let hit = store.slack_lookup("dm", "ann@EXAMPLE.com", t(99)).unwrap();
+    assert_eq!(hit, Some(found));
+    assert_eq!(
+        store.slack_lookup("dm", "ann@example.com", t(100)).unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .slack_lookup("other", "ann@example.com", t(0))
+            .unwrap(),
+        None
+    );
+    let miss = SlackLookup {
+        user_id: None,
+        expires_at: t(200),
+    };
+    store
+        .remember_slack_lookup("dm", "ann@example.com", &miss)
+        .unwrap();
+    assert_eq!(
+        store.slack_lookup("dm", "ann@example.com", t(150)).unwrap(),
+        Some(miss)
+    );
 }

@@ -15,13 +15,15 @@ use crate::domain::{
     AccountId, Delivery, DeliveryId, DeliveryStatus, EventKind, ExportId, NewDelivery, Snapshot,
 };
 use crate::store::{
-    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, Store, StoreError,
+    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, SlackLookup,
+    Store, StoreError,
 };
 
 mod alerts;
 mod outbox;
 mod rows;
 mod schema;
+mod slack_cache;
 mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -237,5 +239,23 @@ impl Store for SqliteStore {
         except_sink: &str,
     ) -> Result<(u64, Option<String>), StoreError> {
         self.with(|conn| outbox::dead_count(conn, account, except_sink))
+    }
+
+    fn slack_lookup(
+        &self,
+        sink: &str,
+        address: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SlackLookup>, StoreError> {
+        self.with(|conn| slack_cache::get(conn, sink, address, now))
+    }
+
+    fn remember_slack_lookup(
+        &self,
+        sink: &str,
+        address: &str,
+        lookup: &SlackLookup,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| slack_cache::put(conn, sink, address, lookup))
     }
 }
