@@ -15,6 +15,7 @@ mod redirects;
 mod reliability;
 mod render_cli;
 mod secrets;
+mod slack_app;
 mod smtp;
 mod store;
 mod watcher;

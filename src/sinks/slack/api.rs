@@ -175,16 +175,20 @@ fn send(error: SendError) -> ApiError {
     ApiError::Send(error)
 }
 
-/// Slack's error name, cut to a sane word (it is Slack's text, shown as-is).
+/// Slack's error name: its first word only (letters, digits, `_`), so an
+/// echoed request or token after it never reaches the outbox.
 fn error_name(value: &Value) -> String {
-    let name = value
-        .get("error")
-        .and_then(Value::as_str)
-        .unwrap_or("unknown_error");
-    name.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+    let name = value.get("error").and_then(Value::as_str).unwrap_or("");
+    let word: String = name
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .take(80)
-        .collect()
+        .collect();
+    if word.is_empty() {
+        "unknown_error".into()
+    } else {
+        word
+    }
 }
 
 #[cfg(test)]
