@@ -165,7 +165,7 @@ fn assert_discord_limits(body: &Value, what: &str) {
 
 fn assert_shape(sink: &SinkConfig, body: &Value, what: &str) {
     match sink.kind {
-        SinkKind::Slack { .. } => assert_slack_shape(body, what),
+        SinkKind::Slack { .. } | SinkKind::SlackApp(_) => assert_slack_shape(body, what),
         SinkKind::Teams { .. } => assert_teams_shape(body, what),
         SinkKind::Discord { .. } => assert_discord_shape(body, what),
         SinkKind::Console | SinkKind::Webhook { .. } | SinkKind::Email(_) => {
@@ -333,7 +333,7 @@ fn user_templates_that_ignore_the_limits_are_cut_too() {
             .to_string();
         let body: Value = serde_json::from_str(&text).unwrap();
         match sink.kind {
-            SinkKind::Slack { .. } => {
+            SinkKind::Slack { .. } | SinkKind::SlackApp(_) => {
                 assert_eq!(chars(&body["blocks"][0]["text"]["text"]), 150);
                 assert_eq!(chars(&body["blocks"][1]["text"]["text"]), 3000);
             }

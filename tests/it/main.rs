@@ -18,4 +18,5 @@ mod secrets;
 mod slack_app;
 mod smtp;
 mod store;
+mod teams_mention;
 mod watcher;
