@@ -8,7 +8,7 @@ pub mod email;
 mod http;
 mod limits;
 pub mod registry;
-mod slack;
+pub mod slack;
 mod teams;
 #[cfg(test)]
 pub mod testkit;

@@ -44,7 +44,9 @@ fn entities(body: &Value) -> &Value {
 
 /// The texts of the card's TextBlocks.
 fn text_blocks(body: &Value) -> Vec<String> {
-    let blocks = body["attachments"][0]["content"]["body"].as_array().unwrap();
+    let blocks = body["attachments"][0]["content"]["body"]
+        .as_array()
+        .unwrap();
     blocks
         .iter()
         .filter(|b| b["type"] == "TextBlock")
@@ -69,7 +71,8 @@ async fn the_card_mentions_the_requester_and_names_the_recipient() {
 
 #[tokio::test]
 async fn teams_upn_from_the_directory_wins_over_requested_by() {
-    let directory = "[recipients.\"Ann@Example.com\"]\nteams_upn = \"ann.smith@contoso.onmicrosoft.com\"\n";
+    let directory =
+        "[recipients.\"Ann@Example.com\"]\nteams_upn = \"ann.smith@contoso.onmicrosoft.com\"\n";
     let body = card_for(json!("ann@example.com"), directory).await;
     assert_eq!(body["recipient"], "ann.smith@contoso.onmicrosoft.com");
     let mentioned = &entities(&body)[0]["mentioned"]["id"];
