@@ -306,8 +306,8 @@ async fn check_online_names_workspace_and_bot_and_send_test_dms_the_given_addres
     assert!(!text(&out).contains("sl4ckS3cret"), "{}", text(&out));
 }
 
-/// The token never reaches stdout/stderr (debug logs), the outbox or the
-/// state file, on success and on failure, even when Slack echoes it.
+/// The token never reaches stdout/stderr (trace logs), the outbox or the
+/// state file, on failure (Slack echoing it) and on success.
 #[tokio::test]
 async fn the_bot_token_is_never_printed_or_stored() {
     let (h, slack) = app_bot("").await;
@@ -315,6 +315,11 @@ async fn the_bot_token_is_never_printed_or_stored() {
     ok(&slack, "users.lookupByEmail", echo, Duration::ZERO).await;
     burst(&h, 1).await;
     let mut printed = String::new();
+    let run = |args: &'static [&'static str]| {
+        let mut cmd = h.command(args);
+        cmd.env("RUST_LOG", "trace");
+        async move { text(&cmd.output().await.unwrap()) }
+    };
     for args in [
         &["once"][..],
         &["check"],
@@ -322,9 +327,22 @@ async fn the_bot_token_is_never_printed_or_stored() {
         &["render", "--event", "downloadable", "--sink", "chat"],
         &["outbox", "list"],
     ] {
-        printed.push_str(&text(&h.bot(args).await));
+        printed.push_str(&run(args).await);
     }
     assert!(printed.contains("invalid_auth"), "{printed}");
+    // Success: a new item DMed through lookup, open and post.
+    slack.reset().await;
+    standard_slack(&slack, Duration::ZERO).await;
+    h.queue.set_items(vec![item(1, 2, true), item(2, 1, false)]);
+    printed.push_str(&run(&["once"]).await);
+    h.queue.set_items(vec![item(1, 2, true), item(2, 2, true)]);
+    printed.push_str(&run(&["once"]).await);
+    printed.push_str(&run(&["send-test", "--sink", "chat", "--to", "ann@example.com"]).await);
+    assert_eq!(
+        calls(&slack, "chat.postMessage").await.len(),
+        2,
+        "{printed}"
+    );
     assert!(!printed.contains("sl4ckS3cret"), "{printed}");
     let state = std::fs::read(h.state()).unwrap();
     let wal = std::fs::read(h.dir.path().join("state.db-wal")).unwrap_or_default();
@@ -335,4 +353,24 @@ async fn the_bot_token_is_never_printed_or_stored() {
             "the token is in the state"
         );
     }
+}
+
+/// The HTML preview says where an app's message goes: DM or channel.
+#[tokio::test]
+async fn the_html_preview_tells_dm_from_channel_mode() {
+    let (h, _slack) = app_bot("").await;
+    let config = std::fs::read_to_string(h.config_path()).unwrap();
+    let channel = format!(
+        "{config}\n[sinks.chan]\nkind = \"slack\"\nbot_token = \"{TOKEN}\"\nchannel = \"C0123ABCD\"\n"
+    );
+    std::fs::write(h.config_path(), channel).unwrap();
+    let page = h.dir.path().join("preview.html");
+    let out = h
+        .bot(&["render", "--html-preview", page.to_str().unwrap()])
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let html = std::fs::read_to_string(page).unwrap();
+    assert!(html.contains("sent as a DM to the requester"), "{html}");
+    assert!(html.contains("posted in channel C0123ABCD"), "{html}");
+    assert!(!html.contains("sl4ckS3cret"));
 }
