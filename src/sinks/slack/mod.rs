@@ -9,6 +9,8 @@ mod api;
 mod app;
 mod fit;
 mod lookup;
+#[cfg(test)]
+mod lookup_tests;
 mod settings;
 
 pub use app::SlackAppSink;
