@@ -10,7 +10,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use super::api::Api;
 use super::lookup::{Directory, HIT_FOR, MISS_FOR};
 use crate::secret::Secret;
-use crate::store::{SlackLookup, Store};
+use crate::store::SlackLookup;
 
 async fn slack(answer: serde_json::Value) -> (MockServer, Api) {
     let server = MockServer::start().await;
