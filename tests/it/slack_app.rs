@@ -109,6 +109,7 @@ async fn a_burst_of_50_dms_to_one_requester_makes_one_lookup() {
         );
     }
     let opened = calls(&slack, "conversations.open").await;
+    assert_eq!(opened.len(), 1, "the DM is opened once for the burst");
     let users: Value = serde_json::from_slice(&opened[0].body).unwrap();
     assert_eq!(users, json!({"users": "U0ANN"}));
     assert!(

@@ -4,7 +4,9 @@
 //! posts there; channel mode posts to `channel` and turns the requester's
 //! address in the message into a `<@U…>` mention when Slack knows them.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -14,11 +16,16 @@ use super::settings::AppSettings;
 use crate::domain::Delivery;
 use crate::sinks::{SendError, SendFuture, Sink};
 
+/// The DM channel of one user, opened once: concurrent sends wait on the
+/// one `conversations.open` instead of each making their own.
+type DmChannel = Arc<tokio::sync::Mutex<Option<String>>>;
+
 /// A Slack app sink (the token lives in its [`Api`], masked in errors).
 pub struct SlackAppSink {
     api: Api,
     channel: Option<String>,
     directory: Directory,
+    dm_channels: Mutex<HashMap<String, DmChannel>>,
 }
 
 impl SlackAppSink {
@@ -38,6 +45,7 @@ impl SlackAppSink {
             ),
             channel: settings.channel.clone(),
             directory: Directory::new(name, state),
+            dm_channels: Mutex::default(),
         }
     }
 
@@ -75,15 +83,25 @@ impl SlackAppSink {
                     ))
                 })?,
         };
+        let slot = self.dm_slot(&user);
+        let mut known = slot.lock().await;
+        if let Some(channel) = known.as_ref() {
+            return Ok(channel.clone());
+        }
         let users = serde_json::json!({ "users": user });
         let opened = self.api.json("conversations.open", &users).await;
         let opened = opened.map_err(ApiError::into_send_error)?;
         match opened["channel"]["id"].as_str() {
-            Some(id) if !id.is_empty() => Ok(id.to_string()),
+            Some(id) if !id.is_empty() => Ok(known.insert(id.to_string()).clone()),
             _ => Err(SendError::Retryable(
                 "Slack conversations.open: the answer has no channel id".into(),
             )),
         }
+    }
+
+    fn dm_slot(&self, user: &str) -> DmChannel {
+        let mut slots = self.dm_channels.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(user.to_string()).or_default().clone()
     }
 
     /// Channel mode: the requester's address becomes `<@U…>` where the
