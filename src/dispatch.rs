@@ -85,6 +85,11 @@ impl RetryPolicy {
     ) -> AttemptOutcome {
         let (error, wait) = match result {
             Ok(()) => return AttemptOutcome::Sent,
+            Err(SendError::Skip(reason)) => {
+                return AttemptOutcome::Skipped {
+                    reason: reason.clone(),
+                }
+            }
             Err(SendError::Permanent(message)) => {
                 return AttemptOutcome::Dead {
                     error: message.clone(),
@@ -210,6 +215,7 @@ impl DrainSummary {
             AttemptOutcome::Sent => self.sent += 1,
             AttemptOutcome::Retry { .. } => self.retrying += 1,
             AttemptOutcome::Dead { .. } => self.dead += 1,
+            AttemptOutcome::Skipped { .. } => {}
         }
     }
 }
@@ -363,6 +369,10 @@ fn log_attempt(delivery: &Delivery, attempt: u32, outcome: &AttemptOutcome, late
         AttemptOutcome::Dead { error } => tracing::error!(
             delivery = id, sink, item, event, attempt, outcome = "dead", latency_ms,
             error = %error, "delivery attempt"
+        ),
+        AttemptOutcome::Skipped { reason } => tracing::info!(
+            delivery = id, sink, item, event, attempt, outcome = "skipped", latency_ms,
+            reason = %reason, "delivery attempt"
         ),
     }
 }

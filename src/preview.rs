@@ -173,6 +173,7 @@ fn card(sink: &SinkConfig, message: &RenderedMessage) -> String {
         SinkKind::Email(_) => email_body(message),
         SinkKind::Console => format!("<pre>{}</pre>", esc(message.part("text"))),
         SinkKind::Slack { .. } => slack_body(&json()),
+        SinkKind::SlackApp(app) => slack_app_body(app.channel.as_deref(), &json()),
         SinkKind::Teams { .. } => teams_body(&json()),
         SinkKind::Discord { .. } => discord_body(&json()),
         SinkKind::Webhook { .. } => format!("<pre>{}</pre>", esc(&format_for_terminal(message))),
@@ -197,6 +198,20 @@ fn text_of(v: &Value) -> String {
         Value::Object(o) => o.get("text").map(text_of).unwrap_or_default(),
         _ => String::new(),
     }
+}
+
+/// A Slack app's message, with where it goes: the requester's DM, or the
+/// channel where the requester is mentioned when Slack knows them.
+fn slack_app_body(channel: Option<&str>, json: &Value) -> String {
+    let place = match channel {
+        None => "sent as a DM to the requester (looked up by address)".to_string(),
+        Some(c) => format!("posted in channel {c}; the requester is mentioned as @name when found"),
+    };
+    format!(
+        "<div class=\"ctx\">{}</div>{}",
+        esc(&place),
+        slack_body(json)
+    )
 }
 
 fn slack_body(json: &Value) -> String {

@@ -48,7 +48,7 @@ pub async fn send_test(
     let sink_config = preview::sink(config, name)?;
     let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
     let http = sinks::http_client(config)?;
-    let sink = sinks::build(sink_config, &http, config.ca_file.as_deref())?;
+    let sink = sinks::build(sink_config, &http, config.ca_file.as_deref(), None)?;
     let (mut item, days) = preview::load_item(None)?;
     item.action_name = format!(
         "[TEST] {} (sent by crayon-export-bot send-test)",
@@ -136,6 +136,13 @@ pub async fn online(config: &Config) -> Vec<OnlineCheck> {
             checks.push(OnlineCheck {
                 what: format!("sink {} (email)", sink.name),
                 result: smtp_session(email, config.ca_file.as_deref()).await,
+            });
+        }
+        if let Some(result) = sinks::registry::slack_auth_test(&sink.kind, &sink.name, &http).await
+        {
+            checks.push(OnlineCheck {
+                what: format!("sink {} (slack app)", sink.name),
+                result,
             });
         }
         if let Some(origin) = sink.kind.http_origin() {

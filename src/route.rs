@@ -46,6 +46,7 @@ pub fn target(kind: &SinkKind, requested_by: Option<&str>, recipient: &Recipient
             Some(id) => Target::Person(id.clone()),
             None => Target::Skip(format!("no discord_user_id in [recipients] for {who}")),
         },
+        SinkKind::SlackApp(app) => slack_target(app.channel.is_some(), requested_by, recipient),
         SinkKind::Discord {
             bot_token: None, ..
         }
@@ -53,6 +54,30 @@ pub fn target(kind: &SinkKind, requested_by: Option<&str>, recipient: &Recipient
         | SinkKind::Webhook { .. }
         | SinkKind::Slack { .. }
         | SinkKind::Teams { .. } => Target::Channel,
+    }
+}
+
+/// A Slack app's target: the `[recipients]` user id, else the address the
+/// sink looks up at send time (the directory's `email` redirect in DM mode;
+/// RequestedBy in channel mode, where it replaces the address the message
+/// shows). DM mode without an address is skipped; channel mode posts anyway.
+fn slack_target(channel: bool, requested_by: Option<&str>, recipient: &RecipientView) -> Target {
+    if let Some(id) = &recipient.slack_user_id {
+        return Target::Person(id.clone());
+    }
+    let lookup = if channel {
+        requested_by
+    } else {
+        recipient.email.as_deref()
+    };
+    match (lookup.map(single_address), channel) {
+        (Some(Ok(address)), _) => Target::Person(address.to_string()),
+        (_, true) => Target::Channel,
+        (None, false) => Target::Skip("the item has no RequestedBy to find in Slack".into()),
+        (Some(Err(e)), false) => Target::Skip(format!(
+            "{:?} is not one email address to find in Slack: {e}",
+            shorten(lookup.unwrap_or_default(), 120)
+        )),
     }
 }
 
@@ -440,5 +465,60 @@ sinks = ["mail"]
             ]
         );
         assert_eq!(note, None);
+    }
+}
+
+#[cfg(test)]
+mod slack_tests {
+    use super::*;
+    use crate::config::RecipientConfig;
+    use crate::secret::Secret;
+    use crate::sinks::slack::AppSettings;
+
+    fn app(channel: Option<&str>) -> SinkKind {
+        SinkKind::SlackApp(Box::new(AppSettings {
+            bot_token: Secret::new("xoxb-1"),
+            channel: channel.map(str::to_string),
+            api_base: url::Url::parse("https://slack.com/api/").unwrap(),
+        }))
+    }
+
+    fn slack(kind: &SinkKind, who: Option<&str>, entry: Option<RecipientConfig>) -> Target {
+        target(kind, who, &RecipientView::new(who, entry.as_ref()))
+    }
+
+    #[test]
+    fn a_slack_app_sends_to_the_mapped_id_else_the_address_it_looks_up() {
+        let mapped = RecipientConfig {
+            slack_user_id: Some("U0ANN".into()),
+            ..RecipientConfig::default()
+        };
+        let redirect = RecipientConfig {
+            email: Some("ann.alt@example.com".into()),
+            ..RecipientConfig::default()
+        };
+        let (dm, channel) = (app(None), app(Some("C0123ABCD")));
+        let ann = Some(" ann@example.com ");
+        assert_eq!(
+            slack(&dm, ann, Some(mapped)),
+            Target::Person("U0ANN".into())
+        );
+        assert_eq!(
+            slack(&dm, ann, None),
+            Target::Person("ann@example.com".into())
+        );
+        let alt = Target::Person("ann.alt@example.com".into());
+        assert_eq!(slack(&dm, ann, Some(redirect.clone())), alt);
+        let shown = Target::Person("ann@example.com".into());
+        assert_eq!(slack(&channel, ann, Some(redirect)), shown);
+    }
+
+    #[test]
+    fn without_an_address_dms_are_skipped_and_channels_post_anyway() {
+        let (dm, channel) = (app(None), app(Some("C0123ABCD")));
+        for who in [None, Some("Ann Smith"), Some("a@x.test, b@x.test")] {
+            assert!(matches!(slack(&dm, who, None), Target::Skip(_)), "{who:?}");
+            assert_eq!(slack(&channel, who, None), Target::Channel, "{who:?}");
+        }
     }
 }

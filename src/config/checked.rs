@@ -120,6 +120,8 @@ pub struct RouteConfig {
 pub struct RecipientConfig {
     pub discord_user_id: Option<String>,
     pub slack_user_id: Option<String>,
+    /// The requester's Teams user principal name, mentioned in Teams cards.
+    pub teams_upn: Option<String>,
     pub email: Option<String>,
 }
 
@@ -170,6 +172,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
                 let entry = RecipientConfig {
                     discord_user_id: r.discord_user_id,
                     slack_user_id: r.slack_user_id,
+                    teams_upn: r.teams_upn,
                     email: check_recipient_email(&addr, r.email)?,
                 };
                 Ok((addr.trim().to_lowercase(), entry))

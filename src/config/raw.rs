@@ -215,6 +215,8 @@ pub struct RawSink {
     pub webhook_url: Option<Secret>,
     pub bot_token: Option<Secret>,
     pub api_base: Option<String>,
+    // slack in bot_token mode
+    pub channel: Option<String>,
     // email
     pub smtp: Option<String>,
     pub tls: Option<String>,
@@ -247,6 +249,7 @@ pub struct RawRoute {
 pub struct RawRecipient {
     pub discord_user_id: Option<String>,
     pub slack_user_id: Option<String>,
+    pub teams_upn: Option<String>,
     pub email: Option<String>,
 }
 
@@ -262,6 +265,7 @@ impl RawSink {
             ("webhook_url", self.webhook_url.is_some()),
             ("bot_token", self.bot_token.is_some()),
             ("api_base", self.api_base.is_some()),
+            ("channel", self.channel.is_some()),
             ("smtp", self.smtp.is_some()),
             ("tls", self.tls.is_some()),
             ("allow_insecure", self.allow_insecure.is_some()),

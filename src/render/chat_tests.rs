@@ -165,7 +165,7 @@ fn assert_discord_limits(body: &Value, what: &str) {
 
 fn assert_shape(sink: &SinkConfig, body: &Value, what: &str) {
     match sink.kind {
-        SinkKind::Slack { .. } => assert_slack_shape(body, what),
+        SinkKind::Slack { .. } | SinkKind::SlackApp(_) => assert_slack_shape(body, what),
         SinkKind::Teams { .. } => assert_teams_shape(body, what),
         SinkKind::Discord { .. } => assert_discord_shape(body, what),
         SinkKind::Console | SinkKind::Webhook { .. } | SinkKind::Email(_) => {
@@ -202,6 +202,7 @@ fn only_the_mapped_requester_is_mentioned() {
     let entry = crate::config::RecipientConfig {
         slack_user_id: Some("U0123ABCD".into()),
         discord_user_id: Some("123456789012345678".into()),
+        teams_upn: None,
         email: None,
     };
     let who = RecipientView::new(item.requested_by.as_deref(), Some(&entry));
@@ -332,7 +333,7 @@ fn user_templates_that_ignore_the_limits_are_cut_too() {
             .to_string();
         let body: Value = serde_json::from_str(&text).unwrap();
         match sink.kind {
-            SinkKind::Slack { .. } => {
+            SinkKind::Slack { .. } | SinkKind::SlackApp(_) => {
                 assert_eq!(chars(&body["blocks"][0]["text"]["text"]), 150);
                 assert_eq!(chars(&body["blocks"][1]["text"]["text"]), 3000);
             }

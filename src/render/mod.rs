@@ -67,6 +67,9 @@ pub struct RecipientView {
     pub email: Option<String>,
     pub slack_user_id: Option<String>,
     pub discord_user_id: Option<String>,
+    /// Who Teams cards mention: `teams_upn`, else RequestedBy; only when it
+    /// is one valid address (else no mention).
+    pub teams_upn: Option<String>,
 }
 
 impl RecipientView {
@@ -79,6 +82,11 @@ impl RecipientView {
                 .or_else(|| requested_by.map(str::to_string)),
             slack_user_id: entry.and_then(|e| e.slack_user_id.clone()),
             discord_user_id: entry.and_then(|e| e.discord_user_id.clone()),
+            teams_upn: entry
+                .and_then(|e| e.teams_upn.as_deref())
+                .or(requested_by)
+                .and_then(|upn| crate::address::single_address(upn).ok())
+                .map(|upn| upn.to_string()),
         }
     }
 }

@@ -8,7 +8,7 @@ pub mod email;
 mod http;
 mod limits;
 pub mod registry;
-mod slack;
+pub mod slack;
 mod teams;
 #[cfg(test)]
 pub mod testkit;
@@ -42,6 +42,11 @@ pub enum SendError {
     /// Retrying cannot help (4xx other than 408/429, a refused address).
     #[error("{0}")]
     Permanent(String),
+    /// Nobody to send it to, found only at send time (e.g. Slack knows no
+    /// user with the requester's address): recorded as `skipped` with the
+    /// reason, not a failure and not an alert.
+    #[error("{0}")]
+    Skip(String),
 }
 
 impl SendError {
@@ -54,6 +59,7 @@ impl SendError {
                 message: f(message),
             },
             SendError::Permanent(m) => SendError::Permanent(f(m)),
+            SendError::Skip(m) => SendError::Skip(f(m)),
         }
     }
 }
@@ -98,7 +104,12 @@ impl Sinks {
             .values()
             .filter(|s| s.enabled)
             .map(|s| {
-                let sink = build(s, http, config.ca_file.as_deref())?;
+                let sink = build(
+                    s,
+                    http,
+                    config.ca_file.as_deref(),
+                    Some(&config.watch.state),
+                )?;
                 Ok((s.name.clone(), sink))
             })
             .collect::<Result<_, BuildError>>()?;

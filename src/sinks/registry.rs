@@ -33,6 +33,9 @@ pub enum SinkKind {
         /// The secret incoming-webhook URL.
         url: Secret,
     },
+    /// `kind = "slack"` with `bot_token`: an app on the Web API that DMs the
+    /// requester or posts in `channel` mentioning them (boxed: rarely used).
+    SlackApp(Box<slack::AppSettings>),
     /// `kind = "teams"`: a Workflows webhook URL.
     Teams {
         /// The secret Workflows trigger URL.
@@ -93,7 +96,7 @@ impl SinkKind {
         match self {
             SinkKind::Console => console::KIND.name,
             SinkKind::Webhook { .. } => webhook::KIND.name,
-            SinkKind::Slack { .. } => slack::KIND.name,
+            SinkKind::Slack { .. } | SinkKind::SlackApp(_) => slack::KIND.name,
             SinkKind::Teams { .. } => teams::KIND.name,
             SinkKind::Discord { .. } => discord::KIND.name,
             SinkKind::Email(_) => email::KIND.name,
@@ -107,6 +110,7 @@ impl SinkKind {
             SinkKind::Email(_) => &["subject", "text", "html"],
             SinkKind::Webhook { .. }
             | SinkKind::Slack { .. }
+            | SinkKind::SlackApp(_)
             | SinkKind::Teams { .. }
             | SinkKind::Discord { .. } => &["json"],
         }
@@ -116,7 +120,7 @@ impl SinkKind {
     /// the renderer cuts a payload with (true when it changed anything).
     pub fn fit(&self) -> crate::render::Fit {
         match self {
-            SinkKind::Slack { .. } => slack::fit,
+            SinkKind::Slack { .. } | SinkKind::SlackApp(_) => slack::fit,
             SinkKind::Teams { .. } => teams::fit,
             SinkKind::Discord { .. } => discord::fit,
             SinkKind::Console | SinkKind::Webhook { .. } | SinkKind::Email(_) => no_fit,
@@ -135,7 +139,8 @@ impl SinkKind {
                 api_base,
                 ..
             } => discord::origin(webhook_url.as_ref(), api_base.as_ref()),
-            SinkKind::Console | SinkKind::Email(_) => None,
+            // `check --online` calls auth.test instead (see `slack_auth_test`).
+            SinkKind::SlackApp(_) | SinkKind::Console | SinkKind::Email(_) => None,
         }
     }
 
@@ -145,12 +150,27 @@ impl SinkKind {
         match self {
             SinkKind::Email(email) => email::alert_problem(email),
             SinkKind::Discord { bot_token, .. } => discord::alert_problem(bot_token.is_some()),
+            SinkKind::SlackApp(app) => slack::alert_problem(app),
             SinkKind::Console
             | SinkKind::Webhook { .. }
             | SinkKind::Slack { .. }
             | SinkKind::Teams { .. } => None,
         }
     }
+}
+
+/// `check --online` for a Slack app: `auth.test` names the workspace and
+/// bot (`None` for every other kind).
+pub async fn slack_auth_test(
+    kind: &SinkKind,
+    name: &str,
+    http: &reqwest::Client,
+) -> Option<Result<String, String>> {
+    let SinkKind::SlackApp(app) = kind else {
+        return None;
+    };
+    let sink = slack::SlackAppSink::new(name, http.clone(), app, None);
+    Some(sink.auth_test().await)
 }
 
 /// The fit of kinds whose size the platform does not limit.
@@ -160,11 +180,13 @@ fn no_fit(_: &mut Value) -> bool {
 
 /// Builds the sink for one `[sinks.NAME]` entry, sharing `http` (one
 /// connection pool and TLS stack for every HTTP sink); `ca_file` is the
-/// extra root CA of `[tls]` for sinks with their own TLS stack (email).
+/// extra root CA of `[tls]` for sinks with their own TLS stack (email);
+/// `state` is the state file, where a Slack app caches its lookups.
 pub fn build(
     config: &SinkConfig,
     http: &reqwest::Client,
     ca_file: Option<&Path>,
+    state: Option<&Path>,
 ) -> Result<Arc<dyn Sink>, BuildError> {
     let failed = |message: String| BuildError::Sink {
         sink: config.name.clone(),
@@ -176,6 +198,12 @@ pub fn build(
         SinkKind::Slack { url } | SinkKind::Teams { url } => {
             webhook::build(http, url, &BTreeMap::new())
         }
+        SinkKind::SlackApp(app) => Arc::new(slack::SlackAppSink::new(
+            &config.name,
+            http.clone(),
+            app,
+            state.map(Path::to_path_buf),
+        )),
         SinkKind::Discord {
             webhook_url,
             bot_token,

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, Store};
+use super::{
+    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, SlackLookup, Store,
+};
 use crate::domain::{
     AccountId, AlertCondition, AlertState, DeliveryId, DeliveryStatus, Disposition, EventKind,
     ExportId, NewDelivery, RenderedMessage, Snapshot, Subject,
@@ -45,6 +47,7 @@ macro_rules! store_contract {
             recent_deliveries_are_the_newest_bounded_and_filtered,
             sink_activity_has_the_latest_success_and_failure_per_sink,
             item_names_are_those_still_in_the_snapshot,
+            slack_lookups_are_per_sink_case_insensitive_and_expire,
         );
     };
     (@each $fresh:path; $($case:ident),* $(,)?) => {
@@ -335,4 +338,43 @@ pub(crate) fn alert_history_is_the_latest_per_condition_and_state(store: &dyn St
     );
     assert_eq!(store.alert_history(&me()).unwrap().len(), 2);
     assert_eq!(store.alert_history(&other).unwrap().len(), 1);
+}
+
+/// Slack lookups: found and not-found answers both kept until they expire,
+/// keyed case-insensitively per sink, replaced by the next lookup.
+pub(crate) fn slack_lookups_are_per_sink_case_insensitive_and_expire(store: &dyn Store) {
+    let found = SlackLookup {
+        user_id: Some("U0ANN".into()),
+        expires_at: t(100),
+    };
+    assert_eq!(
+        store.slack_lookup("dm", "ann@example.com", t(0)).unwrap(),
+        None
+    );
+    store
+        .remember_slack_lookup("dm", " Ann@Example.COM", &found)
+        .unwrap();
+    let hit = store.slack_lookup("dm", "ann@EXAMPLE.com", t(99)).unwrap();
+    assert_eq!(hit, Some(found));
+    assert_eq!(
+        store.slack_lookup("dm", "ann@example.com", t(100)).unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .slack_lookup("other", "ann@example.com", t(0))
+            .unwrap(),
+        None
+    );
+    let miss = SlackLookup {
+        user_id: None,
+        expires_at: t(200),
+    };
+    store
+        .remember_slack_lookup("dm", "ann@example.com", &miss)
+        .unwrap();
+    assert_eq!(
+        store.slack_lookup("dm", "ann@example.com", t(150)).unwrap(),
+        Some(miss)
+    );
 }

@@ -218,6 +218,34 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         account: &AccountId,
         except_sink: &str,
     ) -> Result<(u64, Option<String>), StoreError>;
+
+    /// The Slack sink `sink`'s cached `users.lookupByEmail` answer for
+    /// `address` (case-insensitive), unless it expired by `now`: a burst of
+    /// messages to one requester must make one lookup, also across restarts.
+    fn slack_lookup(
+        &self,
+        sink: &str,
+        address: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SlackLookup>, StoreError>;
+
+    /// Remembers (replaces) that answer until `lookup.expires_at`.
+    fn remember_slack_lookup(
+        &self,
+        sink: &str,
+        address: &str,
+        lookup: &SlackLookup,
+    ) -> Result<(), StoreError>;
+}
+
+/// One cached Slack lookup: the user found (or `None`: Slack knows no user
+/// with that address) and until when the answer is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackLookup {
+    /// The Slack user id (`U…`), `None` for a cached miss.
+    pub user_id: Option<String>,
+    /// After this the address is looked up again.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// Everything one successful poll writes, committed atomically by
@@ -269,6 +297,9 @@ pub enum AttemptOutcome {
     },
     /// Refused for good or attempts exhausted.
     Dead { error: String },
+    /// The sink found nobody to send it to (e.g. no such Slack user): the
+    /// delivery is `skipped` with the reason.
+    Skipped { reason: String },
 }
 
 impl AttemptOutcome {
@@ -278,6 +309,7 @@ impl AttemptOutcome {
             Self::Sent => "sent",
             Self::Retry { .. } => "retry",
             Self::Dead { .. } => "dead",
+            Self::Skipped { .. } => "skipped",
         }
     }
 
@@ -287,6 +319,7 @@ impl AttemptOutcome {
             Self::Sent => DeliveryStatus::Sent,
             Self::Retry { .. } => DeliveryStatus::Pending,
             Self::Dead { .. } => DeliveryStatus::Dead,
+            Self::Skipped { .. } => DeliveryStatus::Skipped,
         }
     }
 
@@ -296,7 +329,7 @@ impl AttemptOutcome {
             Self::Retry {
                 next_attempt_at, ..
             } => Some(*next_attempt_at),
-            Self::Sent | Self::Dead { .. } => None,
+            Self::Sent | Self::Dead { .. } | Self::Skipped { .. } => None,
         }
     }
 
@@ -305,6 +338,7 @@ impl AttemptOutcome {
         match self {
             Self::Sent => None,
             Self::Retry { error, .. } | Self::Dead { error } => Some(error),
+            Self::Skipped { reason } => Some(reason),
         }
     }
 }

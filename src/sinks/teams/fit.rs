@@ -30,6 +30,9 @@ fn collect_texts(value: &Value, at: String, out: &mut Vec<String>) {
         Value::Object(map) => {
             for (key, child) in map {
                 let path = format!("{at}/{}", key.replace('~', "~0").replace('/', "~1"));
+                if key == "msteams" || child.as_str().is_some_and(is_mention) {
+                    continue;
+                }
                 if child.is_string() && TEXT_KEYS.contains(&key.as_str()) {
                     out.push(path);
                 } else {
@@ -44,6 +47,12 @@ fn collect_texts(value: &Value, at: String, out: &mut Vec<String>) {
         }
         _ => {}
     }
+}
+
+/// A mention's `<at>…</at>` must stay exactly as its `msteams.entities`
+/// entry says, so neither is ever cut.
+fn is_mention(text: &str) -> bool {
+    text.starts_with("<at>") && text.ends_with("</at>")
 }
 
 #[cfg(test)]
@@ -69,6 +78,24 @@ mod tests {
         assert_eq!(card["actions"][0]["url"], url.as_str());
         assert!(card["body"][0]["text"].as_str().unwrap().ends_with('…'));
         assert_eq!(card["body"][1]["facts"][0]["title"], "Name");
+    }
+
+    #[test]
+    fn mentions_and_their_entities_are_never_cut() {
+        // Many texts as long as the mention: cutting longest-first reaches it.
+        let at = format!("<at>{}@example.com</at>", "a".repeat(180));
+        let mut body: Vec<Value> = (0..200)
+            .map(|_| json!({"type": "TextBlock", "text": "x".repeat(200), "wrap": true}))
+            .collect();
+        body.push(json!({"type": "TextBlock", "text": at, "wrap": true}));
+        let mut payload = json!({"type": "message", "attachments": [{"content": {
+            "msteams": {"entities": [{"type": "mention", "text": at}]},
+            "body": body}}]});
+        assert!(fit(&mut payload));
+        assert!(json_bytes(&payload) <= MAX_BODY_BYTES);
+        let card = &payload["attachments"][0]["content"];
+        assert_eq!(card["msteams"]["entities"][0]["text"], at.as_str());
+        assert_eq!(card["body"][200]["text"], at.as_str());
     }
 
     #[test]

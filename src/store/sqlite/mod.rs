@@ -16,13 +16,14 @@ use crate::domain::{
 };
 use crate::store::{
     AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, SinkActivity,
-    Store, StoreError,
+    SlackLookup, Store, StoreError,
 };
 
 mod alerts;
 mod outbox;
 mod rows;
 mod schema;
+mod slack_cache;
 mod snapshot;
 mod status;
 #[cfg(test)]
@@ -264,5 +265,23 @@ impl Store for SqliteStore {
         except_sink: &str,
     ) -> Result<(u64, Option<String>), StoreError> {
         self.with(|conn| outbox::dead_count(conn, account, except_sink))
+    }
+
+    fn slack_lookup(
+        &self,
+        sink: &str,
+        address: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SlackLookup>, StoreError> {
+        self.with(|conn| slack_cache::get(conn, sink, address, now))
+    }
+
+    fn remember_slack_lookup(
+        &self,
+        sink: &str,
+        address: &str,
+        lookup: &SlackLookup,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| slack_cache::put(conn, sink, address, lookup))
     }
 }

@@ -13,7 +13,7 @@ use crate::store::StoreError;
 
 /// The schema version this build writes; files at a lower version are migrated
 /// forward, files at a higher one are refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The migrations, in order: `MIGRATIONS[n - 1]` takes the file to version `n`.
 /// Forward-only: once released, an entry is never edited, only appended to.
@@ -136,6 +136,15 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     CREATE INDEX attempts_log_by_delivery ON attempts_log (delivery_id);
     INSERT INTO attempts_log SELECT * FROM temp.attempts_aside;
     DROP TABLE temp.attempts_aside;",
+    // 4: Slack users.lookupByEmail answers per sink (found or not) until
+    // they expire; the address is stored lower-cased.
+    "CREATE TABLE slack_lookups (
+        sink TEXT NOT NULL,
+        address TEXT NOT NULL,
+        user_id TEXT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (sink, address)
+    );",
 ];
 
 /// How long a statement waits for another process (e.g. `outbox list` while
