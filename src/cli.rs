@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::reload;
+use crate::app::{App, Reloads};
 use crate::config::{self, Config};
 use crate::domain::{AccountId, DeliveryId, DeliveryStatus, EventKind, ExportId};
-use crate::reload;
 use crate::render::Renderer;
-use crate::service::{App, Reloads};
 use crate::store::{Store, StoreError};
 use crate::{preview, probe, report};
 
@@ -562,7 +562,7 @@ mod tests {
             assert!(is_muted(target), "{target}");
         }
         for target in [
-            "crayon_export_bot::poll",
+            "crayon_export_bot::app::poll",
             "serenity_extra",
             "hyperion",
             "lettres",

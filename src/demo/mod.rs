@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::app::{App, ServiceError};
 use crate::config::{self, Config, ConfigError, SinkKind};
 use crate::domain::{AccountId, DeliveryStatus};
-use crate::service::{App, ServiceError};
 use crate::store::Store;
 
 /// Why the demo could not run.

@@ -3,6 +3,13 @@
 //! continuously, stop cleanly) and `once` (one poll, one attempt per due
 //! delivery).
 
+pub mod alerts;
+pub mod dispatch;
+pub mod poll;
+pub mod reload;
+pub mod server;
+pub mod telemetry;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,19 +18,18 @@ use tokio_util::sync::CancellationToken;
 
 use chrono::Utc;
 
-use crate::alerts::{Alerts, Observation};
+use crate::app::alerts::{Alerts, Observation};
+use crate::app::dispatch::{Dispatcher, DrainSummary};
+use crate::app::poll::{PollError, PollReport, Watcher};
+use crate::app::telemetry::Health;
 use crate::config::{Config, ConfigError};
 use crate::crayon::{CrayonClient, CrayonError, CrayonSettings};
-use crate::dispatch::{Dispatcher, DrainSummary};
 use crate::domain::AccountId;
-use crate::poll::{PollError, PollReport, Watcher};
 use crate::render::{RenderError, Renderer};
 use crate::retention;
-use crate::server;
 use crate::sinks::{self, BuildError, Sinks};
 use crate::state_lock::{LockError, StateLock};
 use crate::store::{Store, StoreError};
-use crate::telemetry::Health;
 
 /// How often `run` prunes old sent deliveries and fired records.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);

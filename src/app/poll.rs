@@ -178,7 +178,7 @@ impl Watcher {
         let report = self.commit(polled, changes, &fired, &deliveries, now)?;
         fresh
             .iter()
-            .for_each(|e| crate::telemetry::event_fired(e.kind));
+            .for_each(|e| crate::app::telemetry::event_fired(e.kind));
         Ok(report)
     }
 
@@ -287,7 +287,7 @@ fn log_poll(result: &Result<PollReport, PollError>, elapsed: Duration) {
     let duration_ms = elapsed.as_millis() as u64;
     match result {
         Ok(r) => {
-            crate::telemetry::poll_succeeded(elapsed, r.items, Utc::now());
+            crate::app::telemetry::poll_succeeded(elapsed, r.items, Utc::now());
             tracing::info!(
                 items = r.items,
                 events = r.events,
@@ -298,7 +298,7 @@ fn log_poll(result: &Result<PollReport, PollError>, elapsed: Duration) {
             )
         }
         Err(e) => {
-            crate::telemetry::poll_failed(elapsed);
+            crate::app::telemetry::poll_failed(elapsed);
             tracing::debug!(error = %e, duration_ms, "poll failed")
         }
     }

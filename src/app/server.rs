@@ -14,9 +14,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::telemetry::{self, Health, Verdict};
 use crate::domain::AccountId;
 use crate::store::Store;
-use crate::telemetry::{self, Health, Verdict};
 
 #[derive(Clone)]
 struct Shared {
