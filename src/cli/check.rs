@@ -6,6 +6,7 @@ use crate::probe;
 
 use super::{load, Failure};
 
+/// `check`: problems exit 2, warnings only print; `--online` then probes.
 pub(super) async fn check(path: &std::path::Path, online: bool) -> Result<(), Failure> {
     let config = load(path)?;
     let report = crate::check::check(&config);
@@ -33,6 +34,7 @@ pub(super) async fn check(path: &std::path::Path, online: bool) -> Result<(), Fa
     Ok(())
 }
 
+/// `--online`: each remote end is asked; any failure exits 1.
 async fn check_online(config: &Config) -> Result<(), Failure> {
     let mut failed = 0;
     for check in probe::online(config).await {

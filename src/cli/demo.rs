@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{stop_on_signal, Failure};
 
+/// Runs the demo, stopped early by SIGINT/SIGTERM.
 pub(super) async fn demo(
     cycles: u32,
     interval: std::time::Duration,
@@ -21,9 +22,5 @@ pub(super) async fn demo(
     tokio::spawn(stop_on_signal(shutdown.clone()));
     crate::demo::run(options, shutdown)
         .await
-        .map_err(|e| match e {
-            crate::demo::DemoError::Config(_) => Failure::Usage(e.into()),
-            crate::demo::DemoError::Service(ref s) if s.is_config() => Failure::Usage(e.into()),
-            _ => Failure::Runtime(e.into()),
-        })
+        .map_err(Failure::of)
 }

@@ -24,7 +24,7 @@ pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
         Err(e) => {
             eprintln!("error: cannot write to stdout: {e}");
-            std::process::exit(1);
+            std::process::exit(EXIT_RUNTIME.into());
         }
     }
 }
@@ -170,12 +170,72 @@ pub enum OutboxAction {
     },
 }
 
-/// A command's failure, carrying its exit code.
+/// A command's failure. Which variant decides the exit code, in one place:
+/// [`exit_code`].
 pub enum Failure {
     /// Exit 2: fix the config, a template or the command line.
     Usage(anyhow::Error),
     /// Exit 1: something failed at run time.
     Runtime(anyhow::Error),
+}
+
+/// Errors that know whether their fix is in the config or command line
+/// (exit 2) or not (exit 1), so commands classify them with [`Failure::of`]
+/// instead of each matching on variants.
+pub trait Blame {
+    /// True when the user fixes this in the config, templates or arguments.
+    fn is_usage(&self) -> bool;
+}
+
+impl Blame for crate::app::ServiceError {
+    fn is_usage(&self) -> bool {
+        self.is_config()
+    }
+}
+
+impl Blame for crate::probe::ProbeError {
+    fn is_usage(&self) -> bool {
+        crate::probe::ProbeError::is_usage(self)
+    }
+}
+
+impl Blame for crate::demo::DemoError {
+    fn is_usage(&self) -> bool {
+        match self {
+            crate::demo::DemoError::Config(_) => true,
+            crate::demo::DemoError::Service(s) => s.is_config(),
+            _ => false,
+        }
+    }
+}
+
+impl Failure {
+    /// Wraps an error that knows its own blame.
+    pub fn of<E>(e: E) -> Self
+    where
+        E: Blame + Into<anyhow::Error>,
+    {
+        if e.is_usage() {
+            Failure::Usage(e.into())
+        } else {
+            Failure::Runtime(e.into())
+        }
+    }
+}
+
+/// Exit code of a runtime failure.
+const EXIT_RUNTIME: u8 = 1;
+/// Exit code of a config, template or usage failure.
+const EXIT_USAGE: u8 = 2;
+
+/// THE mapping from a command's outcome to the process exit code (spec:
+/// 0 ok, 1 runtime failure, 2 config, template or usage).
+pub fn exit_code(outcome: Result<(), &Failure>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Runtime(_)) => ExitCode::from(EXIT_RUNTIME),
+        Err(Failure::Usage(_)) => ExitCode::from(EXIT_USAGE),
+    }
 }
 
 /// Entry point used by `main`.
@@ -184,37 +244,24 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            // --help and --version are "errors" on stdout that end well.
+            let outcome = e.use_stderr().then(|| Failure::Usage(e.into()));
+            return exit_code(outcome.as_ref().map_or(Ok(()), Err));
         }
     };
     logging::init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(dispatch(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Runtime(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("cannot start the async runtime: {e}")))
+        .and_then(|runtime| runtime.block_on(dispatch(cli)));
+    if let Err(Failure::Usage(e) | Failure::Runtime(e)) = &outcome {
+        eprintln!("error: {e:#}");
     }
+    exit_code(outcome.as_ref().map(|_| ()))
 }
 
+/// Runs the parsed command; the config path defaults to $BOT_CONFIG, then bot.toml.
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let path = cli.config.clone().unwrap_or_else(|| {
         std::env::var_os("BOT_CONFIG")
@@ -252,6 +299,7 @@ pub(super) fn open_store(path: &std::path::Path) -> Result<std::sync::Arc<dyn St
     crate::store::open(&config.watch.state).map_err(|e| Failure::Runtime(e.into()))
 }
 
+/// Loads the config; any problem in it exits 2.
 pub(super) fn load(path: &std::path::Path) -> Result<Config, Failure> {
     config::load(path).map_err(|e| Failure::Usage(e.into()))
 }

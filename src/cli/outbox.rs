@@ -6,6 +6,7 @@ use crate::store::StoreError;
 
 use super::{open_store, Failure, OutboxAction};
 
+/// Runs one `outbox` action against the account's rows.
 pub(super) fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
     let store = open_store(path)?;
     let account = AccountId::default_account();

@@ -8,17 +8,20 @@ use crate::render::Renderer;
 
 use super::Failure;
 
+/// `--now`: an RFC 3339 time, with an example in the error.
 pub(super) fn parse_rfc3339(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&chrono::Utc))
         .map_err(|e| format!("{text:?} is not an RFC 3339 time (e.g. 2024-05-30T14:00:00Z): {e}"))
 }
 
+/// The config's templates; a broken template is the user's to fix (exit 2).
 fn renderer(config: &Config) -> Result<Renderer, Failure> {
     Renderer::new(config.templates_dir.as_deref(), config.timezone)
         .map_err(|e| Failure::Usage(e.into()))
 }
 
+/// `render --event E --sink S`: the message on stdout as the terminal shows it.
 pub(super) fn render_one(
     config: &Config,
     event: Option<EventKind>,
@@ -41,6 +44,7 @@ pub(super) fn render_one(
     Ok(())
 }
 
+/// `render --html-preview FILE`: every sink's rendering in one page.
 pub(super) fn render_page(
     config: &Config,
     item: Option<&std::path::Path>,

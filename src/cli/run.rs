@@ -10,16 +10,13 @@ use crate::config::{self, Config};
 
 use super::{stop_on_signal, Failure};
 
+/// Builds the app; a config-level failure exits 2.
 pub(super) fn build(config: Config) -> Result<App, Failure> {
-    App::build(config).map_err(|e| {
-        if e.is_config() {
-            Failure::Usage(e.into())
-        } else {
-            Failure::Runtime(e.into())
-        }
-    })
+    App::build(config).map_err(Failure::of)
 }
 
+/// `run`: poll until SIGINT/SIGTERM, reloading on SIGHUP (and on file change
+/// with `watch.reload`).
 pub(super) async fn run(config: Config, path: PathBuf) -> Result<(), Failure> {
     let (tx, requests) = tokio::sync::mpsc::channel(4);
     reload::on_sighup(tx.clone());
@@ -47,6 +44,7 @@ pub(super) async fn run(config: Config, path: PathBuf) -> Result<(), Failure> {
         .map_err(|e| Failure::Runtime(e.into()))
 }
 
+/// `once`: exit 1 unless every due delivery was sent.
 pub(super) async fn once(config: Config) -> Result<(), Failure> {
     let app = build(config)?;
     let (_, summary) = app.once().await.map_err(|e| Failure::Runtime(e.into()))?;

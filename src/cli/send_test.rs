@@ -9,13 +9,9 @@ use super::{load, Failure};
 /// Sends the test message and prints what the sink answered.
 pub(super) async fn send_test(path: &Path, sink: &str, to: Option<&str>) -> Result<(), Failure> {
     let config = load(path)?;
-    let ok = probe::send_test(&config, sink, to).await.map_err(|e| {
-        if e.is_usage() {
-            Failure::Usage(e.into())
-        } else {
-            Failure::Runtime(e.into())
-        }
-    })?;
+    let ok = probe::send_test(&config, sink, to)
+        .await
+        .map_err(Failure::of)?;
     outln!("{ok}");
     Ok(())
 }

@@ -5,6 +5,7 @@ use crate::report;
 
 use super::{open_store, Failure};
 
+/// Prints the item's history from the store.
 pub(super) fn why(path: &std::path::Path, item_id: i64) -> Result<(), Failure> {
     let store = open_store(path)?;
     let id = ExportId(item_id);
