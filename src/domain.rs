@@ -33,9 +33,10 @@ impl fmt::Display for ExportId {
     }
 }
 
-/// The queue item's processing status. Codes the API may add later are kept as
-/// `Other` so a new status never breaks a poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The queue item's processing status. The API sends a number or its name
+/// (any case); codes and names it may add later are kept as `Other` /
+/// `OtherName` so a new status never breaks a poll or loses what was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ExportStatus {
     None,
     Queued,
@@ -43,56 +44,93 @@ pub enum ExportStatus {
     Deleted,
     Failed,
     Other(i64),
+    /// A name the bot does not know, as the API spelled it.
+    OtherName(std::sync::Arc<str>),
 }
 
+/// The known statuses with their codes and names, the one table both
+/// directions read.
+const KNOWN_STATUSES: [(ExportStatus, i64, &str); 5] = [
+    (ExportStatus::None, 0, "None"),
+    (ExportStatus::Queued, 1, "Queued"),
+    (ExportStatus::Processed, 2, "Processed"),
+    (ExportStatus::Deleted, 4, "Deleted"),
+    (ExportStatus::Failed, 8, "Failed"),
+];
+
 impl ExportStatus {
-    /// The API's numeric code.
-    pub fn code(self) -> i64 {
+    /// The API's numeric code; `None` for a status that only came as an
+    /// unknown name.
+    pub fn code(&self) -> Option<i64> {
         match self {
-            Self::None => 0,
-            Self::Queued => 1,
-            Self::Processed => 2,
-            Self::Deleted => 4,
-            Self::Failed => 8,
-            Self::Other(code) => code,
+            Self::Other(code) => Some(*code),
+            Self::OtherName(_) => Option::None,
+            known => KNOWN_STATUSES
+                .iter()
+                .find(|(status, _, _)| status == known)
+                .map(|(_, code, _)| *code),
         }
     }
 
-    /// The name shown to people in messages (`Unknown` for codes we do not know).
-    pub fn name(self) -> &'static str {
+    /// The name shown to people in messages (`Unknown` for codes and names
+    /// we do not know).
+    pub fn name(&self) -> &'static str {
+        KNOWN_STATUSES
+            .iter()
+            .find(|(status, _, _)| status == self)
+            .map_or("Unknown", |(_, _, name)| name)
+    }
+
+    /// What identifies an unknown status: its code or the name as sent
+    /// ("16", "Archived").
+    pub fn raw(&self) -> String {
         match self {
-            Self::None => "None",
-            Self::Queued => "Queued",
-            Self::Processed => "Processed",
-            Self::Deleted => "Deleted",
-            Self::Failed => "Failed",
-            Self::Other(_) => "Unknown",
+            Self::OtherName(name) => name.to_string(),
+            other => other.code().unwrap_or_default().to_string(),
         }
+    }
+
+    /// A status from its name, case-insensitively; unknown names are kept.
+    pub fn from_name(name: &str) -> Self {
+        KNOWN_STATUSES
+            .iter()
+            .find(|(_, _, known)| known.eq_ignore_ascii_case(name))
+            .map_or_else(|| Self::OtherName(name.into()), |(s, _, _)| s.clone())
     }
 }
 
 impl From<i64> for ExportStatus {
     fn from(code: i64) -> Self {
-        match code {
-            0 => Self::None,
-            1 => Self::Queued,
-            2 => Self::Processed,
-            4 => Self::Deleted,
-            8 => Self::Failed,
-            other => Self::Other(other),
-        }
+        KNOWN_STATUSES
+            .iter()
+            .find(|(_, known, _)| *known == code)
+            .map_or(Self::Other(code), |(status, _, _)| status.clone())
     }
 }
 
 impl<'de> Deserialize<'de> for ExportStatus {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        i64::deserialize(d).map(Self::from)
+        /// The wire form: a number or a name.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Code(i64),
+            Name(String),
+        }
+        Ok(match Wire::deserialize(d)? {
+            Wire::Code(code) => Self::from(code),
+            Wire::Name(name) => Self::from_name(&name),
+        })
     }
 }
 
 impl Serialize for ExportStatus {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_i64(self.code())
+        match (self.code(), self) {
+            (Some(code), _) => s.serialize_i64(code),
+            (Option::None, Self::OtherName(name)) => s.serialize_str(name),
+            (Option::None, _) => s.serialize_none(),
+        }
     }
 }
 
@@ -514,7 +552,7 @@ mod tests {
         let (snapshot, _) = Snapshot::parse(body).unwrap();
         let item = &snapshot.items[&ExportId(1)];
         assert_eq!(item.status, ExportStatus::Other(16));
-        assert_eq!(item.status.code(), 16);
+        assert_eq!(item.status.code(), Some(16));
         assert_eq!(item.requested_by, None);
     }
 

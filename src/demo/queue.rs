@@ -191,7 +191,7 @@ mod tests {
         let failed = snapshots[3]
             .items
             .values()
-            .filter(|i| i.status.code() == 8)
+            .filter(|i| i.status == crate::domain::ExportStatus::Failed)
             .count();
         assert_eq!(failed, 1);
         assert_eq!(sim.polls(), 4);

@@ -16,5 +16,6 @@ mod reliability;
 mod render_cli;
 mod secrets;
 mod smtp;
+mod status_names;
 mod store;
 mod watcher;
