@@ -17,9 +17,9 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
 
+use crate::domain::Polled;
 use crate::domain::{ExportId, Snapshot};
 use crate::http_body::{self, error_chain, BodyError, CaFileError};
-use crate::polled::Polled;
 use crate::secret::Secret;
 
 const TOKEN_PATH: &str = "api/v1/connect/token/";

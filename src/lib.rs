@@ -15,7 +15,6 @@ pub mod demo;
 pub mod diff;
 pub mod domain;
 pub mod http_body;
-pub mod polled;
 pub mod preview;
 pub mod probe;
 pub mod render;

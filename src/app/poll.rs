@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 use crate::config::{Config, FirstRun, SinkConfig};
 use crate::crayon::{CrayonClient, CrayonError};
 use crate::diff::{diff_changes, unfired, DiffOptions, Event};
+use crate::domain::Polled;
 use crate::domain::{
     AccountId, Change, Disposition, EventKind, ExportId, NewDelivery, RenderedMessage, Snapshot,
 };
-use crate::polled::Polled;
 use crate::render::{MessageInput, RecipientView, Renderer};
 use crate::route::{self, Router, Target};
 use crate::store::{CommitStats, PollCommit, Store, StoreError};
