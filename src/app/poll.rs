@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 use crate::config::{Config, FirstRun, SinkConfig};
 use crate::crayon::{CrayonClient, CrayonError};
 use crate::diff::{diff_changes, unfired, DiffOptions, Event};
-use crate::domain::Polled;
 use crate::domain::{
     AccountId, Change, Disposition, EventKind, ExportId, NewDelivery, RenderedMessage, Snapshot,
 };
+use crate::domain::{MalformedQueue, Polled};
 use crate::render::{MessageInput, RecipientView, Renderer};
 use crate::route::{self, Router, Target};
 use crate::store::{CommitStats, PollCommit, Store, StoreError};
@@ -24,6 +24,8 @@ use crate::store::{CommitStats, PollCommit, Store, StoreError};
 pub enum PollError {
     #[error("poll failed: {0}")]
     Api(CrayonError),
+    #[error("poll failed: {0}")]
+    Malformed(#[from] MalformedQueue),
     #[error(transparent)]
     State(#[from] StoreError),
 }
@@ -95,7 +97,7 @@ impl Watcher {
     }
 
     async fn poll_inner(&mut self) -> Result<PollReport, PollError> {
-        let body = self.client.fetch_queue_body().await?;
+        let body = self.client.fetch_queue().await?;
         self.process(&body, Utc::now())
     }
 
@@ -111,7 +113,8 @@ impl Watcher {
         }
         // Takes the stored snapshot (its unchanged items move into the new
         // one); a malformed body leaves it in place.
-        let polled = self.client.parse_queue_over(body, &mut self.previous)?;
+        let polled =
+            Snapshot::parse_over(body, &mut self.previous).map_err(MalformedQueue::from)?;
         let baseline =
             polled.prior().is_none() && self.config.watch.first_run == FirstRun::Baseline;
         let changes = polled.changes();

@@ -16,8 +16,6 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::domain::Polled;
-use crate::domain::{ExportId, Snapshot};
 use crate::http_body::{self, BodyError};
 use crate::secret::Secret;
 
@@ -110,17 +108,11 @@ impl CrayonClient {
     }
 
     /// One poll: `GET {base}/api/v1/exports/` with the bearer token. Returns
-    /// the snapshot and the ids the answer listed more than once. A 401 gets
-    /// one fresh token and one retry; a second 401 is [`CrayonError::Unauthorized`].
-    pub async fn fetch_queue(&self) -> Result<(Snapshot, Vec<ExportId>), CrayonError> {
-        let body = self.fetch_queue_body().await?;
-        self.parse_queue(&body)
-    }
-
-    /// The HTTP half of [`fetch_queue`](Self::fetch_queue): the queue body as
-    /// bytes, size-capped, not yet parsed. Split out so the poll cycle (and
-    /// the benchmarks, which have no server) share one parse-onwards path.
-    pub async fn fetch_queue_body(&self) -> Result<Vec<u8>, CrayonError> {
+    /// the body as bytes, size-capped and unparsed: what the queue means is
+    /// the domain's to read ([`crate::domain::Snapshot::parse_over`]). A 401
+    /// gets one fresh token and one retry; a second 401 is
+    /// [`CrayonError::Unauthorized`].
+    pub async fn fetch_queue(&self) -> Result<Vec<u8>, CrayonError> {
         let token = self.bearer().await?;
         let response = match self.get_exports(&token).await? {
             Some(response) => response,
@@ -133,26 +125,6 @@ impl CrayonClient {
             }
         };
         read_capped(response, self.settings.max_body, EXPORTS, self).await
-    }
-
-    /// The parse half of [`fetch_queue`](Self::fetch_queue): a body that is
-    /// not the documented shape is [`CrayonError::Malformed`].
-    pub fn parse_queue(&self, body: &[u8]) -> Result<(Snapshot, Vec<ExportId>), CrayonError> {
-        let polled = self.parse_queue_over(body, &mut None)?;
-        Ok((polled.snapshot, polled.duplicates))
-    }
-
-    /// As [`parse_queue`](Self::parse_queue), against the stored snapshot
-    /// (see [`Snapshot::parse_over`]): on success `stored` is taken.
-    pub fn parse_queue_over(
-        &self,
-        body: &[u8],
-        stored: &mut Option<Snapshot>,
-    ) -> Result<Polled, CrayonError> {
-        Snapshot::parse_over(body, stored).map_err(|e| CrayonError::Malformed {
-            endpoint: EXPORTS,
-            reason: e.to_string(),
-        })
     }
 
     /// Gets a fresh token whatever is cached (for `check --online`), keeps it

@@ -2,6 +2,7 @@
 
 use super::token::{parse_lifetime, DEFAULT_LIFETIME, MAX_LIFETIME};
 use super::*;
+use crate::domain::{ExportId, MalformedQueue, Snapshot};
 use serde_json::Value;
 use wiremock::matchers::{basic_auth, bearer_token, body_string_contains, header, method, path};
 use wiremock::{Mock, MockBuilder, MockServer, ResponseTemplate};
@@ -154,7 +155,8 @@ async fn token_is_fetched_once_and_reused_across_polls() {
         .await;
     let client = client(&server);
     for _ in 0..2 {
-        let (snapshot, duplicates) = client.fetch_queue().await.unwrap();
+        let body = client.fetch_queue().await.unwrap();
+        let (snapshot, duplicates) = Snapshot::parse(&body).unwrap();
         assert_eq!(snapshot.items.len(), 1);
         assert_eq!(snapshot.nr_of_days, 7);
         assert_eq!(duplicates, vec![ExportId(7)]);
@@ -253,7 +255,8 @@ async fn a_401_gets_one_fresh_token_and_one_retry() {
         .expect(1)
         .mount(&server)
         .await;
-    let (snapshot, _) = client(&server).fetch_queue().await.unwrap();
+    let body = client(&server).fetch_queue().await.unwrap();
+    let (snapshot, _) = Snapshot::parse(&body).unwrap();
     assert_eq!(snapshot.items.len(), 1);
 }
 
@@ -366,26 +369,22 @@ async fn a_token_endpoint_error_never_shows_its_body() {
 #[tokio::test]
 async fn a_body_that_is_not_json_is_malformed() {
     let server = server_with(ResponseTemplate::new(200).set_body_string("{\"Items\": [")).await;
-    let error = client(&server).fetch_queue().await.unwrap_err();
+    // The client hands the bytes over; the domain's parse refuses them.
+    let body = client(&server).fetch_queue().await.unwrap();
+    let error = MalformedQueue::from(Snapshot::parse(&body).unwrap_err());
     assert!(
-        matches!(
-            error,
-            CrayonError::Malformed {
-                endpoint: "exports",
-                ..
-            }
+        error.to_string().starts_with(
+            "the Crayon exports endpoint answered with a body that is not the documented shape"
         ),
-        "{error:?}"
+        "{error}"
     );
 }
 
 #[tokio::test]
 async fn an_empty_object_is_malformed_not_an_empty_queue() {
     let server = server_with(ResponseTemplate::new(200).set_body_string("{}")).await;
-    let error = client(&server).fetch_queue().await.unwrap_err();
-    let CrayonError::Malformed { reason, .. } = &error else {
-        panic!("{error:?}");
-    };
+    let body = client(&server).fetch_queue().await.unwrap();
+    let MalformedQueue { reason } = Snapshot::parse(&body).unwrap_err().into();
     assert!(reason.contains("Items"), "{reason}");
 }
 

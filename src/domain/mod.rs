@@ -22,7 +22,7 @@ pub use delivery::{
 };
 pub use event::{EventKind, RemovedReason};
 pub use item::{crayon_date, ExportId, ExportItem, ExportStatus};
-pub use snapshot::{sort_and_dedup, Change, Polled, QueueAnswer, Snapshot};
+pub use snapshot::{sort_and_dedup, Change, MalformedQueue, Polled, QueueAnswer, Snapshot};
 pub use subject::{AlertCondition, AlertState, Subject};
 
 #[cfg(test)]

@@ -302,6 +302,26 @@ impl Snapshot {
     }
 }
 
+/// A queue body that is not the documented shape: the poll fails and the
+/// stored snapshot stays. Named like the client's errors, since to the
+/// operator it is the API's answer that is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the Crayon exports endpoint answered with a body that is not the documented shape: {reason}"
+)]
+pub struct MalformedQueue {
+    /// What serde found wrong (line, column, field), never body text.
+    pub reason: String,
+}
+
+impl From<serde_json::Error> for MalformedQueue {
+    fn from(e: serde_json::Error) -> Self {
+        MalformedQueue {
+            reason: e.to_string(),
+        }
+    }
+}
+
 /// How one item differs between two snapshots (see [`Snapshot::changes`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change<'a> {
