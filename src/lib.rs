@@ -1,9 +1,11 @@
 //! crayon-export-bot: polls Crayon Cloud-iQ's export queue and tells people
 //! when the export they asked for is ready (or failed).
 //!
-//! The pipeline is `crayon` (fetch) → `diff` (events) → `route` + `render`
-//! (deliveries) → `store` (one transaction) → `dispatch` (sinks). The pure
-//! steps do no I/O; `poll` and `service` wire them together.
+//! The pipeline: `crayon` fetches the queue body as bytes → `domain`
+//! parses it over the stored snapshot → `diff` (events) → `route` + `render`
+//! (deliveries) → `store` (one transaction) → `app::dispatch` (sinks). The
+//! pure steps do no I/O; `app` (`app::poll` one cycle, `app::run` the loop)
+//! wires them together, and `cli` is one file per command.
 
 pub mod address;
 pub mod app;
