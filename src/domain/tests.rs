@@ -130,3 +130,19 @@ fn duplicate_ids_keep_the_first_and_are_reported() {
     assert_eq!(dups, vec![ExportId(5)]);
     assert_eq!(snapshot.items[&ExportId(5)].status, ExportStatus::Queued);
 }
+
+#[test]
+fn status_names_parse_in_any_case_and_unknown_names_are_kept() {
+    let status = |json: &str| serde_json::from_str::<ExportStatus>(json).unwrap();
+    assert_eq!(status("\"processed\""), ExportStatus::Processed);
+    assert_eq!(status("\"FAILED\""), ExportStatus::Failed);
+    assert_eq!(status("2"), ExportStatus::Processed);
+    let unknown = status("\"Archived\"");
+    assert_eq!(unknown, ExportStatus::OtherName("Archived".into()));
+    assert_eq!((unknown.name(), unknown.code()), ("Unknown", None));
+    assert_eq!(serde_json::to_string(&unknown).unwrap(), "\"Archived\"");
+    assert_eq!(
+        serde_json::to_string(&ExportStatus::Other(16)).unwrap(),
+        "16"
+    );
+}
