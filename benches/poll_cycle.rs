@@ -18,9 +18,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use crayon_export_bot::app::poll::{PollReport, Watcher};
+use crayon_export_bot::app::App;
 use crayon_export_bot::domain::{QueueAnswer, Snapshot};
-use crayon_export_bot::poll::{PollReport, Watcher};
-use crayon_export_bot::service::App;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use support::Queued;

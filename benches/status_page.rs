@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use crayon_export_bot::app::telemetry::Health;
 use crayon_export_bot::domain::{
     AccountId, DeliveryStatus, Disposition, EventKind, ExportId, NewDelivery, RenderedMessage,
     Snapshot,
@@ -25,7 +26,6 @@ use crayon_export_bot::domain::{
 use crayon_export_bot::status::page::Page;
 use crayon_export_bot::status::{gather, Role, StatusSource};
 use crayon_export_bot::store::{AttemptOutcome, PollCommit, SqliteStore, Store};
-use crayon_export_bot::telemetry::Health;
 use criterion::{criterion_group, criterion_main, Criterion};
 use support::Queued;
 

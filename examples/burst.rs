@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use crayon_export_bot::app::App;
 use crayon_export_bot::domain::DeliveryStatus;
-use crayon_export_bot::service::App;
 use serde_json::json;
 use support::{Queued, Receiver};
 use tokio::sync::Notify;

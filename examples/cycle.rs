@@ -17,8 +17,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use crayon_export_bot::app::App;
 use crayon_export_bot::domain::{QueueAnswer, Snapshot};
-use crayon_export_bot::service::App;
 use support::Queued;
 
 fn main() {

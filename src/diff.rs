@@ -49,7 +49,7 @@ pub fn diff<'a>(
 }
 
 /// [`diff`] over changes already found (the poll gets them from
-/// [`crate::polled::Polled::changes`] without a second walk over the
+/// [`crate::domain::Polled::changes`] without a second walk over the
 /// queue). `changes` must be in id order; unchanged items cannot fire
 /// anything, so only the changes are needed. `previous_days` is the stored
 /// `NrOfDays`.

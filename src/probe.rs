@@ -7,13 +7,13 @@ use std::time::Duration;
 use chrono::Utc;
 use url::Url;
 
+use crate::app::crayon_settings;
 use crate::config::{Config, SinkKind};
 use crate::crayon::CrayonClient;
 use crate::domain::{Delivery, DeliveryId, DeliveryStatus, EventKind, Subject};
 use crate::preview;
 use crate::render::Renderer;
 use crate::route::{self, Router, Target};
-use crate::service::crayon_settings;
 use crate::sinks;
 
 /// Why a probe could not be made or failed.

@@ -90,7 +90,7 @@ pub fn why(id: ExportId, history: &ItemHistory) -> String {
     match &history.item {
         Some(item) => out.push_str(&format!(
             "  stored: status {} ({}), downloadable {}, attempts {}, requested by {}, created {}\n  name: {}\n",
-            item.status.code(),
+            item.status.raw(),
             item.status.name(),
             item.downloadable,
             item.attempts,

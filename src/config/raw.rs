@@ -15,25 +15,37 @@ use crate::secret::Secret;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `[crayon]`: the API and its credentials (required).
     pub crayon: RawCrayon,
+    /// `[watch]`: polling and which events fire.
     #[serde(default)]
     pub watch: RawWatch,
+    /// `[delivery]`: retries, concurrency and retention of records.
     #[serde(default)]
     pub delivery: RawDelivery,
+    /// `[links]`: links shown in messages.
     #[serde(default)]
     pub links: RawLinks,
+    /// `[display]`: how dates are shown.
     #[serde(default)]
     pub display: RawDisplay,
+    /// `[tls]`: an extra CA file.
     #[serde(default)]
     pub tls: RawTls,
+    /// `[server]`: the health and metrics listener; absent = off.
     pub server: Option<RawServer>,
+    /// `[alerts]`: where the bot reports its own troubles; absent = off.
     pub alerts: Option<RawAlerts>,
+    /// `[templates]`: user templates overriding the built-ins.
     #[serde(default)]
     pub templates: RawTemplates,
+    /// `[sinks.NAME]`: the destinations, by name.
     #[serde(default)]
     pub sinks: BTreeMap<String, RawSink>,
+    /// `[[routes]]`: which events go to which sinks; none = every event to every sink.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// `[recipients."addr"]`: per-requester addresses, keyed on RequestedBy (case-insensitive).
     #[serde(default)]
     pub recipients: BTreeMap<String, RawRecipient>,
 }
@@ -42,15 +54,23 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCrayon {
+    /// The API root, e.g. `https://api.crayon.com/`.
     pub base_url: String,
+    /// OAuth2 client id (password grant).
     pub client_id: String,
+    /// OAuth2 client secret; usually `${VAR}`.
     pub client_secret: Secret,
+    /// The Crayon user the bot signs in as.
     pub username: String,
+    /// That user's password; usually `${VAR}`.
     pub password: Secret,
+    /// OAuth2 scope (default `CustomerApi`).
     #[serde(default = "default_scope")]
     pub scope: String,
+    /// Per-request timeout (default `30s`).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Largest queue answer read, e.g. `64MiB` (the default); bigger fails the poll.
     #[serde(default = "default_max_body")]
     pub max_body: String,
 }
@@ -69,13 +89,19 @@ fn default_max_body() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawWatch {
+    /// Time between polls (default `60s`).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// The state file: snapshot, fired events, outbox (default `state.db`; lock beside it).
     pub state: PathBuf,
+    /// With no stored state: `baseline` (record, notify nothing; default) or `notify`.
     pub first_run: String,
+    /// Events that fire: downloadable, failed, queued, removed (default the first two).
     pub events: Vec<String>,
+    /// Items created longer ago than this fire no downloadable/failed/queued (default `3d`).
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
+    /// Also reload when bot.toml or the templates change on disk (default false; SIGHUP always reloads).
     pub reload: bool,
 }
 
@@ -96,16 +122,23 @@ impl Default for RawWatch {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDelivery {
+    /// Attempts before a delivery is dead (default 8).
     pub max_attempts: u32,
+    /// First retry delay (default `2s`), doubling per attempt.
     #[serde(with = "humantime_serde")]
     pub backoff_initial: Duration,
+    /// Cap on a retry delay, and on how long a server-asked wait is honoured (default `10m`).
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
+    /// Sends in flight per sink, unless the sink sets its own (default 4).
     pub concurrency: usize,
+    /// How long sent and skipped deliveries are kept (default `30d`).
     #[serde(with = "humantime_serde")]
     pub keep_sent: Duration,
+    /// How long fired-event records are kept (default `90d`).
     #[serde(with = "humantime_serde")]
     pub keep_fired: Duration,
+    /// How long sends in flight may finish on stop (default `10s`).
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }
@@ -128,6 +161,7 @@ impl Default for RawDelivery {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLinks {
+    /// Where people open and download their exports.
     pub portal: String,
 }
 
@@ -143,6 +177,7 @@ impl Default for RawLinks {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDisplay {
+    /// IANA zone for dates shown in messages (default `UTC`).
     pub timezone: String,
 }
 
@@ -158,6 +193,7 @@ impl Default for RawDisplay {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
+    /// PEM root certificate(s) trusted besides the system roots.
     pub ca_file: Option<PathBuf>,
 }
 
@@ -165,6 +201,7 @@ pub struct RawTls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
+    /// Address of `/livez`, `/healthz`, `/metrics`, e.g. `127.0.0.1:9187`.
     pub listen: String,
     /// Bearer token for `/`, `/api/status` and `/metrics`; required when
     /// `listen` is not a loopback address (`"${STATUS_TOKEN}"`).
@@ -175,9 +212,12 @@ pub struct RawServer {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlerts {
+    /// The sink (by name) that receives the bot's own alerts.
     pub sink: String,
+    /// How long a trouble lasts before it is alerted (default `15m`).
     #[serde(default = "default_alert_after", with = "humantime_serde")]
     pub after: Duration,
+    /// How often an ongoing trouble is alerted again (default `4h`).
     #[serde(default = "default_alert_repeat", with = "humantime_serde")]
     pub repeat: Duration,
 }
@@ -193,6 +233,7 @@ fn default_alert_repeat() -> Duration {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTemplates {
+    /// Folder of user templates; built-ins are compiled into the binary.
     pub dir: Option<PathBuf>,
 }
 
@@ -202,32 +243,53 @@ pub struct RawTemplates {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSink {
+    /// slack, teams, discord, email, webhook or console.
     pub kind: String,
+    /// False keeps the sink configured but sends nothing (default true).
     pub enabled: Option<bool>,
+    /// Sends in flight for this sink (default `delivery.concurrency`).
     pub concurrency: Option<usize>,
+    /// At most this many sends, e.g. `1/s`.
     pub rate_limit: Option<String>,
+    /// Free-form values templates see as `sink.vars`.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
     // slack, teams, webhook
+    /// slack, teams, webhook: the endpoint (a secret: it authorizes posting).
     pub url: Option<Secret>,
+    /// webhook: extra request headers (values are secrets).
     pub headers: Option<BTreeMap<String, Secret>>,
     // discord
+    /// discord: the channel webhook.
     pub webhook_url: Option<Secret>,
+    /// discord: a bot token, to DM mapped requesters instead.
     pub bot_token: Option<Secret>,
+    /// discord: send API calls elsewhere (tests, proxies).
     pub api_base: Option<String>,
     // slack in bot_token mode
     pub channel: Option<String>,
     // email
+    /// email: `smtp://` (STARTTLS required) or `smtps://` (implicit TLS) host and port.
     pub smtp: Option<String>,
+    /// email: `none` for plain SMTP, only to loopback or with `allow_insecure`.
     pub tls: Option<String>,
+    /// email: permit `tls = "none"` to a non-loopback host.
     pub allow_insecure: Option<bool>,
+    /// email: SMTP AUTH user.
     pub username: Option<String>,
+    /// email: SMTP AUTH password.
     pub password: Option<Secret>,
+    /// email: the From address.
     pub from: Option<String>,
+    /// email: send to the item's RequestedBy (default true).
     pub requester: Option<bool>,
+    /// email: if set, only requesters in these domains get mail.
     pub requester_domains: Option<Vec<String>>,
+    /// email: fixed To addresses, added to the requester.
     pub to: Option<Vec<String>>,
+    /// email: fixed Cc addresses.
     pub cc: Option<Vec<String>>,
+    /// email: fixed Bcc addresses.
     pub bcc: Option<Vec<String>>,
     pub reply_to: Option<String>,
     pub helo_name: Option<String>,
@@ -237,9 +299,13 @@ pub struct RawSink {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    /// Events this route takes (default every enabled event).
     pub events: Option<Vec<String>>,
+    /// Glob on RequestedBy, case-insensitive (optional).
     pub requested_by: Option<String>,
+    /// Glob on the export's ActionName (optional).
     pub action_name: Option<String>,
+    /// Sinks (by name) that receive the matching events.
     pub sinks: Vec<String>,
 }
 
@@ -247,9 +313,13 @@ pub struct RawRoute {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRecipient {
+    /// Discord user to DM (bot_token sinks).
     pub discord_user_id: Option<String>,
+    /// Slack user to mention or DM.
     pub slack_user_id: Option<String>,
+    /// UPN to mention on Teams (else RequestedBy).
     pub teams_upn: Option<String>,
+    /// Address to mail instead of RequestedBy.
     pub email: Option<String>,
 }
 

@@ -12,10 +12,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::app::{App, ServiceError};
 use crate::config::{self, Config, ConfigError, SinkKind};
-use crate::domain::{AccountId, DeliveryStatus};
-use crate::service::{App, ServiceError};
-use crate::store::Store;
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -69,21 +67,13 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
         state_dir.path().display()
     );
     let app = App::build(config)?;
-    let stop = shutdown.child_token();
-    let watcher = tokio::spawn(stop_when_done(
-        sim,
-        app.store.clone(),
-        app.account.clone(),
-        stop.clone(),
-        options.cycles,
-    ));
-    let result = app.run(stop.clone(), None).await;
-    watcher.abort();
+    let result = poll_cycles(&app, options.cycles, options.interval, &shutdown).await;
     server.abort();
     result?;
+    let polls = sim.lock().unwrap_or_else(|e| e.into_inner()).polls();
     let written = count_eml(&options.mail_dir).saturating_sub(before);
     eprintln!(
-        "demo: done; {written} email(s) written as .eml files to {} (open them with any mail client)",
+        "demo: done; {polls} poll(s) of the simulated queue; {written} email(s) written as .eml files to {} (open them with any mail client)",
         options.mail_dir.display()
     );
     Ok(())
@@ -100,39 +90,27 @@ fn count_eml(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Cancels `stop` once the simulated queue was polled `cycles` times, that
-/// poll was committed, and nothing is left to deliver.
-async fn stop_when_done(
-    sim: queue::Shared,
-    store: Arc<dyn Store>,
-    account: AccountId,
-    stop: CancellationToken,
+/// Exactly `cycles` polls, each followed by one attempt at every delivery
+/// then due (`once`), `interval` apart; `shutdown` ends it between polls.
+/// (Driving `run` and watching it stopped after a varying number of polls.)
+async fn poll_cycles(
+    app: &App,
     cycles: u32,
-) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let (polls, last_poll) = {
-            let sim = sim.lock().unwrap_or_else(|e| e.into_inner());
-            (sim.polls(), sim.last_poll_at())
-        };
-        if polls < cycles {
-            continue;
+    interval: Duration,
+    shutdown: &CancellationToken,
+) -> Result<(), ServiceError> {
+    for cycle in 1..=cycles {
+        let (_, summary) = app.once().await?;
+        tracing::debug!(cycle, sent = summary.sent, "demo poll delivered");
+        if cycle == cycles {
+            break;
         }
-        let committed = store
-            .last_success_at(&account)
-            .ok()
-            .flatten()
-            .zip(last_poll)
-            .is_some_and(|(done, asked)| done >= asked);
-        let pending = store
-            .list_deliveries(&account, Some(DeliveryStatus::Pending))
-            .map(|p| p.len())
-            .unwrap_or(0);
-        if committed && pending == 0 {
-            stop.cancel();
-            return;
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(interval) => {}
         }
     }
+    Ok(())
 }
 
 /// The demo's config: the simulated API, a fresh state file, a console sink

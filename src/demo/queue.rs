@@ -62,7 +62,6 @@ pub struct Simulation {
     items: Vec<SimItem>,
     next_id: i64,
     polls: u32,
-    last_poll_at: Option<DateTime<Utc>>,
 }
 
 impl Simulation {
@@ -72,7 +71,6 @@ impl Simulation {
             items: Vec::new(),
             next_id: 2437,
             polls: 0,
-            last_poll_at: None,
         };
         for n in 0..5 {
             sim.request(now - Duration::minutes(50 - 10 * n as i64));
@@ -124,14 +122,8 @@ impl Simulation {
             self.advance(now);
         }
         self.polls += 1;
-        self.last_poll_at = Some(now);
         let items: Vec<Value> = self.items.iter().map(SimItem::to_json).collect();
         json!({ "Items": items, "NrOfDays": 7 })
-    }
-
-    /// When the queue was last polled.
-    pub fn last_poll_at(&self) -> Option<DateTime<Utc>> {
-        self.last_poll_at
     }
 
     /// How many times the queue was polled.
@@ -191,7 +183,7 @@ mod tests {
         let failed = snapshots[3]
             .items
             .values()
-            .filter(|i| i.status.code() == 8)
+            .filter(|i| i.status == crate::domain::ExportStatus::Failed)
             .count();
         assert_eq!(failed, 1);
         assert_eq!(sim.polls(), 4);

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::*;
 use crate::diff::{diff, DiffOptions};
+use chrono::{DateTime, Utc};
 
 /// Any JSON value: scalars at their extremes, strings with control and
 /// non-ASCII characters, nested arrays and objects.

@@ -295,7 +295,7 @@ fn item_json(item: &ExportItem, nr_of_days: u32) -> Json {
     let expires = item.expires_at(nr_of_days);
     json!({
         "id": item.id.0,
-        "status": item.status.code(),
+        "status": item.status,
         "status_name": status_name(item),
         "downloadable": item.downloadable,
         "attempts": item.attempts,
@@ -311,7 +311,7 @@ fn item_json(item: &ExportItem, nr_of_days: u32) -> Json {
 /// does not know the code ("Unknown (16)"), so nothing is lost.
 fn status_name(item: &ExportItem) -> String {
     match item.status.name() {
-        "Unknown" => format!("Unknown ({})", item.status.code()),
+        "Unknown" => format!("Unknown ({})", item.status.raw()),
         name => name.to_string(),
     }
 }

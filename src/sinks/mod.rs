@@ -1,6 +1,6 @@
 //! Sinks: where a rendered message goes. A sink sends one message and only
 //! *classifies* a failure (retry, retry after N s, permanent); backoff, limits
-//! and bookkeeping live in the shared dispatcher (`crate::dispatch`).
+//! and bookkeeping live in the shared dispatcher (`crate::app::dispatch`).
 
 mod console;
 mod discord;

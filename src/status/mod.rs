@@ -13,9 +13,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::app::telemetry::{Health, PollFacts};
 use crate::domain::{AccountId, Delivery, DeliveryStatus, ExportId};
 use crate::store::{SinkActivity, Store, StoreError};
-use crate::telemetry::{Health, PollFacts};
 
 pub mod http;
 pub mod page;

@@ -260,7 +260,7 @@ pub struct PollCommit<'a> {
     /// The queue as this poll saw it.
     pub snapshot: &'a Snapshot,
     /// The items that differ from `previous`, when the caller already knows
-    /// them (the poll does, see [`crate::polled::Polled`]; `previous` may then
+    /// them (the poll does, see [`crate::domain::Polled`]; `previous` may then
     /// hold only those items and just tells baseline from not). `None`:
     /// found here by comparing `previous` and `snapshot`.
     pub changes: Option<&'a [Change<'a>]>,

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{item, text, Harness};
+use crate::helpers::{baseline_then_flip, item, text, Harness};
 
 const SLACK_PATH: &str = "/services/T0SLACK/B0SLACK/slack-s3cret";
 const TEAMS_PATH: &str = "/workflows/teams-s3cret/triggers/manual/run";
@@ -72,14 +72,6 @@ async fn answer(server: &MockServer, kind: Kind, reply: ResponseTemplate) {
         .respond_with(reply)
         .mount(server)
         .await;
-}
-
-/// Baseline with item 7 queued, then item 7 turns downloadable.
-async fn baseline_then_flip(h: &Harness) {
-    h.queue.set_items(vec![item(7, 1, false)]);
-    let out = h.bot(&["once"]).await;
-    assert!(out.status.success(), "{}", text(&out));
-    h.queue.set_items(vec![item(7, 2, true)]);
 }
 
 async fn bodies(server: &MockServer, at: &str) -> Vec<Value> {
@@ -156,7 +148,7 @@ async fn each_chat_sink_posts_its_payload_to_its_exact_path() {
             .expect(1)
             .mount(&server)
             .await;
-        baseline_then_flip(&h).await;
+        baseline_then_flip(&h, [7]).await;
         let out = h.bot(&["once"]).await;
         assert!(out.status.success(), "{kind:?}: {}", text(&out));
         let received = server.received_requests().await.unwrap();
@@ -179,7 +171,7 @@ async fn a_500_then_success_is_retried_and_delivered_once() {
             .mount(&server)
             .await;
         answer(&server, kind, ResponseTemplate::new(kind.ok())).await;
-        baseline_then_flip(&h).await;
+        baseline_then_flip(&h, [7]).await;
         let out = h.bot(&["once"]).await;
         assert_eq!(out.status.code(), Some(1), "{kind:?}: {}", text(&out));
         assert!(
@@ -223,7 +215,7 @@ async fn a_429_waits_as_told_before_the_next_attempt() {
         let config = config.replace("backoff_max = \"200ms\"", "backoff_max = \"10m\"");
         std::fs::write(h.config_path(), config).unwrap();
         answer(&server, kind, reply).await;
-        baseline_then_flip(&h).await;
+        baseline_then_flip(&h, [7]).await;
         let out = h.bot(&["once"]).await;
         assert_eq!(out.status.code(), Some(1), "{kind:?}: {}", text(&out));
         let rows = outbox(&h);
@@ -267,7 +259,7 @@ async fn a_400_goes_dead_with_the_platforms_reason() {
     for (kind, reply, reason) in cases {
         let (h, server) = chat_bot(kind).await;
         answer(&server, kind, reply).await;
-        baseline_then_flip(&h).await;
+        baseline_then_flip(&h, [7]).await;
         let out = h.bot(&["once"]).await;
         assert_eq!(out.status.code(), Some(1), "{kind:?}: {}", text(&out));
         let rows = outbox(&h);
@@ -362,7 +354,7 @@ async fn chat_webhook_urls_and_tokens_never_reach_the_logs_at_debug_level() {
                 ResponseTemplate::new(status).set_body_string("nope"),
             )
             .await;
-            baseline_then_flip(&h).await;
+            baseline_then_flip(&h, [7]).await;
             let out = h.bot(&["once"]).await;
             assert_eq!(out.status.code(), Some(1), "{kind:?}: {}", text(&out));
             logs.push_str(&text(&out));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{item, text, Harness, HOOK_PATH};
+use crate::helpers::{baseline_then_flip, item, signal, text, wait_for_bodies, Harness, HOOK_PATH};
 
 /// A webhook host that accepts connections and never answers: a sink hung
 /// for as long as the test lasts. Counts the connections it accepted.
@@ -47,26 +47,6 @@ impl Drop for BlackHole {
     }
 }
 
-fn signal(child: &tokio::process::Child, sig: &str) {
-    let pid = child.id().expect("child still running").to_string();
-    std::process::Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .unwrap();
-}
-
-/// Waits (up to `limit`) until the hook has received `n` requests; the count.
-async fn wait_requests(h: &Harness, n: usize, limit: Duration) -> usize {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let got = h.hook_bodies().await.len();
-        if got >= n || tokio::time::Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// (status, attempts, ms from the last update to the next attempt, last error)
 /// of every outbox row of `sink`, oldest first.
 fn outbox(h: &Harness, sink: &str) -> Vec<(String, i64, Option<i64>, Option<String>)> {
@@ -81,16 +61,6 @@ fn outbox(h: &Harness, sink: &str) -> Vec<(String, i64, Option<i64>, Option<Stri
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
-}
-
-/// A baseline poll (`once`) with `items` queued; then they turn downloadable.
-async fn baseline_then_flip(h: &Harness, items: std::ops::RangeInclusive<i64>) {
-    h.queue
-        .set_items(items.clone().map(|id| item(id, 1, false)).collect());
-    let out = h.bot(&["once"]).await;
-    assert!(out.status.success(), "{}", text(&out));
-    h.queue
-        .set_items(items.map(|id| item(id, 2, true)).collect());
 }
 
 const STUCK_SINK: &str = "[sinks.stuck]\nkind = \"webhook\"\nurl = \"${STUCK_URL}\"";
@@ -121,13 +91,17 @@ async fn a_hung_sink_holds_back_no_other_sink() {
         .spawn()
         .unwrap();
     let log = || std::fs::read_to_string(&log).unwrap();
-    let got = wait_requests(&h, 300, Duration::from_secs(20)).await;
+    let got = wait_for_bodies(&h, 300, Duration::from_secs(20))
+        .await
+        .len();
     assert_eq!(got, 300, "every message reaches the healthy sink");
 
     items[300] = item(301, 2, true);
     h.queue.set_items(items);
     let flipped = tokio::time::Instant::now();
-    let got = wait_requests(&h, 301, Duration::from_secs(10)).await;
+    let got = wait_for_bodies(&h, 301, Duration::from_secs(10))
+        .await
+        .len();
     let latency = flipped.elapsed();
     let accepted = stuck.accepted.load(Ordering::SeqCst);
     signal(&run, "-TERM");
@@ -170,7 +144,7 @@ async fn a_reload_during_a_send_slower_than_the_grace_sends_it_once() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let got = wait_requests(&h, 1, Duration::from_secs(10)).await;
+    let got = wait_for_bodies(&h, 1, Duration::from_secs(10)).await.len();
     assert_eq!(got, 1, "the send started");
     signal(&run, "-HUP");
     // The send takes 3 s; a re-send after the reload would arrive by then.

@@ -217,3 +217,47 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// Sends `sig` (e.g. `-TERM`, `-HUP`) to a running bot, as an operator would.
+pub fn signal(child: &tokio::process::Child, sig: &str) {
+    let pid = child.id().expect("child still running").to_string();
+    std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap();
+}
+
+/// Waits (up to `limit`) until the hook has received `n` bodies; returns what
+/// it received by then.
+pub async fn wait_for_bodies(h: &Harness, n: usize, limit: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let bodies = h.hook_bodies().await;
+        if bodies.len() >= n || tokio::time::Instant::now() > deadline {
+            return bodies;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A baseline poll (`once`) with `ids` queued; then they turn downloadable
+/// (the next poll sees the flip).
+pub async fn baseline_then_flip(h: &Harness, ids: impl IntoIterator<Item = i64> + Clone) {
+    h.queue.set_items(
+        ids.clone()
+            .into_iter()
+            .map(|id| item(id, 1, false))
+            .collect(),
+    );
+    let out = h.bot(&["once"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    h.queue
+        .set_items(ids.into_iter().map(|id| item(id, 2, true)).collect());
+}
+
+/// The rows of `outbox list --json`, as the operator sees them.
+pub async fn outbox_json(h: &Harness) -> Vec<Value> {
+    let out = h.bot(&["outbox", "list", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}

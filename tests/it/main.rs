@@ -18,6 +18,7 @@ mod render_cli;
 mod secrets;
 mod slack_app;
 mod smtp;
+mod status_names;
 mod status_page;
 mod store;
 mod teams_mention;

@@ -3,14 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{item, text, Harness};
-
-/// Rows of `outbox list --json`.
-async fn outbox(h: &Harness) -> Vec<serde_json::Value> {
-    let out = h.bot(&["outbox", "list", "--json"]).await;
-    assert!(out.status.success(), "{}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use crate::helpers::{item, outbox_json, text, Harness};
 
 /// The harness config with `[delivery]` keys added.
 fn config_with_delivery(h: &Harness, keys: &str) {
@@ -55,7 +48,7 @@ async fn once_beside_a_running_service_is_refused_and_nothing_is_sent_twice() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(h.hook_bodies().await.len(), 2, "each flip sent once");
-    crate::reliability::kill(&run, "-TERM");
+    crate::helpers::signal(&run, "-TERM");
     assert_eq!(run.wait().await.unwrap().code(), Some(0));
 }
 
@@ -69,14 +62,14 @@ async fn once_prunes_sent_deliveries_older_than_keep_sent() {
     h.queue.set_items(vec![item(3, 2, true)]);
     let out = h.bot(&["once"]).await;
     assert!(out.status.success(), "{}", text(&out));
-    let rows = outbox(&h).await;
+    let rows = outbox_json(&h).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["status"], "sent");
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let out = h.bot(&["once"]).await;
     assert!(out.status.success(), "{}", text(&out));
-    assert!(outbox(&h).await.is_empty(), "the sent row was pruned");
+    assert!(outbox_json(&h).await.is_empty(), "the sent row was pruned");
     assert_eq!(h.hook_bodies().await.len(), 1);
 }
 
@@ -90,7 +83,7 @@ async fn absurd_retention_durations_keep_everything_instead_of_panicking() {
     h.queue.set_items(vec![item(3, 2, true)]);
     let out = h.bot(&["once"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(outbox(&h).await.len(), 1, "kept");
+    assert_eq!(outbox_json(&h).await.len(), 1, "kept");
 
     let mut run = h
         .command(&["run"])
@@ -98,7 +91,7 @@ async fn absurd_retention_durations_keep_everything_instead_of_panicking() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
-    crate::reliability::kill(&run, "-TERM");
+    crate::helpers::signal(&run, "-TERM");
     assert_eq!(
         run.wait().await.unwrap().code(),
         Some(0),
@@ -112,5 +105,5 @@ async fn absurd_retention_durations_keep_everything_instead_of_panicking() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 sent"));
     let out = h.bot(&["outbox", "purge", "--sent-before", "0s"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(outbox(&h).await.is_empty());
+    assert!(outbox_json(&h).await.is_empty());
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{item, text, Harness, QueueAnswer};
+use crate::helpers::{item, signal, text, wait_for_bodies, Harness, QueueAnswer};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -187,26 +187,6 @@ async fn metrics_parse_and_count_a_flip() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
-fn signal(child: &tokio::process::Child, sig: &str) {
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .unwrap();
-}
-
-/// Waits until the hook has received `n` bodies.
-async fn wait_bodies(h: &Harness, n: usize) -> Vec<serde_json::Value> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let bodies = h.hook_bodies().await;
-        if bodies.len() >= n || tokio::time::Instant::now() > deadline {
-            return bodies;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A second webhook sink on the same receiver, under another path.
 const SECOND_SINK: &str = "[sinks.second]\nkind = \"webhook\"\nurl = \"${SECOND_URL}\"";
 
@@ -234,7 +214,7 @@ async fn sighup_refuses_a_broken_config_and_applies_a_good_one() {
     signal(&run, "-HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
     h.queue.set_items(vec![item(1, 2, true), item(2, 1, false)]);
-    let bodies = wait_bodies(&h, 1).await;
+    let bodies = wait_for_bodies(&h, 1, Duration::from_secs(15)).await;
     assert_eq!(bodies.len(), 1, "the old config keeps delivering");
     assert_eq!(bodies[0]["sink"], "audit");
 
@@ -242,7 +222,7 @@ async fn sighup_refuses_a_broken_config_and_applies_a_good_one() {
     signal(&run, "-HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
     h.queue.set_items(vec![item(1, 2, true), item(2, 2, true)]);
-    let bodies = wait_bodies(&h, 3).await;
+    let bodies = wait_for_bodies(&h, 3, Duration::from_secs(15)).await;
     let mut sinks: Vec<String> = bodies[1..]
         .iter()
         .map(|b| b["sink"].as_str().unwrap().to_string())
@@ -284,7 +264,7 @@ async fn a_config_saved_by_rename_is_reloaded_when_watching() {
     std::fs::rename(&tmp, h.config_path()).unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     h.queue.set_items(vec![item(4, 2, true)]);
-    let bodies = wait_bodies(&h, 2).await;
+    let bodies = wait_for_bodies(&h, 2, Duration::from_secs(15)).await;
     signal(&run, "-TERM");
     let out = run.wait_with_output().await.unwrap();
     assert_eq!(bodies.len(), 2, "{}", text(&out));

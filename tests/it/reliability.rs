@@ -7,15 +7,7 @@ use std::time::Duration;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{item, text, Harness, HOOK_PATH};
-
-pub fn kill(child: &tokio::process::Child, signal: &str) {
-    let pid = child.id().expect("child still running").to_string();
-    std::process::Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .unwrap();
-}
+use crate::helpers::{item, signal, text, Harness, HOOK_PATH};
 
 /// Ids of the items the hook received, with how often each arrived.
 async fn received_ids(h: &Harness) -> BTreeMap<i64, usize> {
@@ -64,7 +56,7 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_the_concurrency(
     )
     .await;
     assert!(started, "the burst started");
-    kill(&first, "-KILL");
+    signal(&first, "-KILL");
     let _ = first.wait_with_output().await;
     let at_kill = h.hook_bodies().await.len();
     assert!(at_kill < 20, "killed mid-burst ({at_kill} sent)");
@@ -79,7 +71,7 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_the_concurrency(
         Duration::from_secs(30),
     )
     .await;
-    kill(&second, "-TERM");
+    signal(&second, "-TERM");
     let out = second.wait_with_output().await.unwrap();
     assert!(
         all,
@@ -177,7 +169,7 @@ async fn outbox_and_why_work_next_to_a_running_service() {
     let why = String::from_utf8_lossy(&out.stdout);
     assert!(why.contains("event downloadable fired"), "{why}");
     assert!(why.contains("to audit (downloadable): sent"), "{why}");
-    kill(&run, "-TERM");
+    signal(&run, "-TERM");
     let out = run.wait_with_output().await.unwrap();
     assert_eq!(out.status.code(), Some(0));
 }

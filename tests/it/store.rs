@@ -8,7 +8,7 @@ use serde_json::Value;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
-use crate::helpers::{text, Harness, QueueAnswer, HOOK_PATH};
+use crate::helpers::{signal, text, Harness, QueueAnswer, HOOK_PATH};
 
 /// A real schema-2 state file as v0.1 wrote it, alerts as fake item ids ±1..3.
 const V2_FIXTURE: &[u8] = include_bytes!("../fixtures/state-v2.db");
@@ -16,14 +16,6 @@ const V2_FIXTURE: &[u8] = include_bytes!("../fixtures/state-v2.db");
 const ALERTS: &str = "[sinks.ops]\nkind = \"webhook\"\nurl = \"${OPS_URL}\"\n\
      [alerts]\nsink = \"ops\"\nafter = \"300ms\"\nrepeat = \"1h\"\n\
      [[routes]]\nsinks = [\"audit\"]";
-
-fn signal(child: &tokio::process::Child, sig: &str) {
-    let pid = child.id().expect("child still running").to_string();
-    std::process::Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .unwrap();
-}
 
 /// The alert bodies the ops hook received so far.
 async fn alerts(h: &Harness) -> Vec<Value> {

@@ -34,7 +34,7 @@ pub(super) fn item_from_row(row: &Row<'_>) -> rusqlite::Result<ExportItem> {
         .with_timezone(&Utc);
     Ok(ExportItem {
         id: ExportId(row.get(0)?),
-        status: ExportStatus::from(row.get::<_, i64>(1)?),
+        status: status_from_sql(row.get(1)?),
         downloadable: row.get(2)?,
         attempts: row.get(3)?,
         action_name: row.get(4)?,
@@ -118,4 +118,23 @@ pub(super) fn from_ms(ms: i64, idx: usize) -> rusqlite::Result<DateTime<Utc>> {
             format!("{ms} is not a timestamp in milliseconds").into(),
         )
     })
+}
+
+/// The `status` column holds the API's code, or, for a status that came only
+/// as a name the bot does not know, that name as TEXT (SQLite keeps a
+/// non-numeric TEXT in an INTEGER column), so it survives a round trip.
+pub(super) fn status_to_sql(status: &ExportStatus) -> rusqlite::types::Value {
+    match status.code() {
+        Some(code) => rusqlite::types::Value::Integer(code),
+        None => rusqlite::types::Value::Text(status.raw()),
+    }
+}
+
+/// Reads what [`status_to_sql`] wrote.
+fn status_from_sql(value: rusqlite::types::Value) -> ExportStatus {
+    match value {
+        rusqlite::types::Value::Text(name) => ExportStatus::from_name(&name),
+        rusqlite::types::Value::Integer(code) => ExportStatus::from(code),
+        _ => ExportStatus::Other(-1),
+    }
 }

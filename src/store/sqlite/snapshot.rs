@@ -140,7 +140,7 @@ fn upsert_item(tx: &Transaction<'_>, account: &str, item: &ExportItem) -> rusqli
     upsert.execute(params![
         account,
         item.id.0,
-        item.status.code(),
+        super::rows::status_to_sql(&item.status),
         item.downloadable,
         item.attempts,
         item.action_name,

@@ -1,4 +1,8 @@
-//! Reading a queue body *against* the stored snapshot. The body is parsed
+//! The queue snapshot and ALL its parsing: [`QueueAnswer`] as sent,
+//! [`Snapshot`] keyed by id, [`Change`] between two, and
+//! [`Snapshot::parse_over`] reading a body against the stored snapshot.
+//!
+//! `parse_over` reads a queue body *against* the stored snapshot. The body is parsed
 //! borrowing its strings; an item equal to its stored version is moved over
 //! from the stored snapshot instead of being allocated again, and only the
 //! items that changed are copied out of the body. A 100k-item poll then holds
@@ -17,9 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::de::{Deserializer, Visitor};
 use serde::Deserialize;
 
-use crate::domain::{
-    crayon_date, sort_and_dedup, Change, ExportId, ExportItem, ExportStatus, Snapshot,
-};
+use super::{crayon_date, ExportId, ExportItem, ExportStatus};
 
 /// This poll's snapshot and how it differs from the stored one.
 #[derive(Debug)]
@@ -229,66 +231,123 @@ impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::QueueAnswer;
+/// The queue answer as the API sends it (`ExportQueueResult`).
+#[derive(Debug, Deserialize)]
+pub struct QueueAnswer {
+    #[serde(rename = "Items")]
+    pub items: Vec<ExportItem>,
+    #[serde(rename = "NrOfDays")]
+    pub nr_of_days: u32,
+}
 
-    fn body(items: &[(i64, i64, bool)]) -> Vec<u8> {
-        let items: Vec<_> = items
-            .iter()
-            .map(|(id, status, downloadable)| {
-                serde_json::json!({"Id": id, "Status": status, "Downloadable": downloadable,
-                    "ActionUrl": "a\\/b?x=1", "ActionName": format!("Report {id}"),
-                    "RequestedBy": null, "Attempts": null,
-                    "CreatedDate": "2024-05-30T13:39:59.387"})
-            })
-            .collect();
-        serde_json::to_vec(&serde_json::json!({"Items": items, "NrOfDays": 7})).unwrap()
+/// One poll's view of the queue, keyed by id. Ids are unique here: duplicates
+/// in an answer are dropped when the snapshot is built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub items: BTreeMap<ExportId, ExportItem>,
+    pub nr_of_days: u32,
+}
+
+impl Snapshot {
+    /// Builds a snapshot keeping the first item of each id; returns the ids that
+    /// were listed more than once (in id order) so the caller can log them.
+    ///
+    /// Sorting first and building the map in bulk is about three times
+    /// faster at 100k items than inserting one by one (see BENCHMARKS.md).
+    pub fn from_answer(answer: QueueAnswer) -> (Snapshot, Vec<ExportId>) {
+        let mut items = answer.items;
+        let duplicates = sort_and_dedup(&mut items, |item| item.id);
+        let snapshot = Snapshot {
+            items: items.into_iter().map(|item| (item.id, item)).collect(),
+            nr_of_days: answer.nr_of_days,
+        };
+        (snapshot, duplicates)
     }
 
-    fn owned(body: &[u8]) -> Snapshot {
-        Snapshot::from_answer(serde_json::from_slice::<QueueAnswer>(body).unwrap()).0
+    /// The items that differ between `previous` and `current`, in id order,
+    /// found by walking both maps side by side (no lookups). Unchanged items
+    /// are skipped: they can neither fire an event nor need a write. With no
+    /// previous snapshot every item has appeared.
+    pub fn changes<'a>(
+        previous: Option<&'a Snapshot>,
+        current: &'a Snapshot,
+    ) -> impl Iterator<Item = Change<'a>> + 'a {
+        let mut before = previous
+            .map(|p| p.items.values())
+            .into_iter()
+            .flatten()
+            .peekable();
+        let mut after = current.items.values().peekable();
+        std::iter::from_fn(move || loop {
+            let change = match (before.peek(), after.peek()) {
+                (None, None) => return None,
+                (Some(b), Some(a)) if b.id == a.id => {
+                    let (b, a) = (before.next()?, after.next()?);
+                    if b == a {
+                        continue;
+                    }
+                    Change::Changed(b, a)
+                }
+                (Some(b), Some(a)) if b.id < a.id => Change::Gone(before.next()?),
+                (Some(_), None) => Change::Gone(before.next()?),
+                _ => Change::Appeared(after.next()?),
+            };
+            return Some(change);
+        })
     }
-
-    #[test]
-    fn parses_exactly_what_the_owned_parse_reads() {
-        let body = body(&[(3, 1, false), (1, 2, true), (3, 2, true)]);
-        let polled = Snapshot::parse_over(&body, &mut None).unwrap();
-        assert_eq!(polled.snapshot, owned(&body));
-        assert_eq!(polled.duplicates, [ExportId(3)]);
-        assert_eq!(
-            polled.snapshot.items[&ExportId(1)].action_url,
-            r"a\/b?x=1",
-            "escaped: not borrowed"
-        );
-        assert!(polled.prior().is_none());
-        assert_eq!(polled.changes().len(), 2);
-    }
-
-    #[test]
-    fn changes_over_the_stored_snapshot_match_the_full_diff() {
-        let before = owned(&body(&[(1, 1, false), (2, 1, false), (3, 2, true)]));
-        let after_body = body(&[(2, 2, true), (3, 2, true), (4, 1, false)]);
-        let after = owned(&after_body);
-        let mut stored = Some(before.clone());
-        let polled = Snapshot::parse_over(&after_body, &mut stored).unwrap();
-        assert!(stored.is_none(), "the stored snapshot is taken");
-        assert_eq!(polled.snapshot, after);
-        assert_eq!(
-            polled.changes(),
-            Snapshot::changes(Some(&before), &after).collect::<Vec<_>>()
-        );
-        assert_eq!(polled.prior().unwrap().items.len(), 2, "1 gone, 2 changed");
-    }
-
-    #[test]
-    fn a_bad_body_leaves_the_stored_snapshot_alone() {
-        let before = owned(&body(&[(1, 1, false)]));
-        let mut stored = Some(before.clone());
-        assert!(
-            Snapshot::parse_over(b"{\"Items\":[{\"Id\":1}],\"NrOfDays\":7}", &mut stored).is_err()
-        );
-        assert_eq!(stored, Some(before));
+    /// Parses a queue body. Anything that is not the documented shape is an
+    /// error, never an empty snapshot.
+    pub fn parse(body: &[u8]) -> Result<(Snapshot, Vec<ExportId>), serde_json::Error> {
+        Snapshot::parse_over(body, &mut None).map(|polled| (polled.snapshot, polled.duplicates))
     }
 }
+
+/// A queue body that is not the documented shape: the poll fails and the
+/// stored snapshot stays. Named like the client's errors, since to the
+/// operator it is the API's answer that is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the Crayon exports endpoint answered with a body that is not the documented shape: {reason}"
+)]
+pub struct MalformedQueue {
+    /// What serde found wrong (line, column, field), never body text.
+    pub reason: String,
+}
+
+impl From<serde_json::Error> for MalformedQueue {
+    fn from(e: serde_json::Error) -> Self {
+        MalformedQueue {
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// How one item differs between two snapshots (see [`Snapshot::changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// Listed now, not before.
+    Appeared(&'a ExportItem),
+    /// Listed both times with some field different: (before, now).
+    Changed(&'a ExportItem, &'a ExportItem),
+    /// Listed before, not now.
+    Gone(&'a ExportItem),
+}
+
+/// Sorts queue items by id and drops repeated ids, keeping the one listed
+/// first (the sort is stable); returns the dropped ids, in id order.
+pub fn sort_and_dedup<T>(items: &mut Vec<T>, id: impl Fn(&T) -> ExportId) -> Vec<ExportId> {
+    items.sort_by_key(&id);
+    let mut duplicates = Vec::new();
+    items.dedup_by(|later, kept| {
+        let duplicate = id(later) == id(kept);
+        if duplicate {
+            duplicates.push(id(later));
+        }
+        duplicate
+    });
+    duplicates
+}
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod tests;

@@ -16,12 +16,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::telemetry::{self, Health, Verdict};
 use crate::config::Config;
 use crate::domain::AccountId;
 use crate::secret::Secret;
 use crate::status::{self, Role, StatusSource};
 use crate::store::Store;
-use crate::telemetry::{self, Health, Verdict};
 
 #[derive(Clone)]
 struct Shared {

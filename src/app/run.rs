@@ -1,29 +1,25 @@
-//! The long-running pieces: building everything a config describes, the `run`
-//! loop (poll every interval, back off while the API fails, deliver
-//! continuously, stop cleanly) and `once` (one poll, one attempt per due
-//! delivery).
+//! The `run` loop: poll every interval (backing off while the API fails),
+//! deliver continuously through one dispatcher, reload on request, and stop
+//! cleanly, letting sends in flight finish within the grace period.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use chrono::Utc;
-
-use crate::alerts::{Alerts, Observation};
+use crate::app::alerts::{Alerts, Observation};
+use crate::app::dispatch::Dispatcher;
+use crate::app::poll::{PollError, PollReport, Watcher};
+use crate::app::server;
+use crate::app::telemetry::Health;
 use crate::config::{Config, ConfigError};
-use crate::crayon::{CrayonClient, CrayonError, CrayonSettings};
-use crate::dispatch::{Dispatcher, DrainSummary};
 use crate::domain::AccountId;
-use crate::poll::{PollError, PollReport, Watcher};
-use crate::render::{RenderError, Renderer};
-use crate::retention;
-use crate::server;
-use crate::sinks::{self, BuildError, Sinks};
-use crate::state_lock::{LockError, StateLock};
-use crate::store::{Store, StoreError};
-use crate::telemetry::Health;
+use crate::state_lock::StateLock;
+use crate::store::Store;
+
+use super::{App, ServiceError};
 
 /// How often `run` prunes old sent deliveries and fired records.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -32,110 +28,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// large backlog (`once` does one per call).
 const RUN_PRUNE_ROUNDS: usize = 100;
 
-/// Why the service could not start or stopped. `is_config` tells the CLI
-/// which exit code applies (2: fix the config; 1: runtime).
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error(transparent)]
-    Render(#[from] RenderError),
-    #[error(transparent)]
-    Sink(#[from] BuildError),
-    #[error(transparent)]
-    Crayon(#[from] CrayonError),
-    #[error(transparent)]
-    State(#[from] StoreError),
-    #[error(transparent)]
-    Locked(#[from] LockError),
-    #[error(transparent)]
-    Poll(#[from] PollError),
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("{0}")]
-    Reload(String),
-    #[error("cannot listen on {listen} ([server] listen): {source}")]
-    Listen {
-        listen: std::net::SocketAddr,
-        source: std::io::Error,
-    },
-}
-
-impl ServiceError {
-    /// True when the fix is in the config or templates (exit code 2).
-    pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            ServiceError::Render(_)
-                | ServiceError::Sink(_)
-                | ServiceError::Crayon(CrayonError::CaFile { .. })
-        )
-    }
-}
-
-/// Everything one config needs at run time, built once.
-pub struct App {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
-    /// The account polled and delivered for (the single account of a v0.1 config).
-    pub account: AccountId,
-    pub client: Arc<CrayonClient>,
-    pub renderer: Arc<Renderer>,
-    pub dispatcher: Dispatcher,
-}
-
 impl App {
-    /// Builds templates, sinks and the Crayon client, then opens the state.
-    pub fn build(config: Config) -> Result<App, ServiceError> {
-        let client = CrayonClient::new(crayon_settings(&config))?;
-        let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
-        let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
-        let store = crate::store::open(&config.watch.state)?;
-        Ok(Self::assemble(config, store, client, renderer, sinks))
-    }
-
-    /// Puts checked parts together (shared by `build` and reload).
-    fn assemble(
-        config: Config,
-        store: Arc<dyn Store>,
-        client: CrayonClient,
-        renderer: Renderer,
-        sinks: Sinks,
-    ) -> App {
-        let config = Arc::new(config);
-        let dispatcher = Dispatcher::new(&config, store.clone(), Arc::new(sinks));
-        App {
-            config,
-            store,
-            account: AccountId::default_account(),
-            client: Arc::new(client),
-            renderer: Arc::new(renderer),
-            dispatcher,
-        }
-    }
-
-    /// A watcher over this app's parts, as `run` and `once` use it (public
-    /// so benchmarks and load examples drive the very same cycle).
-    pub fn watcher(&self) -> Watcher {
-        Watcher::new(
-            self.config.clone(),
-            self.client.clone(),
-            self.store.clone(),
-            self.renderer.clone(),
-        )
-    }
-
-    /// `once`: under the state lock (refused while `run` or another `once`
-    /// holds it), one poll, then one attempt for every due delivery, then
-    /// the same prune `run` does hourly (so a cron-driven deployment does not
-    /// grow its state forever).
-    pub async fn once(&self) -> Result<(PollReport, DrainSummary), ServiceError> {
-        let _lock = StateLock::acquire(&self.config.watch.state)?;
-        let report = self.watcher().poll().await?;
-        let summary = self.dispatcher.drain_due().await.map_err(PollError::from)?;
-        self.dispatcher.close_sinks().await;
-        self.prune(1);
-        Ok((report, summary))
-    }
-
     /// `run`: polls every interval and delivers continuously until
     /// `shutdown`; then lets sends in flight finish within the grace period.
     /// Each request on `reloads` re-reads config and templates: a bad one is
@@ -230,28 +123,6 @@ impl App {
         }
     }
 
-    /// A new App for `config`, sharing this one's state file.
-    fn reconfigured(&self, config: Config) -> Result<App, ServiceError> {
-        if config.watch.state != self.config.watch.state {
-            return Err(ServiceError::Reload(
-                "watch.state cannot change while running; restart the service".into(),
-            ));
-        }
-        if config.server_listen != self.config.server_listen {
-            tracing::warn!("server.listen changes take effect at the next restart");
-        }
-        let client = CrayonClient::new(crayon_settings(&config))?;
-        let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
-        let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
-        Ok(Self::assemble(
-            config,
-            self.store.clone(),
-            client,
-            renderer,
-            sinks,
-        ))
-    }
-
     async fn poll_loop(
         &self,
         poller: &mut Poller,
@@ -287,12 +158,6 @@ impl App {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-    }
-
-    /// One bounded prune (`rounds` of [`retention::PRUNE_BATCH`] at most).
-    fn prune(&self, rounds: usize) {
-        let (store, delivery) = (self.store.as_ref(), &self.config.delivery);
-        retention::prune(store, &self.account, delivery, Utc::now(), rounds);
     }
 }
 
@@ -433,22 +298,6 @@ impl FailureStreak {
             tracing::info!(failures = self.failures, "polls work again");
         }
         self.failures = 0;
-    }
-}
-
-/// The Crayon client's settings from the checked config.
-pub fn crayon_settings(config: &Config) -> CrayonSettings {
-    let c = &config.crayon;
-    CrayonSettings {
-        base_url: c.base_url.clone(),
-        client_id: c.client_id.clone(),
-        client_secret: c.client_secret.clone(),
-        username: c.username.clone(),
-        password: c.password.clone(),
-        scope: c.scope.clone(),
-        timeout: c.timeout,
-        max_body: c.max_body,
-        ca_file: config.ca_file.clone(),
     }
 }
 

@@ -339,7 +339,7 @@ impl Dispatcher {
 
 fn log_attempt(delivery: &Delivery, attempt: u32, outcome: &AttemptOutcome, latency: Duration) {
     let latency_ms = latency.as_millis() as u64;
-    crate::telemetry::delivery_attempted(&delivery.sink, outcome.as_str());
+    crate::app::telemetry::delivery_attempted(&delivery.sink, outcome.as_str());
     let item = delivery.subject.to_string();
     let (id, sink, item, event) = (
         delivery.id.0,

@@ -14,7 +14,7 @@ use crate::diff::{diff_changes, unfired, DiffOptions, Event};
 use crate::domain::{
     AccountId, Change, Disposition, EventKind, ExportId, NewDelivery, RenderedMessage, Snapshot,
 };
-use crate::polled::Polled;
+use crate::domain::{MalformedQueue, Polled};
 use crate::render::{MessageInput, RecipientView, Renderer};
 use crate::route::{self, Router, Target};
 use crate::sinks::email::rcpt::REQUESTER_PART;
@@ -25,6 +25,8 @@ use crate::store::{CommitStats, PollCommit, Store, StoreError};
 pub enum PollError {
     #[error("poll failed: {0}")]
     Api(CrayonError),
+    #[error("poll failed: {0}")]
+    Malformed(#[from] MalformedQueue),
     #[error(transparent)]
     State(#[from] StoreError),
 }
@@ -96,7 +98,7 @@ impl Watcher {
     }
 
     async fn poll_inner(&mut self) -> Result<PollReport, PollError> {
-        let body = self.client.fetch_queue_body().await?;
+        let body = self.client.fetch_queue().await?;
         self.process(&body, Utc::now())
     }
 
@@ -112,7 +114,8 @@ impl Watcher {
         }
         // Takes the stored snapshot (its unchanged items move into the new
         // one); a malformed body leaves it in place.
-        let polled = self.client.parse_queue_over(body, &mut self.previous)?;
+        let polled =
+            Snapshot::parse_over(body, &mut self.previous).map_err(MalformedQueue::from)?;
         let baseline =
             polled.prior().is_none() && self.config.watch.first_run == FirstRun::Baseline;
         let changes = polled.changes();
@@ -179,7 +182,7 @@ impl Watcher {
         let report = self.commit(polled, changes, &fired, &deliveries, now)?;
         fresh
             .iter()
-            .for_each(|e| crate::telemetry::event_fired(e.kind));
+            .for_each(|e| crate::app::telemetry::event_fired(e.kind));
         Ok(report)
     }
 
@@ -309,7 +312,7 @@ fn log_poll(result: &Result<PollReport, PollError>, elapsed: Duration) {
     let duration_ms = elapsed.as_millis() as u64;
     match result {
         Ok(r) => {
-            crate::telemetry::poll_succeeded(elapsed, r.items, Utc::now());
+            crate::app::telemetry::poll_succeeded(elapsed, r.items, Utc::now());
             tracing::info!(
                 items = r.items,
                 events = r.events,
@@ -320,7 +323,7 @@ fn log_poll(result: &Result<PollReport, PollError>, elapsed: Duration) {
             )
         }
         Err(e) => {
-            crate::telemetry::poll_failed(elapsed);
+            crate::app::telemetry::poll_failed(elapsed);
             tracing::debug!(error = %e, duration_ms, "poll failed")
         }
     }

@@ -1,0 +1,50 @@
+//! `outbox list|retry|purge`: inspect and repair the outbox.
+
+use crate::domain::{AccountId, DeliveryId};
+use crate::report;
+use crate::store::StoreError;
+
+use super::{open_store, Failure, OutboxAction};
+
+/// Runs one `outbox` action against the account's rows.
+pub(super) fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
+    let store = open_store(path)?;
+    let account = AccountId::default_account();
+    let runtime = |e: StoreError| Failure::Runtime(e.into());
+    match action {
+        OutboxAction::List { status, json } => {
+            let deliveries = store.list_deliveries(&account, status).map_err(runtime)?;
+            if json {
+                outln!("{}", report::outbox_json(&deliveries));
+            } else {
+                out!("{}", report::outbox_table(&deliveries));
+            }
+        }
+        OutboxAction::Retry { id, all_dead } => {
+            let id = if all_dead { None } else { id.map(DeliveryId) };
+            let n = store
+                .retry_dead(&account, id, chrono::Utc::now())
+                .map_err(runtime)?;
+            if n == 0 {
+                let what = id.map_or("no dead deliveries".to_string(), |id| {
+                    format!("delivery {id} is not dead (or does not exist)")
+                });
+                return Err(Failure::Runtime(anyhow::anyhow!(
+                    "nothing to retry: {what}"
+                )));
+            }
+            outln!(
+                "{n} delivery(ies) pending again; a running `run` sends them now, or run `once`"
+            );
+        }
+        OutboxAction::Purge { sent_before } => {
+            let cutoff = crate::retention::cutoff(chrono::Utc::now(), sent_before);
+            let keep_fired = chrono::DateTime::<chrono::Utc>::MIN_UTC;
+            let (n, _) = store
+                .prune(&account, cutoff, keep_fired, usize::MAX)
+                .map_err(runtime)?;
+            outln!("{n} sent or skipped delivery(ies) deleted");
+        }
+    }
+    Ok(())
+}
