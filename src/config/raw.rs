@@ -71,7 +71,11 @@ fn default_max_body() -> String {
 pub struct RawWatch {
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    pub state: PathBuf,
+    /// A file path, or a `postgres://` URL (may carry `${PGPASSWORD}`).
+    pub state: String,
+    /// How long a leader's lease lasts (PostgreSQL state only).
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
     pub first_run: String,
     pub events: Vec<String>,
     #[serde(with = "humantime_serde")]
@@ -83,7 +87,8 @@ impl Default for RawWatch {
     fn default() -> Self {
         RawWatch {
             interval: Duration::from_secs(60),
-            state: PathBuf::from("state.db"),
+            state: "state.db".into(),
+            lease: Duration::from_secs(15),
             first_run: "baseline".into(),
             events: vec!["downloadable".into(), "failed".into()],
             max_age: Duration::from_secs(3 * 86_400),

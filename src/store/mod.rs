@@ -7,8 +7,8 @@
 //! to a `&dyn Store` ([`Store`] is object-safe, `Send + Sync`), so a second
 //! backend is one new folder implementing it; [`contract`] is the behaviour
 //! suite every backend runs. The trait is synchronous, as the state always
-//! was: every call is short and SQLite is in-process; a networked backend
-//! (PostgreSQL) can bridge with a blocking pool later.
+//! was: every call is short and SQLite is in-process; the PostgreSQL backend
+//! bridges to its driver off the async runtime (see `postgres::conn`).
 //!
 //! Everything one poll changes is written in a single transaction
 //! ([`Store::commit_poll`]), so a crash at any point either keeps the old state
@@ -30,14 +30,26 @@ use crate::domain::{
 #[cfg(test)]
 pub(crate) mod contract;
 mod error;
+pub mod location;
+pub mod postgres;
 pub mod sqlite;
 
 pub use error::StoreError;
+pub use location::{PgUrl, StateLocation};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-/// Opens the state a config names (`watch.state`): today always an SQLite
-/// file; the place where a URL would pick another backend.
-pub fn open(path: &Path) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the state a config names (`watch.state`): an SQLite file, or a
+/// PostgreSQL database for a `postgres://` URL (several replicas).
+pub fn open(location: &StateLocation) -> Result<Arc<dyn Store>, StoreError> {
+    match location {
+        StateLocation::File(path) => open_file(path),
+        StateLocation::Postgres(url) => Ok(Arc::new(PostgresStore::open(url)?)),
+    }
+}
+
+/// Opens an SQLite state file.
+pub fn open_file(path: &Path) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(SqliteStore::open(path)?))
 }
 
