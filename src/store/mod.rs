@@ -29,8 +29,13 @@ use crate::domain::{
 
 #[cfg(test)]
 pub(crate) mod contract;
+pub mod copy;
 mod error;
 pub mod location;
+/// The throwaway PostgreSQL cluster the tests share (one per test binary).
+#[cfg(test)]
+#[path = "../../tests/it/pg_cluster.rs"]
+pub(crate) mod pg_cluster;
 pub mod postgres;
 pub mod sqlite;
 
@@ -182,6 +187,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         account: &AccountId,
         except_sink: &str,
     ) -> Result<(u64, Option<String>), StoreError>;
+
+    /// Whether the store holds no state at all (no account, delivery, fired
+    /// record or alert): `state copy` only writes into an empty one.
+    fn is_empty(&self) -> Result<bool, StoreError>;
+
+    /// Every row of every table, read consistently, for `state copy`.
+    fn export(&self) -> Result<copy::Dump, StoreError>;
+
+    /// Writes a dump (ids kept) in one transaction, refusing with
+    /// [`StoreError::TargetNotEmpty`] if the store holds state by then.
+    fn import(&self, dump: &copy::Dump) -> Result<(), StoreError>;
 }
 
 /// Everything one successful poll writes, committed atomically by

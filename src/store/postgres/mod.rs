@@ -25,6 +25,7 @@ use crate::store::{
 
 mod alerts;
 mod conn;
+mod dump;
 mod outbox;
 mod rows;
 mod schema;
@@ -224,5 +225,23 @@ impl Store for PostgresStore {
     ) -> Result<(u64, Option<String>), StoreError> {
         self.conn
             .with(|c| outbox::dead_count(c, account, except_sink))
+    }
+
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        self.conn.with(|c| dump::is_empty(c))
+    }
+
+    fn export(&self) -> Result<crate::store::copy::Dump, StoreError> {
+        self.conn.with(dump::export)
+    }
+
+    fn import(&self, dump: &crate::store::copy::Dump) -> Result<(), StoreError> {
+        if self.in_tx(|tx| dump::import(tx, dump))? {
+            Ok(())
+        } else {
+            Err(StoreError::TargetNotEmpty {
+                location: self.location(),
+            })
+        }
     }
 }

@@ -15,7 +15,7 @@ use crate::store::StoreError;
 pub const SCHEMA_VERSION: i64 = 1;
 
 /// The advisory lock key that serialises migrations ("crayon" in ASCII).
-const MIGRATION_LOCK: i64 = 0x63_72_61_79_6f_6e;
+pub(super) const MIGRATION_LOCK: i64 = 0x63_72_61_79_6f_6e;
 
 /// `MIGRATIONS[n - 1]` takes the database to version `n`. Forward-only:
 /// once released, an entry is never edited, only appended to.

@@ -5,9 +5,7 @@
 use super::*;
 use crate::store::contract::{me, new_delivery, sample, store_contract, t};
 use crate::store::location::PgUrl;
-
-#[path = "../../../tests/it/pg_cluster.rs"]
-mod pg_cluster;
+use crate::store::pg_cluster;
 
 /// A store on a fresh database; `None` without PostgreSQL (outside CI).
 fn fresh_store() -> Option<((), Box<dyn Store>)> {

@@ -19,6 +19,7 @@ use crate::store::{
 };
 
 mod alerts;
+mod dump;
 mod outbox;
 mod rows;
 mod schema;
@@ -235,5 +236,23 @@ impl Store for SqliteStore {
         except_sink: &str,
     ) -> Result<(u64, Option<String>), StoreError> {
         self.with(|conn| outbox::dead_count(conn, account, except_sink))
+    }
+
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        self.with(|conn| dump::is_empty(conn))
+    }
+
+    fn export(&self) -> Result<crate::store::copy::Dump, StoreError> {
+        self.with(dump::export)
+    }
+
+    fn import(&self, dump: &crate::store::copy::Dump) -> Result<(), StoreError> {
+        if self.with(|conn| dump::import(conn, dump))? {
+            Ok(())
+        } else {
+            Err(StoreError::TargetNotEmpty {
+                location: self.location(),
+            })
+        }
     }
 }
