@@ -9,6 +9,7 @@ pub mod address;
 pub mod alerts;
 pub mod check;
 pub mod cli;
+pub mod cli_state_copy;
 pub mod config;
 pub mod crayon;
 pub mod demo;

@@ -40,7 +40,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use error::StoreError;
-pub use location::{PgUrl, StateLocation};
+pub use location::{LocationError, PgUrl, StateLocation};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 

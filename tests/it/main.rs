@@ -8,6 +8,8 @@ mod email;
 mod helpers;
 mod once;
 mod operate;
+mod pg_cluster;
+mod postgres;
 mod preview;
 mod redirects;
 mod reliability;
