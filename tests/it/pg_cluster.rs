@@ -42,7 +42,7 @@ pub fn fresh_db() -> Option<String> {
         std::process::id(),
         NEXT_DB.fetch_add(1, Ordering::SeqCst)
     );
-    cluster.psql(&format!("CREATE DATABASE {name}"));
+    cluster.psql(&format!("CREATE DATABASE {name} STRATEGY = FILE_COPY"));
     Some(cluster.url(&name, "sslmode=disable"))
 }
 
@@ -210,13 +210,16 @@ impl Cluster {
         )
     }
 
-    /// Runs one statement as the superuser (on its own thread: the sync
-    /// client must not run inside a test's tokio runtime).
+    /// Runs statements as the superuser, on one kept connection (used on
+    /// its own thread: the sync client must not run inside a tokio runtime).
     pub fn psql(&self, sql: &str) {
+        static ADMIN: std::sync::Mutex<Option<postgres::Client>> = std::sync::Mutex::new(None);
         let url = self.url("postgres", "sslmode=disable");
         let sql = sql.to_string();
         std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut admin = ADMIN.lock().unwrap_or_else(|p| p.into_inner());
+            let client = admin
+                .get_or_insert_with(|| postgres::Client::connect(&url, postgres::NoTls).unwrap());
             client.batch_execute(&sql).unwrap();
         })
         .join()
