@@ -228,7 +228,7 @@ impl Store for PostgresStore {
     }
 
     fn is_empty(&self) -> Result<bool, StoreError> {
-        self.conn.with(|c| dump::is_empty(c))
+        self.conn.with(dump::is_empty)
     }
 
     fn export(&self) -> Result<crate::store::copy::Dump, StoreError> {

@@ -28,7 +28,7 @@ fn reopening_keeps_state_and_a_newer_schema_is_refused() {
     drop(store);
     let store = PostgresStore::open(&url).unwrap();
     assert_eq!(store.load_snapshot(&me()).unwrap().unwrap(), sample());
-    let version = store.conn.with(|c| schema::version(c)).unwrap();
+    let version = store.conn.with(schema::version).unwrap();
     assert_eq!(version, SCHEMA_VERSION);
     store
         .conn
