@@ -198,6 +198,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Writes a dump (ids kept) in one transaction, refusing with
     /// [`StoreError::TargetNotEmpty`] if the store holds state by then.
     fn import(&self, dump: &copy::Dump) -> Result<(), StoreError>;
+
+    /// Takes or renews the leader lease for `holder` (one per process) for
+    /// `ttl`; the generation won, or `None` while another replica leads.
+    /// From the first call on, this store's poll commits and delivery
+    /// writes are fenced: refused ([`StoreError::Fenced`]) unless it still
+    /// holds that generation. Default (SQLite): always the leader, the
+    /// state file's lock already makes this the only process.
+    fn try_lead(&self, holder: &str, ttl: Duration) -> Result<Option<i64>, StoreError> {
+        let _ = (holder, ttl);
+        Ok(Some(1))
+    }
+
+    /// Gives the lease up at once (clean shutdown), so a standby takes over
+    /// without waiting for it to expire; later fenced writes are refused.
+    fn step_down(&self, holder: &str) -> Result<(), StoreError> {
+        let _ = holder;
+        Ok(())
+    }
 }
 
 /// Everything one successful poll writes, committed atomically by

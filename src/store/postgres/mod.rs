@@ -26,6 +26,7 @@ use crate::store::{
 mod alerts;
 mod conn;
 mod dump;
+mod lease;
 mod outbox;
 mod rows;
 mod schema;
@@ -44,6 +45,7 @@ use rows::PgResult;
 #[derive(Debug)]
 pub struct PostgresStore {
     conn: Conn,
+    fence: lease::Fence,
 }
 
 impl PostgresStore {
@@ -53,7 +55,10 @@ impl PostgresStore {
     pub fn open(url: &PgUrl) -> Result<PostgresStore, StoreError> {
         let conn = Conn::open(url)?;
         schema::migrate(&conn)?;
-        Ok(PostgresStore { conn })
+        Ok(PostgresStore {
+            conn,
+            fence: lease::Fence::default(),
+        })
     }
 
     /// Runs `f` in one transaction, committed when it returns `Ok`.
@@ -67,6 +72,22 @@ impl PostgresStore {
             tx.commit()?;
             Ok(value)
         })
+    }
+}
+
+impl PostgresStore {
+    /// Like [`Self::in_tx`] for the writes only the leader may make: the
+    /// lease generation is checked (and share-locked) in the same
+    /// transaction; a stale one is [`StoreError::Fenced`].
+    fn fenced_tx<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> PgResult<T> + Send,
+    ) -> Result<T, StoreError> {
+        let outcome = self.in_tx(|tx| match self.fence.check(tx)? {
+            Ok(()) => f(tx).map(Ok),
+            Err(generations) => Ok(Err(generations)),
+        })?;
+        outcome.map_err(|generations| lease::fenced(self.location(), generations))
     }
 }
 
@@ -93,7 +114,7 @@ impl Store for PostgresStore {
     }
 
     fn commit_poll(&self, commit: &PollCommit<'_>) -> Result<CommitStats, StoreError> {
-        self.in_tx(|tx| snapshot::commit_poll(tx, commit))
+        self.fenced_tx(|tx| snapshot::commit_poll(tx, commit))
     }
 
     fn enqueue(
@@ -102,7 +123,7 @@ impl Store for PostgresStore {
         deliveries: &[NewDelivery],
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        self.in_tx(|tx| outbox::insert_deliveries(tx, account, deliveries, now))
+        self.fenced_tx(|tx| outbox::insert_deliveries(tx, account, deliveries, now))
     }
 
     fn due_deliveries(
@@ -129,7 +150,7 @@ impl Store for PostgresStore {
         latency: Duration,
     ) -> Result<(), StoreError> {
         let found =
-            self.in_tx(|tx| outbox::record_attempt(tx, account, id, outcome, at, latency))?;
+            self.fenced_tx(|tx| outbox::record_attempt(tx, account, id, outcome, at, latency))?;
         if found {
             Ok(())
         } else {
@@ -211,7 +232,7 @@ impl Store for PostgresStore {
         new: &[NewAlert],
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        self.in_tx(|tx| alerts::record(tx, account, new, now))
+        self.fenced_tx(|tx| alerts::record(tx, account, new, now))
     }
 
     fn alert_history(&self, account: &AccountId) -> Result<Vec<AlertRecord>, StoreError> {
@@ -243,5 +264,22 @@ impl Store for PostgresStore {
                 location: self.location(),
             })
         }
+    }
+
+    fn try_lead(&self, holder: &str, ttl: Duration) -> Result<Option<i64>, StoreError> {
+        let held = self.fence.held();
+        let won = self
+            .conn
+            .with(|c| lease::acquire_or_renew(c, holder, held, ttl))?;
+        self.fence.set(won);
+        Ok(won)
+    }
+
+    fn step_down(&self, holder: &str) -> Result<(), StoreError> {
+        let Some(generation) = self.fence.held() else {
+            return Ok(());
+        };
+        self.fence.set(None);
+        self.conn.with(|c| lease::release(c, holder, generation))
     }
 }

@@ -107,3 +107,55 @@ async fn works_from_inside_a_current_thread_runtime() {
     let store = PostgresStore::open(&url).unwrap();
     assert_eq!(store.list_deliveries(&me(), None).unwrap().len(), 1);
 }
+
+#[test]
+fn a_former_leader_is_fenced_once_another_took_over() {
+    use crate::domain::{EventKind, ExportId};
+    use crate::store::contract::commit_for;
+    let Some((url, a)) = fresh() else { return };
+    let b = PostgresStore::open(&url).unwrap();
+    let ttl = Duration::from_millis(400);
+    assert_eq!(a.try_lead("a", ttl).unwrap(), Some(1));
+    assert_eq!(b.try_lead("b", ttl).unwrap(), None, "a holds it");
+    assert_eq!(a.try_lead("a", ttl).unwrap(), Some(1), "renewing keeps it");
+    crate::store::contract::baseline_with(&a, &me(), &[new_delivery(2438, "audit", None)]);
+    let (snap, account) = (sample(), me());
+    let fired = [(ExportId(2438), EventKind::Downloadable)];
+    let commit = commit_for(&account, Some(&snap), &snap, &fired, &[], t(5));
+    let err = b.commit_poll(&commit).unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "a standby: {err}");
+
+    std::thread::sleep(ttl + Duration::from_millis(100)); // a is paused past its lease
+    assert_eq!(b.try_lead("b", ttl).unwrap(), Some(2), "b takes over");
+    let err = a.commit_poll(&commit).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Fenced {
+                held: 1,
+                current: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        b.already_fired(&me(), &fired).unwrap().is_empty(),
+        "a wrote nothing"
+    );
+    let id = b.list_deliveries(&me(), None).unwrap()[0].id;
+    let sent = AttemptOutcome::Sent;
+    let err = a.record_attempt(&me(), id, &sent, t(6), Duration::ZERO);
+    assert!(matches!(err, Err(StoreError::Fenced { .. })), "{err:?}");
+    b.record_attempt(&me(), id, &sent, t(6), Duration::ZERO)
+        .unwrap();
+    assert_eq!(b.commit_poll(&commit).unwrap().fired, 1);
+
+    assert_eq!(a.try_lead("a", ttl).unwrap(), None, "a lost it");
+    b.step_down("b").unwrap();
+    assert_eq!(
+        a.try_lead("a", ttl).unwrap(),
+        Some(3),
+        "no wait after a clean hand-over"
+    );
+}
