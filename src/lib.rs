@@ -17,6 +17,7 @@ pub mod diff;
 pub mod dispatch;
 pub mod domain;
 pub mod http_body;
+pub mod leadership;
 pub mod poll;
 pub mod polled;
 pub mod preview;
