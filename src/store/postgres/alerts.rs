@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use postgres::{GenericClient, Transaction};
 
-use super::outbox::{insert_row, NewRow, RowSubject};
+use super::outbox::{insert_row, prepare_insert, NewRow, RowSubject};
 use super::rows::{parsed_col, time_col, to_ms, PgResult};
 use crate::domain::{AccountId, EventKind};
 use crate::store::{AlertRecord, NewAlert};
@@ -18,6 +18,7 @@ pub(super) fn record(
     alerts: &[NewAlert],
     now: DateTime<Utc>,
 ) -> PgResult<usize> {
+    let stmt = prepare_insert(tx)?;
     for alert in alerts {
         let row = tx.query_one(
             "INSERT INTO alerts (account, condition, state, at) VALUES ($1, $2, $3, $4) \
@@ -37,7 +38,7 @@ pub(super) fn record(
             message: &alert.message,
             disposition: &alert.disposition,
         };
-        insert_row(tx, account, &row, now)?;
+        insert_row(tx, &stmt, account, &row, now)?;
     }
     Ok(alerts.len())
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use postgres::{GenericClient, Transaction};
+use postgres::{GenericClient, Statement, Transaction};
 
 use super::rows::{
     decode_err, delivery_from_row, from_ms, parsed_col, time_col, to_ms, PgResult,
@@ -41,6 +41,10 @@ pub(super) fn insert_deliveries(
     deliveries: &[NewDelivery],
     now: DateTime<Utc>,
 ) -> PgResult<usize> {
+    if deliveries.is_empty() {
+        return Ok(0);
+    }
+    let stmt = prepare_insert(tx)?;
     for d in deliveries {
         let row = NewRow {
             subject: RowSubject::Item(d.item_id),
@@ -50,14 +54,25 @@ pub(super) fn insert_deliveries(
             message: &d.message,
             disposition: &d.disposition,
         };
-        insert_row(tx, account, &row, now)?;
+        insert_row(tx, &stmt, account, &row, now)?;
     }
     Ok(deliveries.len())
 }
 
-/// Inserts one outbox row.
+/// The statement [`insert_row`] runs, prepared once per transaction (one
+/// round trip per row instead of two).
+pub(super) fn prepare_insert(tx: &mut Transaction<'_>) -> PgResult<Statement> {
+    Ok(tx.prepare(
+        "INSERT INTO outbox (account, item_id, alert_id, event, sink, recipient, message, \
+         status, attempts, next_attempt_at, last_error, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $11)",
+    )?)
+}
+
+/// Inserts one outbox row with the statement from [`prepare_insert`].
 pub(super) fn insert_row(
     tx: &mut Transaction<'_>,
+    stmt: &Statement,
     account: &AccountId,
     row: &NewRow<'_>,
     now: DateTime<Utc>,
@@ -73,13 +88,8 @@ pub(super) fn insert_row(
         RowSubject::Item(id) => (Some(id.0), None),
         RowSubject::Alert(id) => (None, Some(id)),
     };
-    let stmt = tx.prepare(
-        "INSERT INTO outbox (account, item_id, alert_id, event, sink, recipient, message, \
-         status, attempts, next_attempt_at, last_error, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $11, $11)",
-    )?;
     tx.execute(
-        &stmt,
+        stmt,
         &[
             &account.as_str(),
             &item_id,
