@@ -78,10 +78,12 @@ extern "C" fn stop_at_exit() {
     }
 }
 
-/// `$PG_BIN`, the newest /usr/lib/postgresql/<ver>/bin, or initdb on PATH.
+/// `$PG_BIN` (when set, the only place looked at: `PG_BIN=/nowhere` skips
+/// the tests), the newest /usr/lib/postgresql/<ver>/bin, or initdb on PATH.
 fn find_bin_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("PG_BIN") {
-        return Some(PathBuf::from(dir));
+        let dir = PathBuf::from(dir);
+        return dir.join("initdb").exists().then_some(dir);
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
