@@ -143,3 +143,25 @@ async fn state_copy_moves_a_file_to_postgres_and_back() {
     assert!(shown.contains("already holds state"), "{shown}");
     assert!(!shown.contains(PG_PASSWORD), "{shown}");
 }
+
+#[tokio::test]
+async fn verify_full_needs_tls_ca_file_for_a_private_ca() {
+    let Some(db) = pg_cluster::fresh_db() else {
+        return;
+    };
+    let cluster = pg_cluster::cluster().unwrap();
+    let h = Harness::start().await;
+    let url = with_var(&db).replace("sslmode=disable", "sslmode=verify-full");
+    config_with_state(&h, &url);
+    let out = bot(&h, PG_PASSWORD, &["outbox", "list"]).await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("certificate"), "{}", text(&out));
+
+    let path = h.config_path();
+    let config = std::fs::read_to_string(&path).unwrap();
+    let ca = cluster.ca_file.display();
+    std::fs::write(&path, format!("{config}\n[tls]\nca_file = \"{ca}\"\n")).unwrap();
+    let out = bot(&h, PG_PASSWORD, &["outbox", "list"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(PG_PASSWORD), "{}", text(&out));
+}
