@@ -159,3 +159,26 @@ fn a_former_leader_is_fenced_once_another_took_over() {
         "no wait after a clean hand-over"
     );
 }
+
+#[test]
+fn a_dropped_connection_is_reopened_on_the_next_call() {
+    let Some((url, store)) = fresh() else { return };
+    let cluster = pg_cluster::cluster().unwrap();
+    let name = url
+        .shown()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    cluster.psql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ));
+    let first = store.next_due_at(&me());
+    if let Err(err) = &first {
+        assert!(matches!(err, StoreError::Database { .. }), "{err}");
+    }
+    assert_eq!(store.next_due_at(&me()).unwrap(), None, "reconnected");
+}
