@@ -313,7 +313,9 @@ fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
         OutboxAction::Purge { sent_before } => {
             let cutoff = crate::retention::cutoff(chrono::Utc::now(), sent_before);
             let keep_fired = chrono::DateTime::<chrono::Utc>::MIN_UTC;
-            let (n, _) = store.prune(&account, cutoff, keep_fired).map_err(runtime)?;
+            let (n, _) = store
+                .prune(&account, cutoff, keep_fired, usize::MAX)
+                .map_err(runtime)?;
             outln!("{n} sent or skipped delivery(ies) deleted");
         }
     }

@@ -17,6 +17,7 @@ use crate::domain::{
 use crate::polled::Polled;
 use crate::render::{MessageInput, RecipientView, Renderer};
 use crate::route::{self, Router, Target};
+use crate::sinks::email::rcpt::REQUESTER_PART;
 use crate::store::{CommitStats, PollCommit, Store, StoreError};
 
 /// Why a poll did not complete. Either way nothing was written.
@@ -234,37 +235,21 @@ impl Watcher {
             .sinks_for(event.kind, event.item)
             .into_iter()
             .filter_map(|name| self.config.sinks.get(name))
-            .map(|sink| self.delivery(event, sink, &input))
+            .flat_map(|sink| self.delivery(event, sink, &input))
             .collect()
     }
 
-    /// One sink's delivery: skipped when the sink has no one to send it to,
-    /// dead when the template fails on this item, pending otherwise.
+    /// One sink's deliveries (one per recipient for email, else one):
+    /// skipped when the sink has no one to send it to, dead when the
+    /// template fails on this item, pending otherwise.
     fn delivery(
         &self,
         event: &Event<'_>,
         sink: &SinkConfig,
         input: &MessageInput<'_>,
-    ) -> NewDelivery {
-        let (recipient, mut disposition) = match route::target(
-            &sink.kind,
-            event.item.requested_by.as_deref(),
-            &input.recipient,
-        ) {
-            Target::Channel => (None, Disposition::Pending),
-            Target::Person(who) => (Some(who), Disposition::Pending),
-            Target::Skip(reason) => (None, Disposition::Skipped(reason)),
-            Target::FixedOnly(reason) => {
-                tracing::info!(
-                    sink = %sink.name,
-                    item = event.item.id.0,
-                    reason = %reason,
-                    "not sending to the requester; sending to the sink's fixed recipients only"
-                );
-                (None, Disposition::Pending)
-            }
-        };
-        let message = if disposition == Disposition::Pending {
+    ) -> Vec<NewDelivery> {
+        let (recipients, requester, mut disposition) = targets(event, sink, input);
+        let mut message = if disposition == Disposition::Pending {
             self.renderer.render(sink, input).unwrap_or_else(|e| {
                 disposition = Disposition::Dead(e.to_string());
                 RenderedMessage::default()
@@ -272,13 +257,50 @@ impl Watcher {
         } else {
             RenderedMessage::default()
         };
-        NewDelivery {
-            item_id: event.item.id,
-            event: event.kind,
-            sink: sink.name.clone(),
-            recipient,
-            message,
-            disposition,
+        if let Some(who) = requester {
+            message.parts.insert(REQUESTER_PART.to_string(), who);
+        }
+        recipients
+            .into_iter()
+            .map(|recipient| NewDelivery {
+                item_id: event.item.id,
+                event: event.kind,
+                sink: sink.name.clone(),
+                recipient,
+                message: message.clone(),
+                disposition: disposition.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Whom one sink's message goes to (one entry per delivery), the requester
+/// to name in an email's `To` on every row, and the starting state.
+fn targets(
+    event: &Event<'_>,
+    sink: &SinkConfig,
+    input: &MessageInput<'_>,
+) -> (Vec<Option<String>>, Option<String>, Disposition) {
+    let who = event.item.requested_by.as_deref();
+    match route::target(&sink.kind, who, &input.recipient) {
+        Target::Channel => (vec![None], None, Disposition::Pending),
+        Target::Person(who) => (vec![Some(who)], None, Disposition::Pending),
+        Target::Skip(reason) => (vec![None], None, Disposition::Skipped(reason)),
+        Target::Mail {
+            rows,
+            requester,
+            note,
+        } => {
+            if let Some(reason) = note {
+                tracing::info!(
+                    sink = %sink.name,
+                    item = event.item.id.0,
+                    reason = %reason,
+                    "not sending to the requester; sending to the sink's fixed recipients only"
+                );
+            }
+            let rows = rows.into_iter().map(Some).collect();
+            (rows, requester, Disposition::Pending)
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::config::{Config, SinkConfig};
+use crate::config::{Config, SinkConfig, SinkKind};
 use crate::domain::{
     EventKind, ExportItem, RemovedReason, RenderedMessage, Snapshot, SAMPLE_QUEUE,
 };
@@ -147,7 +147,7 @@ pub fn html_page(
          <style>{CSS}</style></head><body><h1>crayon-export-bot: message preview</h1>\
          <p class=\"meta\">item #{} · {} · rendered {}</p>{cards}</body></html>\n",
         item.0.id,
-        esc(&item.0.action_name),
+        esc(&crate::render::clean(&item.0.action_name)),
         now.to_rfc3339()
     ))
 }
@@ -168,18 +168,14 @@ iframe{width:100%;height:420px;border:1px solid #ddd;border-radius:4px;backgroun
 
 fn card(sink: &SinkConfig, message: &RenderedMessage) -> String {
     let kind = sink.kind.name();
-    let body = match kind {
-        "email" => email_body(message),
-        "console" => format!("<pre>{}</pre>", esc(message.part("text"))),
-        _ => {
-            let json: Value = serde_json::from_str(message.part("json")).unwrap_or(Value::Null);
-            match kind {
-                "slack" => slack_body(&json),
-                "teams" => teams_body(&json),
-                "discord" => discord_body(&json),
-                _ => format!("<pre>{}</pre>", esc(&format_for_terminal(message))),
-            }
-        }
+    let json = || serde_json::from_str::<Value>(message.part("json")).unwrap_or(Value::Null);
+    let body = match &sink.kind {
+        SinkKind::Email(_) => email_body(message),
+        SinkKind::Console => format!("<pre>{}</pre>", esc(message.part("text"))),
+        SinkKind::Slack { .. } => slack_body(&json()),
+        SinkKind::Teams { .. } => teams_body(&json()),
+        SinkKind::Discord { .. } => discord_body(&json()),
+        SinkKind::Webhook { .. } => format!("<pre>{}</pre>", esc(&format_for_terminal(message))),
     };
     format!(
         "<div class=\"card {kind}\"><h3>{} · {kind}</h3>{body}</div>",
@@ -207,11 +203,17 @@ fn slack_body(json: &Value) -> String {
     let mut out = String::new();
     for block in json["blocks"].as_array().into_iter().flatten() {
         out.push_str(&match block["type"].as_str().unwrap_or("") {
-            "header" => format!("<div class=\"hdr\">{}</div>", esc(&text_of(&block["text"]))),
+            "header" => format!(
+                "<div class=\"hdr\">{}</div>",
+                esc(&slack_shown(&text_of(&block["text"])))
+            ),
             "section" => {
-                let mut s = format!("<p>{}</p>", esc(&text_of(&block["text"])));
+                let mut s = format!("<p>{}</p>", esc(&slack_shown(&text_of(&block["text"]))));
                 for f in block["fields"].as_array().into_iter().flatten() {
-                    s.push_str(&format!("<div class=\"ctx\">{}</div>", esc(&text_of(f))));
+                    s.push_str(&format!(
+                        "<div class=\"ctx\">{}</div>",
+                        esc(&slack_shown(&text_of(f)))
+                    ));
                 }
                 s
             }
@@ -219,17 +221,22 @@ fn slack_body(json: &Value) -> String {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|e| format!("<div class=\"ctx\">{}</div>", esc(&text_of(e))))
+                .map(|e| {
+                    format!(
+                        "<div class=\"ctx\">{}</div>",
+                        esc(&slack_shown(&text_of(e)))
+                    )
+                })
                 .collect(),
             "actions" => buttons(&block["elements"], |e| {
-                (text_of(&e["text"]), e["url"].clone())
+                (slack_shown(&text_of(&e["text"])), e["url"].clone())
             }),
             "divider" => "<hr>".into(),
             _ => String::new(),
         });
     }
     if out.is_empty() {
-        out = format!("<p>{}</p>", esc(&text_of(&json["text"])));
+        out = format!("<p>{}</p>", esc(&slack_shown(&text_of(&json["text"]))));
     }
     out
 }
@@ -269,18 +276,18 @@ fn teams_body(json: &Value) -> String {
 }
 
 fn discord_body(json: &Value) -> String {
-    let mut out = format!("<p>{}</p>", esc(&text_of(&json["content"])));
+    let mut out = format!("<p>{}</p>", esc(&discord_shown(&text_of(&json["content"]))));
     for embed in json["embeds"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "<div class=\"embed\"><div class=\"hdr\">{}</div><p>{}</p>",
-            esc(&text_of(&embed["title"])),
-            esc(&text_of(&embed["description"]))
+            esc(&discord_shown(&text_of(&embed["title"]))),
+            esc(&discord_shown(&text_of(&embed["description"])))
         ));
         for f in embed["fields"].as_array().into_iter().flatten() {
             out.push_str(&format!(
                 "<div class=\"ctx\"><b>{}</b> {}</div>",
-                esc(&text_of(&f["name"])),
-                esc(&text_of(&f["value"]))
+                esc(&discord_shown(&text_of(&f["name"]))),
+                esc(&discord_shown(&text_of(&f["value"])))
             ));
         }
         out.push_str("</div>");
@@ -301,6 +308,31 @@ fn buttons(list: &Value, label: impl Fn(&Value) -> (String, Value)) -> String {
             )
         })
         .collect()
+}
+
+/// Slack text as Slack shows it: `&amp;`, `&lt;` and `&gt;` decoded (the
+/// preview shows the message, not its wire escapes).
+fn slack_shown(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Discord text as Discord shows it: a backslash-escaped character is shown
+/// as itself (`\-` is `-`, `\\` is `\`).
+fn discord_shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some(next)) if next.is_ascii_punctuation() => {
+                out.push(next);
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// HTML-escapes text for the preview page (attribute-safe: quotes too).
@@ -342,5 +374,17 @@ mod tests {
         assert_eq!(esc("<script>\"&'"), "&lt;script&gt;&quot;&amp;&#39;");
         let slack = serde_json::json!({"blocks": [{"type": "header", "text": {"text": "<b>"}}]});
         assert_eq!(slack_body(&slack), "<div class=\"hdr\">&lt;b&gt;</div>");
+    }
+
+    #[test]
+    fn wire_escapes_are_shown_as_the_platform_shows_them() {
+        assert_eq!(
+            slack_shown("a &amp;lt; &lt;b&gt; &amp; c"),
+            "a &lt; <b> & c"
+        );
+        assert_eq!(
+            discord_shown(r"License\-based Report\@2015 \\ a\b"),
+            r"License-based Report@2015 \ a\b"
+        );
     }
 }

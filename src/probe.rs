@@ -14,7 +14,7 @@ use crate::preview;
 use crate::render::Renderer;
 use crate::route::{self, Router, Target};
 use crate::service::crayon_settings;
-use crate::sinks::{self, Sink};
+use crate::sinks;
 
 /// Why a probe could not be made or failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,7 @@ pub async fn send_test(
     let sink_config = preview::sink(config, name)?;
     let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
     let http = sinks::http_client(config)?;
-    let sink = Sink::build(sink_config, &http, config.ca_file.as_deref())?;
+    let sink = sinks::build(sink_config, &http, config.ca_file.as_deref())?;
     let (mut item, days) = preview::load_item(None)?;
     item.action_name = format!(
         "[TEST] {} (sent by crayon-export-bot send-test)",
@@ -69,8 +69,17 @@ pub async fn send_test(
     let requested_by = item.requested_by.as_deref();
     let view = crate::render::RecipientView::new(requested_by, router.recipient(requested_by));
     let recipient = match route::target(&sink_config.kind, requested_by, &view) {
-        Target::Channel | Target::FixedOnly(_) => None,
-        Target::Person(who) => Some(who),
+        Target::Channel => None,
+        // One test message to `--to` plus the fixed recipients (an old-style
+        // row: the plain address, no per-recipient role).
+        Target::Person(who)
+        | Target::Mail {
+            requester: Some(who),
+            ..
+        } => Some(who),
+        Target::Mail {
+            requester: None, ..
+        } => None,
         Target::Skip(reason) => {
             return Err(ProbeError::NoRecipient {
                 sink: name.to_string(),
@@ -91,12 +100,12 @@ pub async fn send_test(
         last_error: None,
         created_at: Utc::now(),
     };
-    sink.send(&delivery)
-        .await
-        .map_err(|e| ProbeError::Refused {
-            sink: name.to_string(),
-            reason: e.to_string(),
-        })?;
+    let sent = sink.send(&delivery).await;
+    sink.close().await;
+    sent.map_err(|e| ProbeError::Refused {
+        sink: name.to_string(),
+        reason: e.to_string(),
+    })?;
     Ok(format!("ok: sink {name} accepted the test message"))
 }
 
@@ -129,7 +138,7 @@ pub async fn online(config: &Config) -> Vec<OnlineCheck> {
                 result: smtp_session(email, config.ca_file.as_deref()).await,
             });
         }
-        if let Some(origin) = origin_of(&sink.kind) {
+        if let Some(origin) = sink.kind.http_origin() {
             checks.push(OnlineCheck {
                 what: format!("sink {} ({})", sink.name, sink.kind.name()),
                 result: host_answers(&http, origin).await,
@@ -146,31 +155,6 @@ async fn crayon_token(config: &Config) -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())?;
     Ok(format!("token granted (valid {}s)", lifetime.as_secs()))
-}
-
-/// Scheme, host and port of where a sink sends: the path is left out, since
-/// for webhooks it is the credential.
-fn origin_of(kind: &SinkKind) -> Option<Url> {
-    let url = match kind {
-        SinkKind::Webhook { url, .. } | SinkKind::Slack { url } | SinkKind::Teams { url } => {
-            Url::parse(url.expose()).ok()?
-        }
-        SinkKind::Discord {
-            webhook_url,
-            api_base,
-            ..
-        } => match (api_base, webhook_url) {
-            (Some(base), _) => base.clone(),
-            (None, Some(url)) => Url::parse(url.expose()).ok()?,
-            (None, None) => Url::parse("https://discord.com/").ok()?,
-        },
-        SinkKind::Console | SinkKind::Email(_) => return None,
-    };
-    let mut origin = url;
-    origin.set_path("/");
-    origin.set_query(None);
-    origin.set_fragment(None);
-    Some(origin)
 }
 
 async fn host_answers(http: &reqwest::Client, origin: Url) -> Result<String, String> {

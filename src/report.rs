@@ -21,6 +21,10 @@ pub struct OutboxRow<'a> {
     pub attempts: u32,
     pub next_attempt_at: Option<String>,
     pub last_error: Option<&'a str>,
+    /// Whom a per-person delivery goes to (email: `to:`/`cc:`/`bcc:` and the
+    /// address, one row per recipient); absent for channel sinks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<&'a str>,
 }
 
 impl<'a> From<&'a Delivery> for OutboxRow<'a> {
@@ -35,6 +39,7 @@ impl<'a> From<&'a Delivery> for OutboxRow<'a> {
             attempts: d.attempts,
             next_attempt_at: d.next_attempt_at.map(time),
             last_error: d.last_error.as_deref(),
+            recipient: d.recipient.as_deref(),
         }
     }
 }
@@ -48,14 +53,22 @@ pub fn outbox_json(deliveries: &[Delivery]) -> String {
 /// `outbox list`: one aligned row per delivery under a header.
 pub fn outbox_table(deliveries: &[Delivery]) -> String {
     let mut out = format!(
-        "{:>6}  {:<14} {:>8}  {:<12} {:<8} {:>8}  {:<20}  {}\n",
-        "ID", "SINK", "ITEM", "EVENT", "STATUS", "ATTEMPTS", "NEXT ATTEMPT", "LAST ERROR"
+        "{:>6}  {:<14} {:>8}  {:<12} {:<8} {:>8}  {:<20}  {:<28}  {}\n",
+        "ID",
+        "SINK",
+        "ITEM",
+        "EVENT",
+        "STATUS",
+        "ATTEMPTS",
+        "NEXT ATTEMPT",
+        "RECIPIENT",
+        "LAST ERROR"
     );
     for d in deliveries {
         let subject = d.subject.to_string();
         let row = OutboxRow::from(d);
         out.push_str(&format!(
-            "{:>6}  {:<14} {:>8}  {:<12} {:<8} {:>8}  {:<20}  {}\n",
+            "{:>6}  {:<14} {:>8}  {:<12} {:<8} {:>8}  {:<20}  {:<28}  {}\n",
             row.id,
             row.sink,
             subject,
@@ -63,6 +76,7 @@ pub fn outbox_table(deliveries: &[Delivery]) -> String {
             row.status,
             row.attempts,
             row.next_attempt_at.unwrap_or_else(|| "-".into()),
+            row.recipient.unwrap_or("-"),
             row.last_error.unwrap_or("-"),
         ));
     }
@@ -94,12 +108,17 @@ pub fn why(id: ExportId, history: &ItemHistory) -> String {
     }
     for (d, attempts) in &history.deliveries {
         out.push_str(&format!(
-            "  delivery {} to {} ({}): {}, {} attempt(s){}\n",
+            "  delivery {} to {} ({}){}: {}, {} attempt{}{}\n",
             d.id,
             d.sink,
             d.event,
+            d.recipient
+                .as_deref()
+                .map(|r| format!(" for {r}"))
+                .unwrap_or_default(),
             d.status.as_str(),
             d.attempts,
+            if d.attempts == 1 { "" } else { "s" },
             d.last_error
                 .as_deref()
                 .map(|e| format!(", last error: {e}"))

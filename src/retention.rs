@@ -20,23 +20,41 @@ pub fn cutoff(now: DateTime<Utc>, keep: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
+/// Rows of each kind one prune round deletes at most, so a round's
+/// transaction stays short however large the backlog.
+pub const PRUNE_BATCH: usize = 5_000;
+
 /// Deletes sent/skipped deliveries older than `keep_sent` and fired records
-/// older than `keep_fired`; logs what it removed. A failure is logged and
+/// older than `keep_fired`, in at most `rounds` rounds of [`PRUNE_BATCH`]
+/// (`once` does one round per call: bounded work; `run` catches up on a
+/// large backlog hourly); logs what it removed. A failure is logged and
 /// left for the next prune: it never stops a poll or a delivery.
 pub fn prune(
     store: &dyn Store,
     account: &AccountId,
     delivery: &DeliveryConfig,
     now: DateTime<Utc>,
+    rounds: usize,
 ) {
     let sent_before = cutoff(now, delivery.keep_sent);
     let fired_before = cutoff(now, delivery.keep_fired);
-    match store.prune(account, sent_before, fired_before) {
-        Ok((deliveries, fired)) if deliveries + fired > 0 => {
-            tracing::info!(deliveries, fired, "pruned old records")
+    let (mut deliveries, mut fired) = (0, 0);
+    for _ in 0..rounds {
+        match store.prune(account, sent_before, fired_before, PRUNE_BATCH) {
+            Ok((d, f)) => {
+                (deliveries, fired) = (deliveries + d, fired + f);
+                if d < PRUNE_BATCH && f < PRUNE_BATCH {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not prune old records");
+                break;
+            }
         }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not prune old records"),
+    }
+    if deliveries + fired > 0 {
+        tracing::info!(deliveries, fired, "pruned old records");
     }
 }
 

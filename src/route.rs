@@ -4,11 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use globset::{GlobBuilder, GlobMatcher};
+use lettre::Address;
 
 use crate::address::{domain_allowed, single_address};
 use crate::config::{Config, EmailConfig, RecipientConfig, RouteConfig, SinkKind};
 use crate::domain::{EventKind, ExportItem};
 use crate::render::RecipientView;
+use crate::sinks::email::rcpt;
 use crate::text::shorten;
 
 /// Where a sink sends one event's message.
@@ -21,9 +23,16 @@ pub enum Target {
     /// Nothing to send it to; the delivery is recorded as `skipped` with this
     /// reason (not a failure, not an alert).
     Skip(String),
-    /// A per-person sink whose person cannot be used (the reason), but which
-    /// has fixed recipients (email `to`/`cc`/`bcc`): it is sent to those only.
-    FixedOnly(String),
+    /// An email sink: one delivery per address in `rows` (each its own
+    /// `RCPT TO`, see [`crate::sinks::email::rcpt`]), so one refused address
+    /// cannot hold back or lose the others. `requester` is shown in every
+    /// row's `To` header; `note` says why the requester is not among the rows
+    /// (they are the fixed `to`/`cc`/`bcc` only).
+    Mail {
+        rows: Vec<String>,
+        requester: Option<String>,
+        note: Option<String>,
+    },
 }
 
 /// Resolves the per-person target of a sink for an item's requester.
@@ -37,26 +46,45 @@ pub fn target(kind: &SinkKind, requested_by: Option<&str>, recipient: &Recipient
             Some(id) => Target::Person(id.clone()),
             None => Target::Skip(format!("no discord_user_id in [recipients] for {who}")),
         },
-        _ => Target::Channel,
+        SinkKind::Discord {
+            bot_token: None, ..
+        }
+        | SinkKind::Console
+        | SinkKind::Webhook { .. }
+        | SinkKind::Slack { .. }
+        | SinkKind::Teams { .. } => Target::Channel,
     }
 }
 
-/// The email sink's target: the requester as one checked address (or its
-/// `[recipients]` redirect) when `requester = true`; the fixed `to`/`cc`/`bcc`
-/// are added by the sink at send time, so a requester that cannot be used
-/// only skips the delivery when there is nobody else to send it to.
+/// The email sink's target: one row per recipient — the requester as one
+/// checked address (or its `[recipients]` redirect) when `requester = true`,
+/// then the fixed `to`/`cc`/`bcc`; a requester that cannot be used only
+/// skips the delivery when there is nobody else to send it to.
 fn email_target(
     email: &EmailConfig,
     requested_by: Option<&str>,
     recipient: &RecipientView,
 ) -> Target {
-    if !email.requester {
-        return Target::Channel;
+    let (requester, note) = if email.requester {
+        match requester_address(email, requested_by, recipient) {
+            Ok(address) => (Some(address), None),
+            Err(reason) if email.has_fixed_recipients() => (None, Some(reason)),
+            Err(reason) => return Target::Skip(reason),
+        }
+    } else {
+        (None, None)
+    };
+    let rows: Vec<String> = rcpt::fan_out(email, requester.as_ref())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if rows.is_empty() {
+        return Target::Skip(note.unwrap_or_else(|| "no requester and no to, cc or bcc".into()));
     }
-    match requester_address(email, requested_by, recipient) {
-        Ok(address) => Target::Person(address),
-        Err(reason) if email.has_fixed_recipients() => Target::FixedOnly(reason),
-        Err(reason) => Target::Skip(reason),
+    Target::Mail {
+        rows,
+        requester: requester.map(|a| a.to_string()),
+        note,
     }
 }
 
@@ -67,7 +95,7 @@ fn requester_address(
     email: &EmailConfig,
     requested_by: Option<&str>,
     recipient: &RecipientView,
-) -> Result<String, String> {
+) -> Result<Address, String> {
     let raw = requested_by.ok_or("the item has no RequestedBy to send to")?;
     let shown = || format!("{:?}", shorten(raw, 120));
     let requester = single_address(raw)
@@ -82,9 +110,8 @@ fn requester_address(
     }
     match recipient.email.as_deref() {
         Some(target) if target.trim() != raw.trim() => single_address(target)
-            .map(|a| a.to_string())
             .map_err(|e| format!("the [recipients] email for {requester} is not one address: {e}")),
-        _ => Ok(requester.to_string()),
+        _ => Ok(requester),
     }
 }
 
@@ -310,16 +337,31 @@ sinks = ["mail"]
         target(kind, who, &view)
     }
 
+    /// The rows of an email target, or why it was skipped.
+    fn mail_rows(target: Target) -> Result<(Vec<String>, Option<String>), String> {
+        match target {
+            Target::Mail { rows, note, .. } => Ok((rows, note)),
+            Target::Skip(reason) => Err(reason),
+            other => panic!("not an email target: {other:?}"),
+        }
+    }
+
     #[test]
     fn email_goes_to_the_requester_or_its_redirect() {
         let kind = email_kind("");
         assert_eq!(
             email_target_for(&kind, Some(" Ann@Example.com "), None),
-            Target::Person("Ann@Example.com".into())
+            Target::Mail {
+                rows: vec!["to:Ann@Example.com".into()],
+                requester: Some("Ann@Example.com".into()),
+                note: None
+            }
         );
+        let redirected =
+            email_target_for(&kind, Some("ann@example.com"), Some("ann.alt@example.com"));
         assert_eq!(
-            email_target_for(&kind, Some("ann@example.com"), Some("ann.alt@example.com")),
-            Target::Person("ann.alt@example.com".into())
+            mail_rows(redirected),
+            Ok((vec!["to:ann.alt@example.com".into()], None))
         );
     }
 
@@ -333,8 +375,8 @@ sinks = ["mail"]
             (Some("Ann Smith"), "not a valid"),
             (None, "no RequestedBy"),
         ] {
-            match email_target_for(&kind, who, None) {
-                Target::Skip(reason) => {
+            match mail_rows(email_target_for(&kind, who, None)) {
+                Err(reason) => {
                     assert!(reason.contains(why), "{who:?}: {reason}");
                     assert!(!reason.contains('\n'), "one line: {reason:?}");
                 }
@@ -347,11 +389,15 @@ sinks = ["mail"]
     fn requester_domains_limit_who_gets_mail() {
         let kind = email_kind("requester_domains = [\"example.com\"]");
         assert_eq!(
-            email_target_for(&kind, Some("ann@example.com"), None),
-            Target::Person("ann@example.com".into())
+            mail_rows(email_target_for(&kind, Some("ann@example.com"), None)),
+            Ok((vec!["to:ann@example.com".into()], None))
         );
-        match email_target_for(&kind, Some("eve@evil.test"), Some("ann@example.com")) {
-            Target::Skip(reason) => assert!(reason.contains("requester_domains"), "{reason}"),
+        match mail_rows(email_target_for(
+            &kind,
+            Some("eve@evil.test"),
+            Some("ann@example.com"),
+        )) {
+            Err(reason) => assert!(reason.contains("requester_domains"), "{reason}"),
             other => panic!("{other:?}"),
         }
     }
@@ -359,14 +405,40 @@ sinks = ["mail"]
     #[test]
     fn fixed_recipients_still_get_mail_when_the_requester_is_skipped() {
         let kind = email_kind("cc = [\"ops@example.com\"]");
-        match email_target_for(&kind, Some("a@x.test\nBcc: y@evil.test"), None) {
-            Target::FixedOnly(reason) => assert!(reason.contains("line break"), "{reason}"),
+        match mail_rows(email_target_for(
+            &kind,
+            Some("a@x.test\nBcc: y@evil.test"),
+            None,
+        )) {
+            Ok((rows, Some(reason))) => {
+                assert_eq!(rows, ["cc:ops@example.com"]);
+                assert!(reason.contains("line break"), "{reason}");
+            }
             other => panic!("{other:?}"),
         }
         let fixed_only = email_kind("requester = false\nto = [\"ops@example.com\"]");
         assert_eq!(
-            email_target_for(&fixed_only, Some("ann@example.com"), None),
-            Target::Channel
+            mail_rows(email_target_for(&fixed_only, Some("ann@example.com"), None)),
+            Ok((vec!["to:ops@example.com".into()], None))
         );
+    }
+
+    #[test]
+    fn every_recipient_is_its_own_row_and_nobody_is_listed_twice() {
+        let kind = email_kind(
+            "to = [\"Boss <boss@example.com>\", \"ANN@example.com\"]\ncc = [\"ops@example.com\", \"boss@example.com\"]\nbcc = [\"archive@example.com\"]",
+        );
+        let (rows, note) =
+            mail_rows(email_target_for(&kind, Some("ann@example.com"), None)).unwrap();
+        assert_eq!(
+            rows,
+            [
+                "to:ann@example.com",
+                "to:boss@example.com",
+                "cc:ops@example.com",
+                "bcc:archive@example.com"
+            ]
+        );
+        assert_eq!(note, None);
     }
 }

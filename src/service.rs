@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use chrono::Utc;
@@ -27,6 +27,10 @@ use crate::telemetry::Health;
 
 /// How often `run` prunes old sent deliveries and fired records.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prune rounds `run` does at start and hourly: enough to catch up on a
+/// large backlog (`once` does one per call).
+const RUN_PRUNE_ROUNDS: usize = 100;
 
 /// Why the service could not start or stopped. `is_config` tells the CLI
 /// which exit code applies (2: fix the config; 1: runtime).
@@ -127,7 +131,8 @@ impl App {
         let _lock = StateLock::acquire(&self.config.watch.state)?;
         let report = self.watcher().poll().await?;
         let summary = self.dispatcher.drain_due().await.map_err(PollError::from)?;
-        self.prune();
+        self.dispatcher.close_sinks().await;
+        self.prune(1);
         Ok((report, summary))
     }
 
@@ -135,7 +140,8 @@ impl App {
     /// `shutdown`; then lets sends in flight finish within the grace period.
     /// Each request on `reloads` re-reads config and templates: a bad one is
     /// refused (the running config stays), a good one takes effect at the
-    /// next poll, pending deliveries untouched.
+    /// next poll, pending deliveries untouched; sends in flight finish (and
+    /// are recorded) under the config they started with.
     pub async fn run(
         mut self,
         shutdown: CancellationToken,
@@ -143,11 +149,11 @@ impl App {
     ) -> Result<(), ServiceError> {
         let _lock = StateLock::acquire(&self.config.watch.state)?;
         log_startup(&self.config);
-        self.prune();
+        self.prune(RUN_PRUNE_ROUNDS);
         let health = Arc::new(Health::new(self.config.watch.interval));
         let server = self.serve(&health, &shutdown).await?;
         let wake = Arc::new(Notify::new());
-        let mut deliveries = self.spawn_dispatcher(&shutdown, &wake);
+        let deliveries = self.spawn_dispatcher(&shutdown, &wake);
         let mut poller = Poller::new(&self);
         loop {
             let requests = reloads.as_mut().map(|r| &mut r.requests);
@@ -160,9 +166,8 @@ impl App {
                     let Some(next) = reloads.as_ref().and_then(|r| self.reload(r)) else {
                         continue;
                     };
-                    deliveries.stop().await;
+                    deliveries.reconfigure(&next);
                     self = next;
-                    deliveries = self.spawn_dispatcher(&shutdown, &wake);
                     poller = Poller::new(&self);
                     tracing::info!("config reloaded; it applies from this poll on");
                 }
@@ -198,15 +203,17 @@ impl App {
         .map_err(|source| ServiceError::Listen { listen, source })
     }
 
+    /// Starts the one dispatcher loop of this `run`; reloads hand it their
+    /// new dispatcher through [`Deliveries::reconfigure`].
     fn spawn_dispatcher(&self, shutdown: &CancellationToken, wake: &Arc<Notify>) -> Deliveries {
-        let generation = shutdown.child_token();
+        let stop = shutdown.child_token();
         let dispatcher = self.dispatcher.clone();
-        let grace = self.config.delivery.shutdown_grace;
+        let (swap, reloads) = watch::channel(dispatcher.clone());
         let task = tokio::spawn({
-            let (generation, wake) = (generation.clone(), wake.clone());
-            async move { dispatcher.run(generation, wake, grace).await }
+            let (stop, wake) = (stop.clone(), wake.clone());
+            async move { dispatcher.run_with_reloads(stop, wake, reloads).await }
         });
-        Deliveries { generation, task }
+        Deliveries { stop, swap, task }
     }
 
     /// Loads and builds the new config; `None` (with an error log) when it
@@ -257,7 +264,7 @@ impl App {
         let interval = self.config.watch.interval;
         loop {
             if poller.last_prune.elapsed() >= PRUNE_EVERY {
-                self.prune();
+                self.prune(RUN_PRUNE_ROUNDS);
                 poller.last_prune = tokio::time::Instant::now();
             }
             let result = poller.watcher.poll().await;
@@ -283,13 +290,10 @@ impl App {
         }
     }
 
-    fn prune(&self) {
-        retention::prune(
-            self.store.as_ref(),
-            &self.account,
-            &self.config.delivery,
-            Utc::now(),
-        );
+    /// One bounded prune (`rounds` of [`retention::PRUNE_BATCH`] at most).
+    fn prune(&self, rounds: usize) {
+        let (store, delivery) = (self.store.as_ref(), &self.config.delivery);
+        retention::prune(store, &self.account, delivery, Utc::now(), rounds);
     }
 }
 
@@ -364,17 +368,25 @@ impl Poller {
     }
 }
 
-/// The running dispatcher of one config generation.
+/// The running dispatcher loop. It lives as long as `run`: a reload swaps
+/// the dispatcher it starts new sends with, so sends in flight are never
+/// abandoned (and sent again) because the config changed.
 struct Deliveries {
-    generation: CancellationToken,
+    stop: CancellationToken,
+    swap: watch::Sender<Dispatcher>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Deliveries {
+    /// New sends use `app`'s sinks, limits and retry policy from now on.
+    fn reconfigure(&self, app: &App) {
+        self.swap.send_replace(app.dispatcher.clone());
+    }
+
     /// Stops taking new deliveries and waits for sends in flight (bounded
     /// by the shutdown grace period).
     async fn stop(self) {
-        self.generation.cancel();
+        self.stop.cancel();
         let _ = self.task.await;
     }
 }

@@ -7,14 +7,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lettre::message::Mailbox;
 use url::Url;
 
 use super::raw::{RawConfig, RawCrayon, RawDelivery, RawRoute, RawSink, RawWatch};
 use super::ConfigError;
-use crate::address::{single_address, single_mailbox};
+use crate::address::single_address;
 use crate::domain::EventKind;
 use crate::secret::Secret;
+pub use crate::sinks::email::{EmailConfig, SmtpSecurity};
+use crate::sinks::registry;
+pub use crate::sinks::SinkKind;
 
 /// The whole checked configuration.
 #[derive(Debug, Clone)]
@@ -103,93 +105,6 @@ pub struct SinkConfig {
     /// At most this many sends per period.
     pub rate_limit: Option<(u32, Duration)>,
     pub vars: BTreeMap<String, String>,
-}
-
-/// A sink's kind with exactly the settings that kind needs.
-#[derive(Debug, Clone)]
-pub enum SinkKind {
-    Console,
-    Webhook {
-        url: Secret,
-        headers: BTreeMap<String, Secret>,
-    },
-    Slack {
-        url: Secret,
-    },
-    Teams {
-        url: Secret,
-    },
-    Discord {
-        webhook_url: Option<Secret>,
-        bot_token: Option<Secret>,
-        api_base: Option<Url>,
-    },
-    Email(Box<EmailConfig>),
-}
-
-impl SinkKind {
-    /// The kind's name as written in `kind = "…"` and used in template names.
-    pub fn name(&self) -> &'static str {
-        match self {
-            SinkKind::Console => "console",
-            SinkKind::Webhook { .. } => "webhook",
-            SinkKind::Slack { .. } => "slack",
-            SinkKind::Teams { .. } => "teams",
-            SinkKind::Discord { .. } => "discord",
-            SinkKind::Email(_) => "email",
-        }
-    }
-
-    /// The template parts a message for this kind is made of.
-    pub fn parts(&self) -> &'static [&'static str] {
-        match self {
-            SinkKind::Console => &["text"],
-            SinkKind::Email(_) => &["subject", "text", "html"],
-            _ => &["json"],
-        }
-    }
-}
-
-/// How the email sink protects its SMTP session, from `smtp`'s scheme and
-/// `tls`. There is no "opportunistic" mode: `smtp://` never falls back to
-/// plain text when the server does not offer STARTTLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmtpSecurity {
-    /// `smtp://`: STARTTLS is required (port 587 unless given).
-    StartTls,
-    /// `smtps://`: TLS from the first byte (port 465 unless given).
-    Implicit,
-    /// `tls = "none"`: plain SMTP, only for loopback or `allow_insecure`.
-    None,
-}
-
-/// `kind = "email"` settings, checked: addresses are parsed, the TLS mode is
-/// decided, and a sink that could never send anything is refused.
-#[derive(Debug, Clone)]
-pub struct EmailConfig {
-    pub smtp: Url,
-    pub security: SmtpSecurity,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub from: Mailbox,
-    /// Send to the item's `RequestedBy` (or its `[recipients]` redirect).
-    pub requester: bool,
-    /// Lowercase domains; `None` = every requester's domain.
-    pub requester_domains: Option<Vec<String>>,
-    pub to: Vec<Mailbox>,
-    pub cc: Vec<Mailbox>,
-    pub bcc: Vec<Mailbox>,
-    /// When set, messages are written as `.eml` files into this folder
-    /// instead of being sent (the demo). Not a `bot.toml` key.
-    pub pickup_dir: Option<PathBuf>,
-}
-
-impl EmailConfig {
-    /// True when `to`, `cc` or `bcc` names someone: the sink then has people
-    /// to send to even when the requester is skipped.
-    pub fn has_fixed_recipients(&self) -> bool {
-        !(self.to.is_empty() && self.cc.is_empty() && self.bcc.is_empty())
-    }
 }
 
 /// One `[[routes]]` entry; globs are compiled by the router.
@@ -393,56 +308,6 @@ fn check_delivery(raw: RawDelivery) -> Result<DeliveryConfig, ConfigError> {
     })
 }
 
-/// Keys each kind accepts besides the common ones (`kind`, `enabled`,
-/// `concurrency`, `rate_limit`, `vars`).
-fn allowed_keys(kind: &str) -> Option<&'static [&'static str]> {
-    Some(match kind {
-        "console" => &[],
-        "webhook" => &["url", "headers"],
-        "slack" | "teams" => &["url"],
-        "discord" => &["webhook_url", "bot_token", "api_base"],
-        "email" => &[
-            "smtp",
-            "tls",
-            "allow_insecure",
-            "username",
-            "password",
-            "from",
-            "requester",
-            "requester_domains",
-            "to",
-            "cc",
-            "bcc",
-        ],
-        _ => return None,
-    })
-}
-
-fn present_keys(s: &RawSink) -> Vec<&'static str> {
-    let flags = [
-        ("url", s.url.is_some()),
-        ("headers", s.headers.is_some()),
-        ("webhook_url", s.webhook_url.is_some()),
-        ("bot_token", s.bot_token.is_some()),
-        ("api_base", s.api_base.is_some()),
-        ("smtp", s.smtp.is_some()),
-        ("tls", s.tls.is_some()),
-        ("allow_insecure", s.allow_insecure.is_some()),
-        ("username", s.username.is_some()),
-        ("password", s.password.is_some()),
-        ("from", s.from.is_some()),
-        ("requester", s.requester.is_some()),
-        ("requester_domains", s.requester_domains.is_some()),
-        ("to", s.to.is_some()),
-        ("cc", s.cc.is_some()),
-        ("bcc", s.bcc.is_some()),
-    ];
-    flags
-        .into_iter()
-        .filter_map(|(k, present)| present.then_some(k))
-        .collect()
-}
-
 fn check_sink(
     name: String,
     raw: RawSink,
@@ -455,18 +320,20 @@ fn check_sink(
             "sink names must be lowercase snake_case (e.g. team_slack) so they can be set from the environment",
         ));
     }
-    let allowed = allowed_keys(&raw.kind).ok_or_else(|| {
+    let spec = registry::spec(&raw.kind).ok_or_else(|| {
         ConfigError::invalid(
             key("kind"),
             format!(
-                "unknown sink kind {:?} (expected slack, teams, discord, email, webhook or console)",
-                raw.kind
+                "unknown sink kind {:?} (expected {})",
+                raw.kind,
+                registry::kind_list()
             ),
         )
     })?;
-    if let Some(extra) = present_keys(&raw)
+    if let Some(extra) = raw
+        .present_keys()
         .into_iter()
-        .find(|k| !allowed.contains(k))
+        .find(|k| !spec.keys.contains(k))
     {
         return Err(ConfigError::invalid(
             key(extra),
@@ -485,7 +352,7 @@ fn check_sink(
         None => None,
     };
     let sink = SinkConfig {
-        kind: check_kind(&name, raw.kind.clone(), &raw)?,
+        kind: (spec.check)(&name, &raw)?,
         name: name.clone(),
         enabled: raw.enabled.unwrap_or(true),
         concurrency,
@@ -493,197 +360,6 @@ fn check_sink(
         vars: raw.vars,
     };
     Ok((name, sink))
-}
-
-fn check_kind(name: &str, kind: String, raw: &RawSink) -> Result<SinkKind, ConfigError> {
-    let key = |k: &str| format!("sinks.{name}.{k}");
-    let webhook = |k: &str, v: &Option<Secret>| -> Result<Secret, ConfigError> {
-        let url = v
-            .clone()
-            .ok_or_else(|| ConfigError::invalid(key(k), "is required for this sink kind"))?;
-        check_webhook_url(&key(k), &url)?;
-        Ok(url)
-    };
-    Ok(match kind.as_str() {
-        "console" => SinkKind::Console,
-        "webhook" => SinkKind::Webhook {
-            url: webhook("url", &raw.url)?,
-            headers: check_headers(name, raw.headers.clone().unwrap_or_default())?,
-        },
-        "slack" => SinkKind::Slack {
-            url: webhook("url", &raw.url)?,
-        },
-        "teams" => SinkKind::Teams {
-            url: webhook("url", &raw.url)?,
-        },
-        "discord" => check_discord(name, raw)?,
-        _ => SinkKind::Email(Box::new(check_email(name, raw)?)),
-    })
-}
-
-fn check_discord(name: &str, raw: &RawSink) -> Result<SinkKind, ConfigError> {
-    let key = |k: &str| format!("sinks.{name}.{k}");
-    if raw.webhook_url.is_some() == raw.bot_token.is_some() {
-        return Err(ConfigError::invalid(
-            key("webhook_url"),
-            "set exactly one of webhook_url (post to a channel) or bot_token (DM mapped requesters)",
-        ));
-    }
-    if let Some(url) = &raw.webhook_url {
-        check_webhook_url(&key("webhook_url"), url)?;
-    }
-    // The webhook token or bot token goes to api_base: never in clear.
-    let api_base = match &raw.api_base {
-        Some(text) => {
-            let url = parse_url(&key("api_base"), text)?;
-            require_https_unless_loopback(&key("api_base"), &url)?;
-            Some(url)
-        }
-        None => None,
-    };
-    Ok(SinkKind::Discord {
-        webhook_url: raw.webhook_url.clone(),
-        bot_token: raw.bot_token.clone(),
-        api_base,
-    })
-}
-
-fn check_email(name: &str, raw: &RawSink) -> Result<EmailConfig, ConfigError> {
-    let key = |k: &str| format!("sinks.{name}.{k}");
-    let (smtp, security) = check_smtp(name, raw)?;
-    let from = raw.from.as_deref().ok_or_else(|| {
-        ConfigError::invalid(
-            key("from"),
-            "is required (e.g. \"Export Bot <exports@example.com>\")",
-        )
-    })?;
-    let config = EmailConfig {
-        smtp,
-        security,
-        username: raw.username.clone(),
-        password: raw.password.clone(),
-        from: mailbox(&key("from"), from)?,
-        requester: raw.requester.unwrap_or(true),
-        requester_domains: check_domains(&key("requester_domains"), &raw.requester_domains)?,
-        to: mailboxes(&key("to"), &raw.to)?,
-        cc: mailboxes(&key("cc"), &raw.cc)?,
-        bcc: mailboxes(&key("bcc"), &raw.bcc)?,
-        pickup_dir: None,
-    };
-    if raw.password.is_some() && raw.username.is_none() {
-        return Err(ConfigError::invalid(
-            key("username"),
-            "is required when password is set",
-        ));
-    }
-    if !config.requester && !config.has_fixed_recipients() {
-        return Err(ConfigError::invalid(
-            key("requester"),
-            "is false and to, cc and bcc are empty, so this sink would never send anything",
-        ));
-    }
-    Ok(config)
-}
-
-/// `smtp` and `tls`: `smtp://` = STARTTLS required, `smtps://` = implicit
-/// TLS, `tls = "none"` = plain, accepted only for loopback hosts or with
-/// `allow_insecure = true`.
-fn check_smtp(name: &str, raw: &RawSink) -> Result<(Url, SmtpSecurity), ConfigError> {
-    let key = |k: &str| format!("sinks.{name}.{k}");
-    let text = raw.smtp.as_deref().ok_or_else(|| {
-        ConfigError::invalid(
-            key("smtp"),
-            "is required (e.g. \"smtp://mail.example.com:587\")",
-        )
-    })?;
-    let smtp = parse_url(&key("smtp"), text)?;
-    if smtp.host_str().is_none_or(str::is_empty) {
-        return Err(ConfigError::invalid(
-            key("smtp"),
-            "needs a host (e.g. \"smtp://mail.example.com:587\")",
-        ));
-    }
-    let security = smtp_security(name, smtp.scheme(), raw.tls.as_deref())?;
-    let insecure_ok = smtp_is_loopback(&smtp) || raw.allow_insecure.unwrap_or(false);
-    if security == SmtpSecurity::None && !insecure_ok {
-        return Err(ConfigError::invalid(
-            key("tls"),
-            "\"none\" sends mail and passwords in clear: it is accepted only for a loopback host or with allow_insecure = true",
-        ));
-    }
-    Ok((smtp, security))
-}
-
-/// The TLS mode from the scheme and `tls` (whose only value is "none").
-fn smtp_security(name: &str, scheme: &str, tls: Option<&str>) -> Result<SmtpSecurity, ConfigError> {
-    let key = |k: &str| format!("sinks.{name}.{k}");
-    match (scheme, tls) {
-        ("smtp", None) => Ok(SmtpSecurity::StartTls),
-        ("smtps", None) => Ok(SmtpSecurity::Implicit),
-        ("smtp", Some("none")) => Ok(SmtpSecurity::None),
-        ("smtps", Some("none")) => Err(ConfigError::invalid(
-            key("tls"),
-            "\"none\" contradicts smtps:// (implicit TLS); use smtp://host:25 for plain SMTP",
-        )),
-        ("smtp" | "smtps", Some(other)) => Err(ConfigError::invalid(
-            key("tls"),
-            format!("{other:?} is not a TLS mode: the only value is \"none\" (the scheme of smtp picks STARTTLS or implicit TLS)"),
-        )),
-        _ => Err(ConfigError::invalid(
-            key("smtp"),
-            "must start with smtp:// (STARTTLS) or smtps:// (implicit TLS)",
-        )),
-    }
-}
-
-/// Like [`is_loopback`] for `smtp://` URLs, whose hosts the `url` crate
-/// keeps as opaque text (an IPv4 address is not parsed for unknown schemes).
-fn smtp_is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d
-            .parse::<std::net::IpAddr>()
-            .map_or(d.eq_ignore_ascii_case("localhost"), |ip| ip.is_loopback()),
-        _ => is_loopback(url),
-    }
-}
-
-fn mailbox(key: &str, text: &str) -> Result<Mailbox, ConfigError> {
-    single_mailbox(text).map_err(|e| {
-        ConfigError::invalid(
-            key,
-            format!("{text:?} is not one email address ({e}); e.g. \"Export Bot <exports@example.com>\""),
-        )
-    })
-}
-
-fn mailboxes(key: &str, list: &Option<Vec<String>>) -> Result<Vec<Mailbox>, ConfigError> {
-    list.iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, text)| mailbox(&format!("{key}[{i}]"), text))
-        .collect()
-}
-
-/// Lowercased, without a leading `@`; each must look like a domain.
-fn check_domains(
-    key: &str,
-    list: &Option<Vec<String>>,
-) -> Result<Option<Vec<String>>, ConfigError> {
-    let Some(list) = list else { return Ok(None) };
-    list.iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let domain = d.trim().trim_start_matches('@').to_ascii_lowercase();
-            match single_address(&format!("x@{domain}")) {
-                Ok(_) => Ok(domain),
-                Err(_) => Err(ConfigError::invalid(
-                    format!("{key}[{i}]"),
-                    format!("{d:?} is not a domain (e.g. \"example.com\")"),
-                )),
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
 }
 
 /// A `[recipients."addr"]` redirect must be exactly one address.
@@ -751,18 +427,7 @@ fn check_alerts(
             format!("no sink named {:?} (define [sinks.{}])", raw.sink, raw.sink),
         )
     })?;
-    let problem = match &sink.kind {
-        SinkKind::Email(email) if !email.has_fixed_recipients() => Some(
-            "an email sink used for alerts needs `to`, `cc` or `bcc` (alerts have no requester)",
-        ),
-        SinkKind::Discord {
-            bot_token: Some(_), ..
-        } => Some(
-            "a Discord sink in bot_token (DM) mode cannot carry alerts; use a webhook_url sink",
-        ),
-        _ => None,
-    };
-    if let Some(problem) = problem {
+    if let Some(problem) = sink.kind.alert_problem() {
         return Err(ConfigError::invalid("alerts.sink", problem));
     }
     Ok(AlertsConfig {
@@ -804,7 +469,8 @@ fn parse_events(key: &str, list: &[String]) -> Result<BTreeSet<EventKind>, Confi
         .collect()
 }
 
-fn parse_url(key: &str, text: &str) -> Result<Url, ConfigError> {
+/// `text` as an URL, or an error on `key` with an example.
+pub fn parse_url(key: &str, text: &str) -> Result<Url, ConfigError> {
     Url::parse(text).map_err(|e| {
         ConfigError::invalid(
             key,
@@ -813,45 +479,8 @@ fn parse_url(key: &str, text: &str) -> Result<Url, ConfigError> {
     })
 }
 
-/// Every extra header as reqwest will send it, so a value it would refuse
-/// (typically a secret read from a file with its trailing newline) fails
-/// `check` instead of killing every delivery. Errors name the header, never
-/// its value.
-fn check_headers(
-    sink: &str,
-    headers: BTreeMap<String, Secret>,
-) -> Result<BTreeMap<String, Secret>, ConfigError> {
-    for (name, value) in &headers {
-        let key = format!("sinks.{sink}.headers.{name}");
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(ConfigError::invalid(
-                key,
-                "is not a valid HTTP header name (letters, digits and -, e.g. \"X-Api-Key\")",
-            ));
-        }
-        if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
-            return Err(ConfigError::invalid(
-                key,
-                header_value_problem(value.expose()),
-            ));
-        }
-    }
-    Ok(headers)
-}
-
-/// Why a header value cannot be sent, without quoting it.
-fn header_value_problem(value: &str) -> &'static str {
-    if value.ends_with('\n') || value.ends_with('\r') {
-        "the value ends with a newline (a secret read from a file? strip it); the value is not shown"
-    } else if value.contains(['\n', '\r']) {
-        "the value contains a line break; the value is not shown"
-    } else {
-        "the value holds a control character, which HTTP headers cannot carry; the value is not shown"
-    }
-}
-
 /// Webhook URLs are credentials: they are checked without ever being echoed.
-fn check_webhook_url(key: &str, url: &Secret) -> Result<(), ConfigError> {
+pub fn check_webhook_url(key: &str, url: &Secret) -> Result<(), ConfigError> {
     let parsed = Url::parse(url.expose()).map_err(|e| {
         ConfigError::invalid(
             key,
@@ -921,38 +550,4 @@ fn is_snake_case(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-#[cfg(test)]
-mod header_tests {
-    use super::*;
-
-    /// Every value reqwest would refuse fails, naming the header and never
-    /// showing the value.
-    #[test]
-    fn header_values_reqwest_would_refuse_are_refused_without_being_shown() {
-        let cases = [
-            ("Authorization", "Bearer s3cret-1\n", "ends with a newline"),
-            (
-                "Authorization",
-                "Bearer s3cret-1\r\n",
-                "ends with a newline",
-            ),
-            ("X-Key", "s3cret-1\nX-Other: y", "line break"),
-            ("X-Key", "s3cret-1\u{7}", "control character"),
-            ("Bad Name", "s3cret-1", "not a valid HTTP header name"),
-        ];
-        for (name, value, why) in cases {
-            let headers = BTreeMap::from([(name.to_string(), Secret::new(value))]);
-            let error = check_headers("audit", headers).unwrap_err().to_string();
-            assert!(
-                error.contains(&format!("sinks.audit.headers.{name}")),
-                "{error}"
-            );
-            assert!(error.contains(why), "{error}");
-            assert!(!error.contains("s3cret-1"), "{error}");
-        }
-        let fine = BTreeMap::from([("X-Api-Key".to_string(), Secret::new("ok\tvalue"))]);
-        assert!(check_headers("audit", fine).is_ok());
-    }
 }

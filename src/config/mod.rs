@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use checked::*;
 pub use expand::expand_str;
-pub use raw::RawConfig;
+pub use raw::{RawConfig, RawSink};
 
 /// What can be wrong with a configuration. Every message names the key (and,
 /// where it can be found, the file and line) so the user can fix it.

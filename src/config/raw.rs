@@ -229,6 +229,8 @@ pub struct RawSink {
     pub to: Option<Vec<String>>,
     pub cc: Option<Vec<String>>,
     pub bcc: Option<Vec<String>>,
+    pub reply_to: Option<String>,
+    pub helo_name: Option<String>,
 }
 
 /// `[[routes]]`: which events go to which sinks.
@@ -248,4 +250,37 @@ pub struct RawRecipient {
     pub discord_user_id: Option<String>,
     pub slack_user_id: Option<String>,
     pub email: Option<String>,
+}
+
+impl RawSink {
+    /// The kind-specific keys this entry sets, so validation can refuse a
+    /// key the sink's kind does not read (each kind lists its own keys in
+    /// its folder under `src/sinks/`). A new key is a field above and a
+    /// line here.
+    pub fn present_keys(&self) -> Vec<&'static str> {
+        let flags = [
+            ("url", self.url.is_some()),
+            ("headers", self.headers.is_some()),
+            ("webhook_url", self.webhook_url.is_some()),
+            ("bot_token", self.bot_token.is_some()),
+            ("api_base", self.api_base.is_some()),
+            ("smtp", self.smtp.is_some()),
+            ("tls", self.tls.is_some()),
+            ("allow_insecure", self.allow_insecure.is_some()),
+            ("username", self.username.is_some()),
+            ("password", self.password.is_some()),
+            ("from", self.from.is_some()),
+            ("requester", self.requester.is_some()),
+            ("requester_domains", self.requester_domains.is_some()),
+            ("to", self.to.is_some()),
+            ("cc", self.cc.is_some()),
+            ("bcc", self.bcc.is_some()),
+            ("reply_to", self.reply_to.is_some()),
+            ("helo_name", self.helo_name.is_some()),
+        ];
+        flags
+            .into_iter()
+            .filter_map(|(k, present)| present.then_some(k))
+            .collect()
+    }
 }

@@ -379,3 +379,37 @@ fn a_lease_under_three_seconds_is_refused() {
     let err = load_str(&text, &[]).unwrap_err();
     assert!(err.to_string().contains("watch.lease"), "{err}");
 }
+
+#[test]
+fn helo_name_and_reply_to_are_checked_and_named_on_error() {
+    let smtp = "smtp = \"smtp://mail.example.com\"";
+    let config = email_sink(&format!(
+        "{smtp}\nhelo_name = \"Bot.Example.com\"\nreply_to = \"Desk <desk@example.com>\""
+    ))
+    .unwrap();
+    let email = email_of(&config);
+    assert_eq!(email.helo_name.as_deref(), Some("bot.example.com"));
+    assert_eq!(
+        email.reply_to.as_ref().unwrap().email.to_string(),
+        "desk@example.com"
+    );
+    assert_eq!(email_of(&email_sink(smtp).unwrap()).reply_to, None);
+    for (lines, key) in [
+        (
+            format!("{smtp}\nhelo_name = \"bot example\""),
+            "sinks.mail.helo_name",
+        ),
+        (
+            format!("{smtp}\nhelo_name = \"bot.\\r\\nMAIL FROM:<x@evil.test>\""),
+            "sinks.mail.helo_name",
+        ),
+        (format!("{smtp}\nhelo_name = \"\""), "sinks.mail.helo_name"),
+        (
+            format!("{smtp}\nreply_to = \"a@example.com, b@example.com\""),
+            "sinks.mail.reply_to",
+        ),
+    ] {
+        let err = email_sink(&lines).unwrap_err().to_string();
+        assert!(err.contains(key), "{lines}: {err}");
+    }
+}

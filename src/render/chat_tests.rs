@@ -167,7 +167,10 @@ fn assert_shape(sink: &SinkConfig, body: &Value, what: &str) {
     match sink.kind {
         SinkKind::Slack { .. } => assert_slack_shape(body, what),
         SinkKind::Teams { .. } => assert_teams_shape(body, what),
-        _ => assert_discord_shape(body, what),
+        SinkKind::Discord { .. } => assert_discord_shape(body, what),
+        SinkKind::Console | SinkKind::Webhook { .. } | SinkKind::Email(_) => {
+            unreachable!("{what}: only chat sinks are rendered here")
+        }
     }
 }
 
@@ -240,6 +243,15 @@ fn hostile_item_text_is_escaped_and_pings_nobody() {
                     );
                 }
                 assert!(body.to_string().contains("&lt;!channel&gt;"), "{what}");
+            } else if matches!(sink.kind, SinkKind::Discord { .. }) {
+                let escaped = crate::render::discord_escape(HOSTILE);
+                assert!(
+                    texts
+                        .iter()
+                        .any(|(at, t)| at == "/embeds/0/title" && t.contains(&escaped)),
+                    "{what}: the title is escaped too: {body}"
+                );
+                assert!(!texts.iter().any(|(_, t)| t.contains(HOSTILE)), "{what}");
             } else {
                 let name = texts.iter().any(|(_, t)| t.contains(HOSTILE));
                 assert!(name, "{what}: the name is kept verbatim in JSON: {body}");
@@ -328,9 +340,12 @@ fn user_templates_that_ignore_the_limits_are_cut_too() {
                 assert!(text.len() < 28 * 1024, "{}", text.len());
                 assert!(text.contains('…'));
             }
-            _ => {
+            SinkKind::Discord { .. } => {
                 assert_eq!(chars(&body["content"]), 2000);
                 assert_discord_limits(&body, "user discord template");
+            }
+            SinkKind::Console | SinkKind::Webhook { .. } | SinkKind::Email(_) => {
+                unreachable!("only chat sinks are rendered here")
             }
         }
     }

@@ -21,7 +21,7 @@ fn renderer() -> &'static Renderer {
 }
 
 /// Renders a one-off template over `{"v": value}` with the real filters.
-fn apply(template: &str, value: Value) -> TeraResult<String> {
+fn apply(template: &str, value: Value) -> tera::TeraResult<String> {
     let context = Context::from_serialize(&json!({ "v": value })).unwrap();
     renderer().tera.render_str(template, &context, false)
 }
@@ -51,6 +51,8 @@ fn every_sink() -> Vec<SinkConfig> {
         to: vec![],
         cc: vec![],
         bcc: vec![],
+        reply_to: None,
+        helo_name: None,
         pickup_dir: None,
     };
     vec![
@@ -143,7 +145,7 @@ fn item() -> impl Strategy<Value = (ExportItem, u32)> {
         )
 }
 
-/// jiff's range: the `date` filter cannot format anything outside it.
+/// The range the samples keep to (chrono formats far wider).
 fn in_date_range(t: DateTime<Utc>) -> bool {
     use chrono::Datelike;
     (1..=9000).contains(&t.year())

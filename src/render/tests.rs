@@ -83,7 +83,11 @@ fn hostile_item_text_stays_valid_json() {
         .render(&webhook(), &input(EventKind::Failed, &item))
         .unwrap();
     let body: serde_json::Value = serde_json::from_str(message.part("json")).unwrap();
-    assert_eq!(body["item"]["action_name"], item.action_name.as_str());
+    // Kept but for the NUL and newline (control characters are dropped).
+    assert_eq!(
+        body["item"]["action_name"],
+        "\"}, \"evil\": true, {\"<!channel>"
+    );
     assert!(body["item"]["requested_by"].is_null());
     assert!(body.get("evil").is_none());
 }
@@ -242,6 +246,8 @@ fn email() -> SinkConfig {
         to: vec![],
         cc: vec![],
         bcc: vec![],
+        reply_to: None,
+        helo_name: None,
         pickup_dir: None,
     };
     sink("mail", SinkKind::Email(Box::new(config)))
@@ -311,7 +317,18 @@ fn the_downloadable_email_shows_what_a_requester_needs() {
     ] {
         assert!(text.contains(expected), "{expected}: {text}");
     }
-    assert!(!html.contains("<style"), "inline CSS only");
+    // Inline CSS only, but for the one narrow-screen media query (which
+    // cannot be inline): label over value below 480px.
+    let style = html
+        .split("<style>")
+        .nth(1)
+        .and_then(|s| s.split("</style>").next());
+    let style = style.unwrap_or_default().trim();
+    assert!(
+        style.starts_with("@media only screen and (max-width: 480px)"),
+        "{style}"
+    );
+    assert_eq!(html.matches("<style").count(), 1, "{html}");
     assert_eq!(
         message.part("subject").trim(),
         format!("Your export is ready: {}", item.action_name)

@@ -25,6 +25,12 @@ pub struct HttpSink {
     headers: BTreeMap<String, Secret>,
 }
 
+impl super::Sink for HttpSink {
+    fn send<'a>(&'a self, delivery: &'a Delivery) -> super::SendFuture<'a> {
+        Box::pin(HttpSink::send(self, delivery))
+    }
+}
+
 impl HttpSink {
     /// A sink posting to `url` with extra `headers` over the shared client.
     pub fn new(client: reqwest::Client, url: Secret, headers: BTreeMap<String, Secret>) -> Self {

@@ -6,18 +6,45 @@
 
 use serde_json::Value;
 
-use crate::text::shorten;
+use crate::text::keep_graphemes;
 
 /// Shortens the string at JSON `pointer` to at most `max` characters. A
 /// missing field or a non-string is left alone. True when it changed.
 pub fn cap(payload: &mut Value, pointer: &str, max: usize) -> bool {
     match payload.pointer_mut(pointer) {
         Some(Value::String(text)) if text.chars().count() > max => {
-            *text = shorten(text, max);
+            *text = cut(text, max);
             true
         }
         _ => false,
     }
+}
+
+/// `text` in at most `max` characters ending with `…`: cut between grapheme
+/// clusters and never inside an escape the template put there (a Slack
+/// `&amp;` or a Discord `\*`), the platform's last resort when a template
+/// gave item text no budget of its own.
+fn cut(text: &str, max: usize) -> String {
+    let kept = keep_graphemes(text, max.saturating_sub(1), |g| g.chars().count());
+    let mut out = without_partial_escape(&kept).to_string();
+    out.push('…');
+    out
+}
+
+/// `cut` without a trailing entity that was begun but not closed (`&am`) or
+/// a trailing lone backslash (which would escape the `…`).
+fn without_partial_escape(cut: &str) -> &str {
+    if let Some(at) = cut.rfind('&') {
+        let tail = &cut[at + 1..];
+        if tail.len() < 5 && tail.chars().all(|c| c.is_ascii_alphanumeric() || c == '#') {
+            return &cut[..at];
+        }
+    }
+    let backslashes = cut.len() - cut.trim_end_matches('\\').len();
+    if backslashes % 2 == 1 {
+        return &cut[..cut.len() - 1];
+    }
+    cut
 }
 
 /// Cuts the array at `pointer` to its first `max` elements; true when it
@@ -105,6 +132,17 @@ mod tests {
         assert!(!cap(&mut v, "/a", 4));
         assert!(!cap(&mut v, "/b", 1));
         assert!(!cap(&mut v, "/missing", 1));
+    }
+
+    #[test]
+    fn cap_never_ends_inside_an_escape_or_a_grapheme() {
+        let mut v = json!({"a": "Fabrikam &amp; Co", "b": "x\\*y", "c": "ab👩‍💻cd"});
+        assert!(cap(&mut v, "/a", 12));
+        assert_eq!(v["a"], "Fabrikam …");
+        assert!(cap(&mut v, "/b", 3));
+        assert_eq!(v["b"], "x…");
+        assert!(cap(&mut v, "/c", 5));
+        assert_eq!(v["c"], "ab…");
     }
 
     #[test]

@@ -7,21 +7,26 @@ mod discord;
 pub mod email;
 mod http;
 mod limits;
-#[cfg(test)]
-pub mod scripted;
+pub mod registry;
 mod slack;
 mod teams;
+#[cfg(test)]
+pub mod testkit;
+mod webhook;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use console::ConsoleSink;
 pub use discord::DiscordSink;
 pub use email::EmailSink;
 pub use http::{transport_error, HttpSink};
+pub use registry::{build, SinkKind};
 
-use crate::config::{Config, SinkConfig, SinkKind};
+use crate::config::Config;
 use crate::domain::Delivery;
 
 /// How a send failed, as far as retrying is concerned. Messages never hold a
@@ -60,89 +65,29 @@ pub enum BuildError {
     Sink { sink: String, message: String },
 }
 
-/// One configured sink.
-pub enum Sink {
-    Console(ConsoleSink),
-    /// The generic webhook, Slack and Teams: a JSON POST to a secret URL.
-    Http(HttpSink),
-    #[cfg(test)]
-    Scripted(std::sync::Arc<scripted::ScriptedSink>),
-    Email(Box<EmailSink>),
-    /// Boxed: serenity's client is large and sinks live in a map.
-    Discord(Box<DiscordSink>),
-}
-
-impl Sink {
-    /// Builds the sink for one `[sinks.NAME]` entry, sharing `http` (one
-    /// connection pool and TLS stack for every HTTP sink); `ca_file` is the
-    /// extra root CA of `[tls]` for sinks with their own TLS stack (email).
-    pub fn build(
-        config: &SinkConfig,
-        http: &reqwest::Client,
-        ca_file: Option<&Path>,
-    ) -> Result<Sink, BuildError> {
-        Ok(match &config.kind {
-            SinkKind::Console => Sink::Console(ConsoleSink::stdout()),
-            SinkKind::Webhook { url, headers } => {
-                Sink::Http(HttpSink::new(http.clone(), url.clone(), headers.clone()))
-            }
-            SinkKind::Slack { url } | SinkKind::Teams { url } => {
-                Sink::Http(HttpSink::new(http.clone(), url.clone(), BTreeMap::new()))
-            }
-            SinkKind::Discord {
-                webhook_url,
-                bot_token,
-                api_base,
-            } => Sink::Discord(Box::new(
-                DiscordSink::new(
-                    http.clone(),
-                    webhook_url.as_ref(),
-                    bot_token.as_ref(),
-                    api_base.as_ref(),
-                )
-                .map_err(|message| BuildError::Sink {
-                    sink: config.name.clone(),
-                    message,
-                })?,
-            )),
-            SinkKind::Email(email) => EmailSink::new(email, ca_file, config.concurrency)
-                .map(|sink| Sink::Email(Box::new(sink)))
-                .map_err(|e| BuildError::Sink {
-                    sink: config.name.clone(),
-                    message: e.to_string(),
-                })?,
-        })
-    }
-
+/// One configured sink: sends one delivery's rendered message once and
+/// classifies a failure. A trait (not an enum of kinds) so test sinks live
+/// in test code ([`testkit`]) and a kind's wire code stays in its folder.
+pub trait Sink: Send + Sync {
     /// Sends one delivery's rendered message.
-    pub async fn send(&self, delivery: &Delivery) -> Result<(), SendError> {
-        match self {
-            Sink::Console(sink) => sink.send(delivery),
-            Sink::Http(sink) => sink.send(delivery).await,
-            #[cfg(test)]
-            Sink::Scripted(sink) => sink.send(),
-            Sink::Email(sink) => sink.send(delivery).await,
-            Sink::Discord(sink) => sink.send(delivery).await,
-        }
+    fn send<'a>(&'a self, delivery: &'a Delivery) -> SendFuture<'a>;
+
+    /// Ends the sink's open sessions before a one-shot command exits (SMTP
+    /// QUIT); nothing for sinks whose connections need no goodbye.
+    fn close(&self) -> CloseFuture<'_> {
+        Box::pin(std::future::ready(()))
     }
 }
 
-/// Shortens a rendered JSON payload to the platform limits of `kind`
-/// (Slack blocks and texts, the Teams body size, Discord content and
-/// embeds), so an oversized message is cut rather than refused and lost.
-/// True when it changed anything.
-pub fn fit_payload(kind: &SinkKind, payload: &mut serde_json::Value) -> bool {
-    match kind {
-        SinkKind::Slack { .. } => slack::fit(payload),
-        SinkKind::Teams { .. } => teams::fit(payload),
-        SinkKind::Discord { .. } => discord::fit(payload),
-        _ => false,
-    }
-}
+/// What [`Sink::send`] returns: a boxed future, so sinks can be `dyn`.
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SendError>> + Send + 'a>>;
+
+/// What [`Sink::close`] returns.
+pub type CloseFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 /// Every enabled sink of a config, by name.
 pub struct Sinks {
-    sinks: BTreeMap<String, Sink>,
+    sinks: BTreeMap<String, Arc<dyn Sink>>,
 }
 
 impl Sinks {
@@ -153,7 +98,7 @@ impl Sinks {
             .values()
             .filter(|s| s.enabled)
             .map(|s| {
-                let sink = Sink::build(s, http, config.ca_file.as_deref())?;
+                let sink = build(s, http, config.ca_file.as_deref())?;
                 Ok((s.name.clone(), sink))
             })
             .collect::<Result<_, BuildError>>()?;
@@ -162,13 +107,20 @@ impl Sinks {
 
     /// A set of ready-made sinks (tests).
     #[cfg(test)]
-    pub fn from_sinks(sinks: BTreeMap<String, Sink>) -> Sinks {
+    pub fn from_sinks(sinks: BTreeMap<String, Arc<dyn Sink>>) -> Sinks {
         Sinks { sinks }
     }
 
     /// The sink of that name, if configured and enabled.
-    pub fn get(&self, name: &str) -> Option<&Sink> {
-        self.sinks.get(name)
+    pub fn get(&self, name: &str) -> Option<&dyn Sink> {
+        self.sinks.get(name).map(|s| &**s)
+    }
+
+    /// Ends open sessions politely (SMTP QUIT) before a one-shot run exits.
+    pub async fn close(&self) {
+        for sink in self.sinks.values() {
+            sink.close().await;
+        }
     }
 }
 

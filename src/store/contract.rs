@@ -35,6 +35,7 @@ macro_rules! store_contract {
             recording_an_unknown_delivery_is_an_error,
             retry_dead_all_touches_only_dead_ones,
             prune_removes_old_sent_and_fired_but_keeps_the_rest,
+            prune_deletes_at_most_limit_rows_per_call,
             every_outbox_query_is_scoped_to_its_account,
             alerts_are_their_own_subject_never_an_item,
             alert_history_is_the_latest_per_condition_and_state,
@@ -344,7 +345,10 @@ pub(crate) fn alert_history_is_the_latest_per_condition_and_state(store: &dyn St
             .record_attempt(&me(), d.id, &sent, t(21), Duration::ZERO)
             .unwrap();
     }
-    assert_eq!(store.prune(&me(), t(1000), t(1000)).unwrap().0, 3);
+    assert_eq!(
+        store.prune(&me(), t(1000), t(1000), usize::MAX).unwrap().0,
+        3
+    );
     assert_eq!(store.alert_history(&me()).unwrap().len(), 2);
     assert_eq!(store.alert_history(&other).unwrap().len(), 1);
 }

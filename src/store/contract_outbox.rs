@@ -155,9 +155,9 @@ pub(crate) fn prune_removes_old_sent_and_fired_but_keeps_the_rest(store: &dyn St
         .record_attempt(&me(), dead_id, &dead("no"), t(10), Duration::ZERO)
         .unwrap();
 
-    let first = store.prune(&me(), t(5), t(0)).unwrap();
+    let first = store.prune(&me(), t(5), t(0), usize::MAX).unwrap();
     assert_eq!(first, (1, 0), "skipped at t0 < t5; sent at t10 kept");
-    let (deliveries, fired_removed) = store.prune(&me(), t(11), t(1)).unwrap();
+    let (deliveries, fired_removed) = store.prune(&me(), t(11), t(1), usize::MAX).unwrap();
     assert_eq!(deliveries, 1);
     assert_eq!(fired_removed, 1, "only the item no longer listed");
     let left: Vec<_> = store
@@ -221,7 +221,28 @@ pub(crate) fn every_outbox_query_is_scoped_to_its_account(store: &dyn Store) {
         .retry_dead(&me(), Some(id), t(3))
         .and_then(|_| store.record_attempt(&me(), id, &AttemptOutcome::Sent, t(3), Duration::ZERO))
         .unwrap();
-    assert_eq!(store.prune(&me(), t(100), t(0)).unwrap(), (1, 0));
+    assert_eq!(
+        store.prune(&me(), t(100), t(0), usize::MAX).unwrap(),
+        (1, 0)
+    );
     assert_eq!(list(&other).len(), 1, "the other account's sent one stays");
     assert!(store.load_snapshot(&other).unwrap().is_some());
+}
+
+pub(crate) fn prune_deletes_at_most_limit_rows_per_call(store: &dyn Store) {
+    let snap = sample();
+    let fired: Vec<_> = (1..=5)
+        .map(|id| (ExportId(id), EventKind::Downloadable))
+        .collect();
+    let deliveries: Vec<_> = (1..=5)
+        .map(|id| new_delivery(id, "s", Some("nobody")))
+        .collect();
+    store
+        .commit_poll(&commit_for(&me(), None, &snap, &fired, &deliveries, t(0)))
+        .unwrap();
+    let rounds: Vec<_> = (0..4)
+        .map(|_| store.prune(&me(), t(10), t(10), 2).unwrap())
+        .collect();
+    assert_eq!(rounds, [(2, 2), (2, 2), (1, 1), (0, 0)]);
+    assert!(store.list_deliveries(&me(), None).unwrap().is_empty());
 }

@@ -150,12 +150,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `sent_before` (with their attempts), and fired records older than
     /// `fired_before` whose item is no longer in the stored snapshot. Pending
     /// and dead deliveries, and the latest alert of each kind, are kept.
+    /// At most `limit` deliveries and `limit` fired records go per call (the
+    /// oldest first), so one call's work is bounded however large the
+    /// backlog; call again while a count comes back equal to `limit`.
     /// Returns (deliveries, fired records) removed.
     fn prune(
         &self,
         account: &AccountId,
         sent_before: DateTime<Utc>,
         fired_before: DateTime<Utc>,
+        limit: usize,
     ) -> Result<(usize, usize), StoreError>;
 
     /// For `why ITEM_ID`: the stored item, its fired records and its item

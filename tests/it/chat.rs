@@ -121,7 +121,9 @@ fn outbox(h: &Harness) -> Vec<Row> {
 
 fn assert_payload(kind: Kind, body: &Value) {
     let name = "New Commerce License-based Report #7";
-    assert!(body.to_string().contains(name), "{kind:?}: {body}");
+    // As the platform shows it: Discord's markdown escapes (`\-`) are not shown.
+    let shown = body.to_string().replace(r"\\", "");
+    assert!(shown.contains(name), "{kind:?}: {body}");
     match kind {
         Kind::Slack => {
             assert!(body["text"].as_str().unwrap().contains(name));
@@ -216,6 +218,10 @@ async fn a_429_waits_as_told_before_the_next_attempt() {
     ];
     for (kind, reply, wait) in cases {
         let (h, server) = chat_bot(kind).await;
+        // Server-given waits are honoured up to backoff_max (200ms in the harness).
+        let config = std::fs::read_to_string(h.config_path()).unwrap();
+        let config = config.replace("backoff_max = \"200ms\"", "backoff_max = \"10m\"");
+        std::fs::write(h.config_path(), config).unwrap();
         answer(&server, kind, reply).await;
         baseline_then_flip(&h).await;
         let out = h.bot(&["once"]).await;

@@ -2,9 +2,12 @@
 //! the Crayon API and as webhook receivers, an SMTP server for email).
 
 mod chat;
+mod chat_text;
 mod check;
 mod demo;
 mod email;
+mod email_recipients;
+mod faults;
 mod helpers;
 mod once;
 mod operate;

@@ -172,6 +172,10 @@ async fn a_408_with_retry_after_is_retried_after_that_wait_by_every_http_sink() 
         let h = Harness::start().await;
         let sink = MockServer::start().await;
         h.write_config(&kind.toml(&sink));
+        // Server-given waits are honoured up to backoff_max (200ms in the harness).
+        let config = std::fs::read_to_string(h.config_path()).unwrap();
+        let config = config.replace("backoff_max = \"200ms\"", "backoff_max = \"10m\"");
+        std::fs::write(h.config_path(), config).unwrap();
         Mock::given(method("POST"))
             .and(path(kind.path()))
             .respond_with(ResponseTemplate::new(408).insert_header("retry-after", "90"))

@@ -1,11 +1,12 @@
 //! A small but real SMTP server for the email tests, on 127.0.0.1:0 inside
 //! the test process: EHLO/HELO, STARTTLS (tokio-rustls, when offered),
 //! implicit TLS, AUTH PLAIN, MAIL, RCPT, DATA (dot-unstuffed), RSET, NOOP,
-//! QUIT. Replies to DATA can be scripted (`451`, `550`, …). Every command is
-//! recorded with whether it arrived over TLS, so a test can prove that
-//! nothing was sent in clear. Plus a test CA made with rcgen.
+//! QUIT. Replies to DATA and to RCPT (per address) can be scripted (`451`,
+//! `550`, …). Every command is recorded with whether it arrived over TLS, so
+//! a test can prove that nothing was sent in clear, and every session's end
+//! with whether the client said QUIT first. Plus a test CA made with rcgen.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -55,6 +56,12 @@ struct Shared {
     /// When set, AUTH is refused with this reply; `{password}` in it is
     /// replaced by the password the client sent (a server that echoes it).
     auth_refusal: Option<String>,
+    /// The next RCPT answers for an address (lowercase); then 250.
+    rcpt_replies: HashMap<String, VecDeque<String>>,
+    /// Every RCPT an address got, with the answer.
+    rcpts: Vec<(String, String)>,
+    /// One entry per finished session: did the client send QUIT?
+    sessions: Vec<bool>,
 }
 
 /// A running server; stops when dropped.
@@ -89,6 +96,43 @@ impl SmtpServer {
     /// Refuses every AUTH with `reply` (e.g. `"535 5.7.8 bad {password}"`).
     pub fn refuse_auth_with(&self, reply: &str) {
         self.shared.lock().unwrap().auth_refusal = Some(reply.to_string());
+    }
+
+    /// Accepts AUTH again (the password was fixed on the server side).
+    pub fn accept_auth(&self) {
+        self.shared.lock().unwrap().auth_refusal = None;
+    }
+
+    /// The next RCPT TO `address` get `replies`, in order (e.g.
+    /// `"550 5.1.1 no such user"`); after them it is accepted.
+    pub fn answer_rcpt_with(&self, address: &str, replies: &[&str]) {
+        let mut shared = self.shared.lock().unwrap();
+        shared.rcpt_replies.insert(
+            address.to_lowercase(),
+            replies.iter().map(|r| r.to_string()).collect(),
+        );
+    }
+
+    /// Every RCPT TO the server got: (address, the answer).
+    pub fn rcpts(&self) -> Vec<(String, String)> {
+        self.shared.lock().unwrap().rcpts.clone()
+    }
+
+    /// The EHLO arguments, in order.
+    pub fn ehlo_names(&self) -> Vec<String> {
+        self.commands()
+            .iter()
+            .filter_map(|c| {
+                let (verb, arg) = c.line.split_once(' ')?;
+                verb.eq_ignore_ascii_case("EHLO")
+                    .then(|| arg.trim().to_string())
+            })
+            .collect()
+    }
+
+    /// One entry per session that has ended: true when QUIT came first.
+    pub fn sessions(&self) -> Vec<bool> {
+        self.shared.lock().unwrap().sessions.clone()
     }
 
     /// Every message sent through DATA, accepted or not.
@@ -171,6 +215,7 @@ async fn session(
     let mut tx = Transaction::default();
     loop {
         let Some(line) = read_line(&mut io).await? else {
+            shared.lock().unwrap().sessions.push(false);
             return Ok(None);
         };
         shared.lock().unwrap().commands.push(Command {
@@ -198,10 +243,7 @@ async fn session(
                 tx.rcpt_to.clear();
                 reply(&mut io, "250 2.1.0 OK").await?;
             }
-            "RCPT" => {
-                tx.rcpt_to.push(angle(&line));
-                reply(&mut io, "250 2.1.5 OK").await?;
-            }
+            "RCPT" => rcpt(&mut io, &line, &mut tx, shared).await?,
             "DATA" => data(&mut io, &mut tx, tls, shared).await?,
             "RSET" => {
                 tx.mail_from = None;
@@ -209,12 +251,38 @@ async fn session(
                 reply(&mut io, "250 OK").await?;
             }
             "QUIT" => {
+                shared.lock().unwrap().sessions.push(true);
                 reply(&mut io, "221 2.0.0 bye").await?;
                 return Ok(None);
             }
             _ => reply(&mut io, "502 5.5.1 command not implemented").await?,
         }
     }
+}
+
+/// RCPT TO: the scripted answer for the address, else 250; only accepted
+/// addresses join the transaction.
+async fn rcpt(
+    io: &mut BufReader<Box<dyn Io>>,
+    line: &str,
+    tx: &mut Transaction,
+    shared: &Mutex<Shared>,
+) -> std::io::Result<()> {
+    let address = angle(line);
+    let answer = {
+        let mut shared = shared.lock().unwrap();
+        let answer = shared
+            .rcpt_replies
+            .get_mut(&address.to_lowercase())
+            .and_then(VecDeque::pop_front)
+            .unwrap_or_else(|| "250 2.1.5 OK".to_string());
+        shared.rcpts.push((address.clone(), answer.clone()));
+        answer
+    };
+    if answer.starts_with('2') {
+        tx.rcpt_to.push(address);
+    }
+    reply(io, &answer).await
 }
 
 async fn ehlo(

@@ -1,17 +1,22 @@
 //! Turns one delivery's rendered `subject`, `text` and `html` parts into an
 //! RFC 5322 message: `multipart/alternative`, a Message-ID derived from the
 //! delivery (a retry carries the same one, so mail clients collapse
-//! duplicates), the delivery's creation time as `Date`, and
-//! `Auto-Submitted: auto-generated` so auto-responders stay quiet. No item
+//! duplicates), the delivery's creation time as `Date`,
+//! `Auto-Submitted: auto-generated` and `X-Auto-Response-Suppress: All` so
+//! auto-responders (RFC 3834 ones and Exchange) stay quiet, and `Reply-To`
+//! only when configured. A per-recipient row (see [`super::rcpt`]) shows the
+//! whole `To`/`Cc` but is enveloped to its one address. No item
 //! text reaches a header unchecked: the subject is flattened to one line and
 //! addresses were parsed strictly before they got here.
 
 use std::time::SystemTime;
 
 use lettre::message::header::{Header, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
-use lettre::Message;
+use lettre::message::{Mailbox, MessageBuilder, MultiPart};
+use lettre::{Address, Message};
 
+use super::idn::{ascii_address, ascii_domain};
+use super::rcpt::{self, Rcpt, Stored, REQUESTER_PART};
 use crate::address::single_address;
 use crate::domain::Delivery;
 use crate::sinks::SendError;
@@ -21,13 +26,33 @@ use crate::sinks::SendError;
 pub const SUBJECT_MAX: usize = 200;
 
 /// Who a message is from and who always gets a copy (`from`, `to`, `cc`,
-/// `bcc` of `[sinks.NAME]`).
+/// `bcc`, `reply_to` of `[sinks.NAME]`), domains already as A-labels.
 #[derive(Debug, Clone)]
 pub struct Envelope {
     pub from: Mailbox,
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,
     pub bcc: Vec<Mailbox>,
+    pub reply_to: Option<Mailbox>,
+}
+
+/// `X-Auto-Response-Suppress: All`: Exchange and Outlook honour this rather
+/// than `Auto-Submitted`, so out-of-office and read receipts stay away.
+#[derive(Debug, Clone, Copy)]
+pub struct AutoResponseSuppress;
+
+impl Header for AutoResponseSuppress {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("X-Auto-Response-Suppress")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoResponseSuppress)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "All".to_string())
+    }
 }
 
 /// The `Auto-Submitted` header of RFC 3834: marks the mail as machine-made
@@ -49,24 +74,17 @@ impl Header for AutoSubmitted {
     }
 }
 
-/// Builds the message for `delivery`: its recipient (the requester, if the
-/// router found one) plus the fixed lists.
+/// Builds the message for `delivery`. A per-recipient row goes to its one
+/// address (the envelope) while the headers show the requester and the fixed
+/// `to`/`cc`; an old-style row goes to its address plus every fixed list.
 pub fn build(envelope: &Envelope, delivery: &Delivery) -> Result<Message, SendError> {
-    let mut builder = Message::builder()
-        .from(envelope.from.clone())
-        .subject(clean_subject(delivery.message.part("subject")))
-        .message_id(Some(message_id(delivery, &envelope.from)))
-        .date(SystemTime::from(delivery.created_at))
-        .header(AutoSubmitted);
-    for to in recipients(envelope, delivery)? {
-        builder = builder.to(to);
-    }
-    for cc in &envelope.cc {
-        builder = builder.cc(cc.clone());
-    }
-    for bcc in &envelope.bcc {
-        builder = builder.bcc(bcc.clone());
-    }
+    let stored = rcpt::decode(delivery.recipient.as_deref())
+        .map_err(|e| SendError::Permanent(e.to_string()))?;
+    let builder = headers(envelope, delivery);
+    let builder = match stored {
+        Stored::One(row) => one_recipient(builder, envelope, delivery, &row)?,
+        Stored::Legacy(address) => every_recipient(builder, envelope, address.as_deref())?,
+    };
     let body = MultiPart::alternative_plain_html(
         delivery.message.part("text").to_string(),
         delivery.message.part("html").to_string(),
@@ -76,27 +94,88 @@ pub fn build(envelope: &Envelope, delivery: &Delivery) -> Result<Message, SendEr
         .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))
 }
 
-/// `To`: the delivery's recipient (checked again: the outbox is a file)
-/// followed by the fixed `to` list, each address once.
-fn recipients(envelope: &Envelope, delivery: &Delivery) -> Result<Vec<Mailbox>, SendError> {
-    let mut out: Vec<Mailbox> = Vec::new();
-    if let Some(text) = &delivery.recipient {
-        let address = single_address(text).map_err(|e| {
-            SendError::Permanent(format!("the stored recipient is not one address: {e}"))
-        })?;
-        out.push(Mailbox::new(None, address));
+/// The headers every row shares: From, Subject, Message-ID, Date, the
+/// auto-reply guards and, when configured, Reply-To.
+fn headers(envelope: &Envelope, delivery: &Delivery) -> MessageBuilder {
+    let mut builder = Message::builder()
+        .from(envelope.from.clone())
+        .subject(clean_subject(delivery.message.part("subject")))
+        .message_id(Some(message_id(delivery, &envelope.from)))
+        .date(SystemTime::from(delivery.created_at))
+        .header(AutoSubmitted)
+        .header(AutoResponseSuppress);
+    if let Some(reply_to) = &envelope.reply_to {
+        builder = builder.reply_to(reply_to.clone());
     }
-    for to in &envelope.to {
-        if !out.iter().any(|m| m.email == to.email) {
-            out.push(to.clone());
-        }
+    builder
+}
+
+/// A per-recipient row: `To` = the requester (if any) and the fixed `to`,
+/// `Cc` = the fixed `cc`, no `Bcc`; `RCPT TO` = the row's address only.
+fn one_recipient(
+    mut builder: MessageBuilder,
+    envelope: &Envelope,
+    delivery: &Delivery,
+    row: &Rcpt,
+) -> Result<MessageBuilder, SendError> {
+    let requester = match delivery.message.parts.get(REQUESTER_PART) {
+        Some(text) => Some(stored_address(text)?),
+        None => None,
+    };
+    for to in with_first(requester, &envelope.to) {
+        builder = builder.to(to);
     }
-    if out.is_empty() && envelope.cc.is_empty() && envelope.bcc.is_empty() {
+    for cc in &envelope.cc {
+        builder = builder.cc(cc.clone());
+    }
+    let rcpt = ascii_address(&row.address);
+    let smtp = lettre::address::Envelope::new(Some(envelope.from.email.clone()), vec![rcpt])
+        .map_err(|e| SendError::Permanent(format!("cannot build the envelope: {e}")))?;
+    Ok(builder.envelope(smtp))
+}
+
+/// An old-style row: `To` = its address and the fixed `to`, plus every
+/// `cc` and `bcc`, all in one transaction.
+fn every_recipient(
+    mut builder: MessageBuilder,
+    envelope: &Envelope,
+    address: Option<&str>,
+) -> Result<MessageBuilder, SendError> {
+    let first = address.map(stored_address).transpose()?;
+    let to = with_first(first, &envelope.to);
+    if to.is_empty() && envelope.cc.is_empty() && envelope.bcc.is_empty() {
         return Err(SendError::Permanent(
             "nobody to send to: no requester and no to, cc or bcc".into(),
         ));
     }
-    Ok(out)
+    for to in to {
+        builder = builder.to(to);
+    }
+    for cc in &envelope.cc {
+        builder = builder.cc(cc.clone());
+    }
+    for bcc in &envelope.bcc {
+        builder = builder.bcc(bcc.clone());
+    }
+    Ok(builder)
+}
+
+/// A stored address, checked again (the outbox is a file), domain as A-label.
+fn stored_address(text: &str) -> Result<Address, SendError> {
+    single_address(text)
+        .map(|a| ascii_address(&a))
+        .map_err(|e| SendError::Permanent(format!("the stored recipient is not one address: {e}")))
+}
+
+/// `first` (if any) followed by `list`, each address once.
+fn with_first(first: Option<Address>, list: &[Mailbox]) -> Vec<Mailbox> {
+    let mut out: Vec<Mailbox> = first.map(|a| Mailbox::new(None, a)).into_iter().collect();
+    for mailbox in list {
+        if !out.iter().any(|m| m.email == mailbox.email) {
+            out.push(mailbox.clone());
+        }
+    }
+    out
 }
 
 /// `<delivery-42.item-2439.downloadable@example.com>`: the same for every
@@ -107,7 +186,7 @@ pub fn message_id(delivery: &Delivery, from: &Mailbox) -> String {
         delivery.id,
         delivery.subject.token(),
         delivery.event.as_str(),
-        from.email.domain()
+        ascii_domain(from.email.domain())
     )
 }
 
@@ -164,6 +243,7 @@ mod tests {
             to: vec!["ops@example.com".parse().unwrap()],
             cc: vec![],
             bcc: vec!["archive@example.com".parse().unwrap()],
+            reply_to: None,
         }
     }
 
@@ -180,6 +260,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("Auto-Submitted: auto-generated"), "{text}");
+        assert!(text.contains("X-Auto-Response-Suppress: All"), "{text}");
+        assert!(!text.contains("Reply-To"), "only when configured: {text}");
         assert!(
             text.contains("Date: Thu, 30 May 2024 14:00:00 +0000"),
             "{text}"
@@ -235,5 +317,32 @@ mod tests {
             build(&envelope(), &bad),
             Err(SendError::Permanent(_))
         ));
+    }
+
+    #[test]
+    fn a_per_recipient_row_shows_everyone_but_is_enveloped_to_its_address() {
+        let mut envelope = envelope();
+        envelope.cc = vec!["Ops <ops@example.com>".parse().unwrap()];
+        envelope.reply_to = Some("help@example.com".parse().unwrap());
+        let mut row = delivery(Some("cc:ops@example.com"), "Ready");
+        row.message
+            .parts
+            .insert(REQUESTER_PART.into(), "ann@bücher.example".into());
+        let message = build(&envelope, &row).unwrap();
+        let text = formatted(&message);
+        assert!(
+            text.contains("To: ann@xn--bcher-kva.example, ops@example.com"),
+            "{text}"
+        );
+        assert!(text.contains("Cc: Ops <ops@example.com>"), "{text}");
+        assert!(text.contains("Reply-To: help@example.com"), "{text}");
+        assert!(!text.contains("archive@example.com"), "{text}");
+        let rcpt: Vec<String> = message
+            .envelope()
+            .to()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(rcpt, ["ops@example.com"]);
     }
 }

@@ -1,10 +1,15 @@
 //! `kind = "email"`: sends the rendered `subject`/`text`/`html` parts over
-//! SMTP (lettre, tokio, rustls) to the delivery's recipient (the requester,
-//! chosen by `crate::route`) plus the sink's fixed `to`/`cc`/`bcc`. Reads
-//! `[sinks.NAME]` and `tls.ca_file`. Like every sink it only classifies a
-//! failure; retries are the dispatcher's.
+//! SMTP (lettre, tokio, rustls). Each delivery is one recipient (the
+//! requester or one fixed `to`/`cc`/`bcc`, see [`rcpt`]), so one refused
+//! address never holds back the others. Reads `[sinks.NAME]` and
+//! `tls.ca_file`. Like every sink it only classifies a failure; retries are
+//! the dispatcher's.
 
+mod idn;
 mod message;
+pub mod rcpt;
+mod settings;
+mod sink;
 mod transport;
 
 use std::path::Path;
@@ -13,13 +18,20 @@ use std::sync::OnceLock;
 use lettre::transport::smtp::AsyncSmtpTransportBuilder;
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-pub use message::{clean_subject, message_id, AutoSubmitted, Envelope, SUBJECT_MAX};
+pub use message::{
+    clean_subject, message_id, AutoResponseSuppress, AutoSubmitted, Envelope, SUBJECT_MAX,
+};
+pub use settings::{alert_problem, EmailConfig, SmtpSecurity, KIND};
 pub use transport::{classify, TransportError};
 
 use super::SendError;
-use crate::config::EmailConfig;
 use crate::domain::Delivery;
 use crate::secret::Secret;
+
+/// How long [`EmailSink::close`] lets lettre's spawned tasks hand used
+/// connections back to the pool (no I/O: microseconds, unless the machine is
+/// very busy) before it ends the pooled sessions.
+const RECYCLE_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// One email sink: who mail is from and to, and a pooled SMTP transport
 /// that is opened on first use (inside the runtime) and reused for bursts.
@@ -54,15 +66,34 @@ impl EmailSink {
                 password: config.password.clone(),
             },
         };
+        let ascii =
+            |list: &[lettre::message::Mailbox]| list.iter().map(idn::ascii_mailbox).collect();
         Ok(EmailSink {
             envelope: Envelope {
-                from: config.from.clone(),
-                to: config.to.clone(),
-                cc: config.cc.clone(),
-                bcc: config.bcc.clone(),
+                from: idn::ascii_mailbox(&config.from),
+                to: ascii(&config.to),
+                cc: ascii(&config.cc),
+                bcc: ascii(&config.bcc),
+                reply_to: config.reply_to.as_ref().map(idn::ascii_mailbox),
             },
             outgoing,
         })
+    }
+
+    /// Ends the pooled SMTP sessions with QUIT and waits for it. Left to
+    /// lettre, a session ends in a detached task (the pool's drop, or the
+    /// recycling of a just-used connection) that a one-shot `once` or
+    /// `send-test` exits before, so the server saw the connection just drop.
+    /// lettre hands a used connection back to the pool in a spawned task, so
+    /// that gets [`RECYCLE_GRACE`] first; then every parked session is sent
+    /// QUIT, awaited.
+    pub async fn close(&self) {
+        if let Outgoing::Smtp { transport, .. } = &self.outgoing {
+            if let Some(transport) = transport.get() {
+                tokio::time::sleep(RECYCLE_GRACE).await;
+                transport.shutdown().await;
+            }
+        }
     }
 
     /// Opens one SMTP session (TLS and login, as configured) and closes it,
@@ -86,6 +117,7 @@ impl EmailSink {
     /// Sends one delivery as one message and classifies the outcome.
     pub async fn send(&self, delivery: &Delivery) -> Result<(), SendError> {
         let message = message::build(&self.envelope, delivery)?;
+        let envelope = message.envelope().clone();
         match &self.outgoing {
             Outgoing::Smtp {
                 builder,
@@ -96,7 +128,10 @@ impl EmailSink {
                 .send(message)
                 .await
                 .map(|_| ())
-                .map_err(|e| classify(&e, password.as_ref())),
+                .map_err(|e| match smtputf8_needed(&e, &envelope) {
+                    Some(refusal) => refusal,
+                    None => classify(&e, password.as_ref()),
+                }),
             Outgoing::Files(files) => {
                 files.send(message).await.map(|_| ()).map_err(|e| {
                     SendError::Retryable(format!("cannot write the message file: {e}"))
@@ -104,4 +139,23 @@ impl EmailSink {
             }
         }
     }
+}
+
+/// The real cause when lettre refuses to send because an address needs
+/// SMTPUTF8 (a local part that is not ASCII; domains were sent as A-labels)
+/// and the server does not offer it: permanent for this recipient, and
+/// named, rather than "could not talk to the SMTP server".
+fn smtputf8_needed(
+    error: &lettre::transport::smtp::Error,
+    envelope: &lettre::address::Envelope,
+) -> Option<SendError> {
+    if error.status().is_some() || !error.to_string().contains("SMTPUTF8") {
+        return None;
+    }
+    let addresses = idn::needing_smtputf8(envelope.from().into_iter().chain(envelope.to()));
+    Some(SendError::Permanent(format!(
+        "the SMTP server does not offer SMTPUTF8, which the address {} needs (its local part \
+         is not ASCII)",
+        addresses.join(", ")
+    )))
 }

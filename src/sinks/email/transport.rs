@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{AsyncSmtpTransport, Tokio1Executor};
 
@@ -51,6 +52,7 @@ pub fn builder(
         .port(config.smtp.port().unwrap_or(default_port))
         .tls(tls)
         .timeout(Some(COMMAND_TIMEOUT))
+        .hello_name(ClientId::Domain(helo_name(config, machine_name())))
         .pool_config(pool);
     if let (Some(user), Some(password)) = (&config.username, &config.password) {
         builder = builder.credentials(Credentials::new(
@@ -59,6 +61,29 @@ pub fn builder(
         ));
     }
     Ok(builder)
+}
+
+/// The EHLO argument: `helo_name`, else the machine's name when it is fully
+/// qualified (has a dot), else the domain of `from` (as A-label). A bare
+/// host name (`vm`, a pod name) is refused by relays with an FQDN check.
+fn helo_name(config: &EmailConfig, machine: Option<String>) -> String {
+    if let Some(name) = &config.helo_name {
+        return name.clone();
+    }
+    match machine {
+        Some(name) if name.trim_end_matches('.').contains('.') => {
+            name.trim_end_matches('.').to_ascii_lowercase()
+        }
+        _ => super::idn::ascii_domain(config.from.email.domain()),
+    }
+}
+
+/// The machine's host name as lettre finds it (`gethostname`), if any.
+fn machine_name() -> Option<String> {
+    match ClientId::default() {
+        ClientId::Domain(name) => Some(name),
+        _ => None,
+    }
 }
 
 /// The host as lettre wants it: IPv6 without brackets.
@@ -87,14 +112,26 @@ fn tls_parameters(host: &str, ca_file: Option<&Path>) -> Result<TlsParameters, T
     })
 }
 
+/// Reply codes of a refused login (RFC 4954: 530 authentication required,
+/// 534 mechanism too weak, 535 credentials invalid, 538 encryption needed).
+const AUTH_REFUSED: [u16; 4] = [530, 534, 535, 538];
+
 /// Maps an SMTP failure onto retry / permanent: a 4xx reply is transient, a
-/// 5xx reply permanent (its text kept as the reason), anything before a
+/// 5xx reply permanent (its text kept as the reason), except a refused login,
+/// which is the sink's problem, not the message's (a password rotation), and
+/// so retried with backoff until the attempts run out. Anything before a
 /// reply (connection, TLS, timeout, a server without STARTTLS) is worth
 /// retrying. The password never appears in the text.
 pub fn classify(error: &lettre::transport::smtp::Error, password: Option<&Secret>) -> SendError {
     let detail = one_line(&innermost(error), password);
     if let Some(code) = error.status() {
         let text = format!("SMTP {code} {detail}");
+        if AUTH_REFUSED.contains(&u16::from(code)) {
+            return SendError::Retryable(format!(
+                "the SMTP server refused the login (username/password of the sink; retried \
+                 with backoff): {text}"
+            ));
+        }
         return if error.is_permanent() {
             SendError::Permanent(format!("the SMTP server refused the message: {text}"))
         } else {
@@ -147,6 +184,30 @@ fn one_line(text: &str, password: Option<&Secret>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ehlo_name_is_configured_or_an_fqdn_never_a_bare_host_name() {
+        let text = "[crayon]\nbase_url = \"https://api.crayon.com/\"\nclient_id = \"i\"\nclient_secret = \"s\"\nusername = \"u\"\npassword = \"p\"\n[sinks.mail]\nkind = \"email\"\nsmtp = \"smtp://mail.example.com\"\nfrom = \"bot@bücher.example\"\n";
+        let config =
+            crate::config::load_from_str(text, Path::new("bot.toml"), &|_| None, vec![]).unwrap();
+        let crate::config::SinkKind::Email(mut email) = config.sinks["mail"].kind.clone() else {
+            panic!("not email")
+        };
+        assert_eq!(
+            helo_name(&email, Some("vm".into())),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(helo_name(&email, None), "xn--bcher-kva.example");
+        assert_eq!(
+            helo_name(&email, Some("Host1.Corp.Example.".into())),
+            "host1.corp.example"
+        );
+        email.helo_name = Some("relay-client.example.net".into());
+        assert_eq!(
+            helo_name(&email, Some("vm".into())),
+            "relay-client.example.net"
+        );
+    }
 
     #[test]
     fn error_text_is_one_short_line_without_the_password() {

@@ -191,10 +191,12 @@ impl Store for PostgresStore {
         account: &AccountId,
         sent_before: DateTime<Utc>,
         fired_before: DateTime<Utc>,
+        limit: usize,
     ) -> Result<(usize, usize), StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.in_tx(|tx| {
-            let deliveries = outbox::prune_done(tx, account, sent_before)?;
-            let fired = snapshot::prune_fired(tx, account, fired_before)?;
+            let deliveries = outbox::prune_done(tx, account, sent_before, limit)?;
+            let fired = snapshot::prune_fired(tx, account, fired_before, limit)?;
             alerts::prune(tx, account, sent_before)?;
             Ok((deliveries, fired))
         })

@@ -229,17 +229,19 @@ pub(super) fn retry_dead(
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
-/// Deletes the account's sent and skipped deliveries last updated before
-/// `before` (their attempt rows cascade); returns how many deliveries.
+/// Deletes up to `limit` of the account's sent and skipped deliveries last
+/// updated before `before` (lowest ids first; their attempt rows cascade);
+/// returns how many deliveries.
 pub(super) fn prune_done(
     tx: &mut Transaction<'_>,
     account: &AccountId,
     before: DateTime<Utc>,
+    limit: i64,
 ) -> PgResult<usize> {
     let n = tx.execute(
-        "DELETE FROM outbox WHERE account = $1 AND status IN ('sent', 'skipped') \
-         AND updated_at < $2",
-        &[&account.as_str(), &to_ms(before)],
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE account = $1 \
+         AND status IN ('sent', 'skipped') AND updated_at < $2 ORDER BY id LIMIT $3)",
+        &[&account.as_str(), &to_ms(before), &limit],
     )?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }

@@ -218,17 +218,20 @@ pub(super) fn fired_for_item(
         .collect()
 }
 
-/// Deletes the account's fired records older than `before` whose item is no
-/// longer in the stored snapshot.
+/// Deletes up to `limit` of the account's fired records older than `before`
+/// whose item is no longer in the stored snapshot, oldest first.
 pub(super) fn prune_fired(
     tx: &mut Transaction<'_>,
     account: &AccountId,
     before: DateTime<Utc>,
+    limit: i64,
 ) -> PgResult<usize> {
     let n = tx.execute(
-        "DELETE FROM fired WHERE account = $1 AND fired_at < $2 AND NOT EXISTS (SELECT 1 FROM \
-         snapshot_items s WHERE s.account = fired.account AND s.item_id = fired.item_id)",
-        &[&account.as_str(), &to_ms(before)],
+        "DELETE FROM fired WHERE (account, item_id, event) IN (SELECT f.account, f.item_id, \
+         f.event FROM fired f WHERE f.account = $1 AND f.fired_at < $2 AND NOT EXISTS \
+         (SELECT 1 FROM snapshot_items s WHERE s.account = f.account AND s.item_id = f.item_id) \
+         ORDER BY f.fired_at LIMIT $3)",
+        &[&account.as_str(), &to_ms(before), &limit],
     )?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }

@@ -180,11 +180,13 @@ impl Store for SqliteStore {
         account: &AccountId,
         sent_before: DateTime<Utc>,
         fired_before: DateTime<Utc>,
+        limit: usize,
     ) -> Result<(usize, usize), StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let deliveries = outbox::prune_done(&tx, account, sent_before)?;
-            let fired = snapshot::prune_fired(&tx, account, fired_before)?;
+            let deliveries = outbox::prune_done(&tx, account, sent_before, limit)?;
+            let fired = snapshot::prune_fired(&tx, account, fired_before, limit)?;
             alerts::prune(&tx, account, sent_before)?;
             tx.commit()?;
             Ok((deliveries, fired))

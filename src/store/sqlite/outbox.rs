@@ -231,15 +231,18 @@ pub(super) fn retry_dead(
     )
 }
 
-/// Deletes the account's sent and skipped deliveries last updated before
-/// `before`, with their attempt rows; returns how many deliveries.
+/// Deletes up to `limit` of the account's sent and skipped deliveries last
+/// updated before `before` (lowest ids first), with their attempt rows;
+/// returns how many deliveries.
 pub(super) fn prune_done(
     tx: &Transaction<'_>,
     account: &AccountId,
     before: DateTime<Utc>,
+    limit: i64,
 ) -> rusqlite::Result<usize> {
-    const DONE: &str = "account = ?1 AND status IN ('sent', 'skipped') AND updated_at < ?2";
-    let args = params![account.as_str(), to_ms(before)];
+    const DONE: &str = "id IN (SELECT id FROM outbox WHERE account = ?1 \
+        AND status IN ('sent', 'skipped') AND updated_at < ?2 ORDER BY id LIMIT ?3)";
+    let args = params![account.as_str(), to_ms(before), limit];
     tx.execute(
         &format!(
             "DELETE FROM attempts_log WHERE delivery_id IN (SELECT id FROM outbox WHERE {DONE})"

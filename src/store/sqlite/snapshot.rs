@@ -198,16 +198,20 @@ pub(super) fn fired_for_item(
     rows.collect()
 }
 
-/// Deletes the account's fired records older than `before` whose item is no
-/// longer in the stored snapshot (one still listed must never fire again).
+/// Deletes up to `limit` of the account's fired records older than `before`
+/// whose item is no longer in the stored snapshot (one still listed must
+/// never fire again), oldest first.
 pub(super) fn prune_fired(
     tx: &Transaction<'_>,
     account: &AccountId,
     before: DateTime<Utc>,
+    limit: i64,
 ) -> rusqlite::Result<usize> {
     tx.execute(
-        "DELETE FROM fired WHERE account = ?1 AND fired_at < ?2 AND NOT EXISTS (SELECT 1 FROM \
-         snapshot_items s WHERE s.account = fired.account AND s.item_id = fired.item_id)",
-        params![account.as_str(), to_ms(before)],
+        "DELETE FROM fired WHERE rowid IN (SELECT rowid FROM fired WHERE account = ?1 \
+         AND fired_at < ?2 AND NOT EXISTS (SELECT 1 FROM snapshot_items s \
+         WHERE s.account = fired.account AND s.item_id = fired.item_id) \
+         ORDER BY fired_at LIMIT ?3)",
+        params![account.as_str(), to_ms(before), limit],
     )
 }

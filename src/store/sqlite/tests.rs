@@ -172,7 +172,7 @@ fn pruning_leaves_no_orphan_attempts_and_no_orphan_alerts() {
                 .unwrap();
         }
     }
-    assert_eq!(store.prune(&me(), t(100), t(0)).unwrap().0, 3);
+    assert_eq!(store.prune(&me(), t(100), t(0), usize::MAX).unwrap().0, 3);
     let orphans =
         "SELECT COUNT(*) FROM attempts_log WHERE delivery_id NOT IN (SELECT id FROM outbox)";
     assert_eq!(count(&store, orphans), 0);

@@ -8,87 +8,15 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::{json, Value as Json};
-use tera::{Context, Kwargs, State, Tera, TeraResult};
+use tera::{Context, Tera};
+
+use builtins::BUILTINS;
+pub use clean::{clean, is_hostile};
+use filters::register_filters;
+pub use filters::{discord_escape, slack_escape};
 
 use crate::config::{RecipientConfig, SinkConfig};
 use crate::domain::{EventKind, ExportItem, RemovedReason, RenderedMessage};
-
-/// A built-in template whose file under `templates/` has its lookup name.
-macro_rules! builtin {
-    ($name:literal) => {
-        ($name, include_str!(concat!("../templates/", $name)))
-    };
-}
-
-/// Built-in templates as (lookup name, source). The generic webhook body and
-/// the email HTML layout are the same for every event; every event has one per chat kind, because
-/// `check` renders every watched event for every sink.
-const BUILTINS: &[(&str, &str)] = &[
-    builtin!("alert.console.text.tera"),
-    builtin!("alert.webhook.json.tera"),
-    builtin!("alert.slack.json.tera"),
-    builtin!("alert.teams.json.tera"),
-    builtin!("alert.discord.json.tera"),
-    builtin!("alert.email.subject.tera"),
-    builtin!("alert.email.text.tera"),
-    builtin!("alert.email.html.tera"),
-    builtin!("downloadable.slack.json.tera"),
-    builtin!("failed.slack.json.tera"),
-    builtin!("queued.slack.json.tera"),
-    builtin!("removed.slack.json.tera"),
-    builtin!("downloadable.teams.json.tera"),
-    builtin!("failed.teams.json.tera"),
-    builtin!("queued.teams.json.tera"),
-    builtin!("removed.teams.json.tera"),
-    builtin!("downloadable.discord.json.tera"),
-    builtin!("failed.discord.json.tera"),
-    builtin!("queued.discord.json.tera"),
-    builtin!("removed.discord.json.tera"),
-    builtin!("downloadable.console.text.tera"),
-    builtin!("failed.console.text.tera"),
-    builtin!("queued.console.text.tera"),
-    builtin!("removed.console.text.tera"),
-    builtin!("downloadable.email.subject.tera"),
-    builtin!("downloadable.email.text.tera"),
-    (
-        "downloadable.email.html.tera",
-        include_str!("../templates/email.html.tera"),
-    ),
-    builtin!("failed.email.subject.tera"),
-    builtin!("failed.email.text.tera"),
-    (
-        "failed.email.html.tera",
-        include_str!("../templates/email.html.tera"),
-    ),
-    builtin!("queued.email.subject.tera"),
-    builtin!("queued.email.text.tera"),
-    (
-        "queued.email.html.tera",
-        include_str!("../templates/email.html.tera"),
-    ),
-    builtin!("removed.email.subject.tera"),
-    builtin!("removed.email.text.tera"),
-    (
-        "removed.email.html.tera",
-        include_str!("../templates/email.html.tera"),
-    ),
-    (
-        "downloadable.webhook.json.tera",
-        include_str!("../templates/webhook.json.tera"),
-    ),
-    (
-        "failed.webhook.json.tera",
-        include_str!("../templates/webhook.json.tera"),
-    ),
-    (
-        "queued.webhook.json.tera",
-        include_str!("../templates/webhook.json.tera"),
-    ),
-    (
-        "removed.webhook.json.tera",
-        include_str!("../templates/webhook.json.tera"),
-    ),
-];
 
 /// Why a template could not be loaded or rendered; messages carry the
 /// template's name (file) and Tera's line and column.
@@ -110,6 +38,11 @@ pub enum RenderError {
     #[error("template {name} rendered invalid JSON: {reason}")]
     InvalidJson { name: String, reason: String },
 }
+
+/// A platform's size budget: cuts a rendered JSON payload to the limits the
+/// platform accepts; true when it changed anything. Given to the renderer by
+/// the sink kind (`SinkKind::fit`), so rendering knows no platform.
+pub type Fit = fn(&mut Json) -> bool;
 
 /// The loaded templates. Cheap to share behind an `Arc`.
 pub struct Renderer {
@@ -198,7 +131,17 @@ impl Renderer {
         sink: &SinkConfig,
         input: &MessageInput<'_>,
     ) -> Result<RenderedMessage, RenderError> {
-        self.render_parts(input.event, sink, &context(sink, input))
+        self.render_fitted(sink, input, sink.kind.fit())
+    }
+
+    /// [`Renderer::render`] with the platform's size budget given.
+    pub fn render_fitted(
+        &self,
+        sink: &SinkConfig,
+        input: &MessageInput<'_>,
+        fit: Fit,
+    ) -> Result<RenderedMessage, RenderError> {
+        self.render_parts(input.event, sink, &context(sink, input), fit)
     }
 
     /// Renders the bot's own alert (`alert.S.P.tera`, `alert.K.P.tera`).
@@ -218,7 +161,7 @@ impl Renderer {
             "now": rfc3339(now),
         });
         let context = Context::from_serialize(&value).unwrap_or_default();
-        self.render_parts(EventKind::Alert, sink, &context)
+        self.render_parts(EventKind::Alert, sink, &context, sink.kind.fit())
     }
 
     fn render_parts(
@@ -226,6 +169,7 @@ impl Renderer {
         event: EventKind,
         sink: &SinkConfig,
         context: &Context,
+        fit: Fit,
     ) -> Result<RenderedMessage, RenderError> {
         let mut message = RenderedMessage::default();
         for part in sink.kind.parts() {
@@ -238,7 +182,7 @@ impl Renderer {
                     message: e.to_string(),
                 })?;
             let text = if *part == "json" {
-                fit_json(&name, sink, text)?
+                fit_json(&name, fit, text)?
             } else {
                 text
             };
@@ -279,13 +223,13 @@ impl AlertView {
 
 /// Checks that a `json` part parses and cuts it to the sink's platform
 /// limits; the text is kept as written unless something had to be cut.
-fn fit_json(name: &str, sink: &SinkConfig, text: String) -> Result<String, RenderError> {
+fn fit_json(name: &str, fit: Fit, text: String) -> Result<String, RenderError> {
     let invalid = |reason: String| RenderError::InvalidJson {
         name: name.to_string(),
         reason,
     };
     let mut payload: Json = serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?;
-    if !crate::sinks::fit_payload(&sink.kind, &mut payload) {
+    if !fit(&mut payload) {
         return Ok(text);
     }
     serde_json::to_string_pretty(&payload).map_err(|e| invalid(e.to_string()))
@@ -344,86 +288,36 @@ fn item_json(item: &ExportItem, nr_of_days: u32) -> Json {
     json!({
         "id": item.id.0,
         "status": item.status.code(),
-        "status_name": item.status.name(),
+        "status_name": status_name(item),
         "downloadable": item.downloadable,
         "attempts": item.attempts,
-        "action_name": item.action_name,
-        "action_url": item.action_url,
-        "requested_by": item.requested_by,
+        "action_name": clean(&item.action_name),
+        "action_url": clean(&item.action_url),
+        "requested_by": item.requested_by.as_deref().map(clean),
         "created_date": rfc3339(item.created_date),
         "expires_at": rfc3339(expires),
     })
+}
+
+/// The status as people read it: its name, with the number when the bot
+/// does not know the code ("Unknown (16)"), so nothing is lost.
+fn status_name(item: &ExportItem) -> String {
+    match item.status.name() {
+        "Unknown" => format!("Unknown ({})", item.status.code()),
+        name => name.to_string(),
+    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn register_filters(tera: &mut Tera, timezone: chrono_tz::Tz) {
-    tera.register_filter(
-        "json",
-        |v: &tera::Value, _: Kwargs, _: &State| -> TeraResult<String> {
-            serde_json::to_string(v).map_err(|e| tera::Error::message(format!("json filter: {e}")))
-        },
-    );
-    tera.register_filter("slack_escape", |s: &str, _: Kwargs, _: &State| {
-        slack_escape(s)
-    });
-    tera.register_filter("discord_escape", |s: &str, _: Kwargs, _: &State| {
-        discord_escape(s)
-    });
-    let zone = timezone.name().to_string();
-    tera.register_filter(
-        "date",
-        move |v: &tera::Value, kwargs: Kwargs, st: &State| -> TeraResult<String> {
-            let mut args = tera::value::Map::new();
-            for (k, val) in kwargs.iter() {
-                args.insert(k.clone(), val.clone());
-            }
-            if kwargs.get::<&str>("timezone")?.is_none() {
-                args.insert("timezone".into(), tera::Value::from(zone.as_str()));
-            }
-            tera_contrib::dates::date(v, Kwargs::new(std::sync::Arc::new(args)), st)
-        },
-    );
-}
-
-/// Escapes the three characters Slack's mrkdwn treats as control (`& < >`),
-/// so item text can neither ping `<!channel>` nor forge a link.
-pub fn slack_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Backslash-escapes Discord markdown, so item text shows as typed: an
-/// ActionName like `[Download](https://evil.example)` cannot become a masked
-/// link, `https://…` is not auto-linked (the `:` is escaped), `<@id>` or
-/// `<#channel>` do not render as mentions, and `**`, `||`, `# ` or code
-/// fences do not restyle the message. Discord shows `\*` as `*`.
-pub fn discord_escape(text: &str) -> String {
-    const SPECIAL: &[char] = &[
-        '\\', '*', '_', '~', '`', '|', '>', '<', '[', ']', '(', ')', '#', '-', ':', '@',
-    ];
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if SPECIAL.contains(&c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
+mod builtins;
 #[cfg(test)]
 mod chat_tests;
+mod clean;
+mod date;
+mod filters;
 #[cfg(test)]
 mod props;
 #[cfg(test)]

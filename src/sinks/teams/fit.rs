@@ -1,11 +1,9 @@
-//! `kind = "teams"`: the size budget of a Teams Workflows message (an Adaptive
-//! Card in a `message` envelope). The send is the plain JSON POST of
-//! [`super::HttpSink`]; Workflows answers 202 Accepted, which counts as
-//! delivered like any 2xx.
+//! The size budget of a Teams Workflows message (an Adaptive Card in a
+//! `message` envelope), and the cut that keeps a card under it.
 
 use serde_json::Value;
 
-use super::limits::{json_bytes, shrink};
+use crate::sinks::limits::{json_bytes, shrink};
 
 /// Teams refuses messages of about 28 KB; this leaves room for the headers
 /// and whatever the Workflow adds.

@@ -1,11 +1,9 @@
-//! `kind = "slack"`: Slack's size limits for a Block Kit message. The send
-//! itself is the plain JSON POST of [`super::HttpSink`] (Slack answers 200
-//! `ok`, 429 with `Retry-After`, 400 `invalid_payload`), so this module only
-//! knows how big a message may be.
+//! Slack's size limits for a Block Kit message: how big a message may be
+//! before Slack refuses it, and the cut that keeps it under.
 
 use serde_json::Value;
 
-use super::limits::{cap, cap_len, len};
+use crate::sinks::limits::{cap, cap_len, len};
 
 /// Slack refuses a message with more blocks than this.
 pub const MAX_BLOCKS: usize = 50;

@@ -12,6 +12,7 @@
 
 mod answer;
 mod fit;
+mod settings;
 #[cfg(test)]
 mod wire_tests;
 
@@ -24,6 +25,7 @@ use reqwest::header::AUTHORIZATION;
 use serde::Deserialize;
 use serenity::http::{Http, HttpBuilder, LightMethod, Request, Route};
 use serenity::model::id::{ChannelId, UserId, WebhookId};
+pub use settings::{alert_problem, origin, KIND};
 use url::Url;
 
 use super::http::transport_error;
@@ -31,7 +33,7 @@ use crate::http_body::read_capped;
 
 /// A DM channel object is well under a kilobyte; this is generous.
 const DM_CHANNEL_LIMIT: u64 = 64 * 1024;
-use super::SendError;
+use super::{SendError, SendFuture, Sink};
 use crate::domain::Delivery;
 use crate::secret::Secret;
 
@@ -181,6 +183,12 @@ impl DiscordSink {
     /// `api_base` may echo a credential in its answer.
     fn redact(&self, error: SendError) -> SendError {
         error.map_message(|m| crate::secret::mask(&m, &self.secrets))
+    }
+}
+
+impl Sink for DiscordSink {
+    fn send<'a>(&'a self, delivery: &'a Delivery) -> SendFuture<'a> {
+        Box::pin(DiscordSink::send(self, delivery))
     }
 }
 

@@ -3,8 +3,21 @@
 
 use std::io::Write;
 
-use super::SendError;
+use super::registry::{KindSpec, SinkKind};
+use super::{SendError, SendFuture, Sink};
+use crate::config::{ConfigError, RawSink};
 use crate::domain::{Delivery, EventKind};
+
+/// The registry entry of `kind = "console"` (no settings of its own).
+pub const KIND: KindSpec = KindSpec {
+    name: "console",
+    keys: &[],
+    check,
+};
+
+fn check(_: &str, _: &RawSink) -> Result<SinkKind, ConfigError> {
+    Ok(SinkKind::Console)
+}
 
 /// Writes to the process's stdout; colours only when that is a terminal.
 pub struct ConsoleSink {
@@ -20,8 +33,8 @@ impl ConsoleSink {
     }
 
     /// Prints the message; a closed stdout is a permanent failure.
-    pub fn send(&self, delivery: &Delivery) -> Result<(), SendError> {
-        let mut text = delivery.message.part("text").trim_end().to_string();
+    pub fn print(&self, delivery: &Delivery) -> Result<(), SendError> {
+        let mut text = printable(delivery.message.part("text").trim_end());
         if self.colour {
             text = colour_first_line(&text, delivery.event);
         }
@@ -30,6 +43,21 @@ impl ConsoleSink {
         let result = out.write_all(text.as_bytes()).and_then(|()| out.flush());
         result.map_err(|e| SendError::Permanent(format!("cannot write to the console: {e}")))
     }
+}
+
+impl Sink for ConsoleSink {
+    fn send<'a>(&'a self, delivery: &'a Delivery) -> SendFuture<'a> {
+        Box::pin(std::future::ready(self.print(delivery)))
+    }
+}
+
+/// The rendered text without what would drive the terminal instead of being
+/// shown (ESC sequences, CR, BEL, bidi overrides), keeping lines and tabs:
+/// item text is already cleaned, this covers what a user template adds.
+fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|&c| c == '\n' || c == '\t' || !crate::render::is_hostile(c))
+        .collect()
 }
 
 /// Bold and coloured by event (green ready, red failed, yellow queued, dim

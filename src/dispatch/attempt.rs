@@ -1,0 +1,162 @@
+//! One attempt: wait for the sink's limits, send, decide the outcome, record
+//! it. Two faults must not lose or repeat an attempt: a sink that panics
+//! (the send runs in its own task, and a panic is a failed attempt), and a
+//! state file that refuses the write for a while (the write is retried; the
+//! delivery stays marked in flight meanwhile, so it is not sent again).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{log_attempt, Dispatcher};
+use crate::domain::Delivery;
+use crate::sinks::SendError;
+use crate::store::{AttemptOutcome, StoreError};
+
+/// The reason recorded when a sink's send panicked (the panic message itself
+/// goes to stderr; it may quote anything the sink held).
+pub(super) const SEND_PANICKED: &str = "internal error: the send panicked";
+
+/// How long a finished attempt keeps trying to write its outcome before it
+/// gives up (the delivery then stays pending and may be sent again).
+const RECORD_FOR: Duration = Duration::from_secs(60);
+
+/// The first wait between writes of an outcome; it doubles up to
+/// [`RECORD_WAIT_MAX`].
+const RECORD_WAIT: Duration = Duration::from_millis(100);
+
+const RECORD_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Aborts the task when dropped: a send abandoned at the end of the shutdown
+/// grace stops too, instead of finishing unrecorded.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Dispatcher {
+    /// One attempt for one delivery, recorded in the outbox and logged. A
+    /// failing write of the outcome is retried until it works, for up to
+    /// [`RECORD_FOR`], or until `stop` (shutdown).
+    pub(super) async fn deliver_until(
+        &self,
+        delivery: Delivery,
+        stop: &CancellationToken,
+    ) -> Result<AttemptOutcome, StoreError> {
+        let limits = self.limits.get(&delivery.sink).cloned();
+        let permit = match &limits {
+            Some(limits) => Some(limits.in_flight.clone().acquire_owned().await),
+            None => None,
+        };
+        if let Some(rate) = limits.as_ref().and_then(|l| l.rate.as_ref()) {
+            rate.until_ready().await;
+        }
+        let started = tokio::time::Instant::now();
+        // The bot's own record of a send starting (the HTTP and SMTP
+        // libraries' logs are muted: they can carry webhook tokens).
+        tracing::debug!(
+            delivery = delivery.id.0,
+            sink = %delivery.sink,
+            item = %delivery.subject,
+            attempt = delivery.attempts + 1,
+            "sending"
+        );
+        let result = self.send_guarded(&delivery).await;
+        drop(permit);
+        let latency = started.elapsed();
+        let attempt = delivery.attempts + 1;
+        let now = self.clock.now();
+        let outcome = self.policy.outcome(attempt, &result, now);
+        log_attempt(&delivery, attempt, &outcome, latency);
+        let recorded = self.record(&delivery, &outcome, now, latency, stop).await;
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&delivery.id);
+        recorded.map(|()| outcome)
+    }
+
+    /// The sink's send in a task of its own, so a panic inside the sink
+    /// becomes a retryable failure instead of a lost attempt.
+    async fn send_guarded(&self, delivery: &Delivery) -> Result<(), SendError> {
+        let (sinks, owned) = (self.sinks.clone(), delivery.clone());
+        let mut task = AbortOnDrop(tokio::spawn(async move {
+            match sinks.get(&owned.sink) {
+                Some(sink) => sink.send(&owned).await,
+                None => Err(SendError::Permanent(format!(
+                    "sink {:?} is not configured or is disabled",
+                    owned.sink
+                ))),
+            }
+        }));
+        match (&mut task.0).await {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::error!(
+                    delivery = delivery.id.0,
+                    sink = %delivery.sink,
+                    panicked = e.is_panic(),
+                    "the send task failed; the attempt counts as failed"
+                );
+                Err(SendError::Retryable(SEND_PANICKED.into()))
+            }
+        }
+    }
+
+    /// Writes the attempt, retrying a failing write with a short backoff:
+    /// the send already happened, and giving the delivery up now would send
+    /// it again.
+    async fn record(
+        &self,
+        delivery: &Delivery,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+        latency: Duration,
+        stop: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        let started = tokio::time::Instant::now();
+        let mut wait = RECORD_WAIT;
+        loop {
+            let error =
+                match self
+                    .store
+                    .record_attempt(&self.account, delivery.id, outcome, at, latency)
+                {
+                    Ok(()) => return Ok(()),
+                    Err(e @ StoreError::UnknownDelivery { .. }) => return Err(e),
+                    Err(e) => e,
+                };
+            let (id, sink) = (delivery.id.0, delivery.sink.as_str());
+            if started.elapsed() + wait > RECORD_FOR {
+                tracing::error!(
+                    delivery = id, sink, outcome = outcome.as_str(), error = %error,
+                    "cannot record the attempt; giving up, the delivery stays pending \
+                     and may be sent again"
+                );
+                return Err(error);
+            }
+            tracing::warn!(
+                delivery = id, sink, outcome = outcome.as_str(), error = %error,
+                retry_in_ms = wait.as_millis() as u64,
+                "cannot record the attempt; retrying the write"
+            );
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    tracing::warn!(
+                        delivery = id, sink, outcome = outcome.as_str(),
+                        "shutting down before the attempt was recorded; the delivery \
+                         stays pending and may be sent again"
+                    );
+                    return Err(error);
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(RECORD_WAIT_MAX);
+        }
+    }
+}
