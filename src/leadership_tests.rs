@@ -80,7 +80,7 @@ async fn a_leader_that_loses_the_database_stands_by_before_its_lease_ends() {
 
     cluster.psql(&format!(
         "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+         SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = '{name}'"
     ));
     becomes(&mut rx, false, LEASE).await;
     cluster.psql(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));

@@ -174,7 +174,7 @@ fn a_dropped_connection_is_reopened_on_the_next_call() {
         .unwrap()
         .to_string();
     cluster.psql(&format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = '{name}'"
     ));
     let first = store.next_due_at(&me());
     if let Err(err) = &first {
