@@ -32,6 +32,7 @@ pub mod server;
 pub mod service;
 pub mod sinks;
 pub mod state_lock;
+pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod text;

@@ -1,6 +1,8 @@
 //! `[server] listen`: `/livez` (the poll loop is alive; never 503 just
-//! because the Crayon API is down), `/healthz` (a recent successful poll) and
-//! `/metrics` (Prometheus text format).
+//! because the Crayon API is down), `/healthz` (a recent successful poll),
+//! `/metrics` (Prometheus text format) and the status page (`/`,
+//! `/api/status`, see [`crate::status`]). With `server.token`, all but the
+//! two probes need `Authorization: Bearer <token>`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +16,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::domain::AccountId;
+use crate::secret::Secret;
+use crate::status::{self, Role, StatusSource};
 use crate::store::Store;
 use crate::telemetry::{self, Health, Verdict};
 
@@ -28,29 +33,78 @@ struct Shared {
     sinks: Arc<Vec<String>>,
 }
 
+/// What the server takes from the config and the app besides the shared
+/// handles: the sinks `/metrics` counts, the token guarding it and the
+/// status page, the page's time zone and this replica's role.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The configured sinks' names.
+    pub sinks: Vec<String>,
+    /// `server.token`.
+    pub token: Option<Secret>,
+    /// `display.timezone`.
+    pub timezone: chrono_tz::Tz,
+    /// Leader or standby, as the app decides (SQLite: always the leader).
+    pub role: Role,
+}
+
+impl Settings {
+    /// The settings of `config`, as the leader.
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            sinks: config.sinks.keys().cloned().collect(),
+            token: config.server_token.clone(),
+            timezone: config.timezone,
+            role: Role::Leader,
+        }
+    }
+}
+
 /// Binds `listen` and serves until `shutdown`. Binding errors are returned
 /// so `run` can refuse to start on a taken port.
 pub async fn serve(
     listen: SocketAddr,
     health: Arc<Health>,
     store: Arc<dyn Store>,
-    sinks: Vec<String>,
+    settings: Settings,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let account = AccountId::default_account();
+    let page = status::http::routes(StatusSource {
+        store: store.clone(),
+        health: health.clone(),
+        accounts: vec![account.clone()],
+        role: settings.role,
+        timezone: settings.timezone,
+    })
+    .map_err(std::io::Error::other)?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let shared = Shared {
         health,
         metrics: telemetry::install(),
         store,
-        account: AccountId::default_account(),
-        sinks: Arc::new(sinks),
+        account,
+        sinks: Arc::new(settings.sinks),
     };
+    let guarded = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(shared.clone())
+        .merge(page)
+        .route_layer(axum::middleware::from_fn_with_state(
+            settings.token.clone(),
+            status::http::require_token,
+        ));
     let app = Router::new()
         .route("/livez", get(livez))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .with_state(shared);
-    tracing::info!(listen = %listen, "serving /livez, /healthz and /metrics");
+        .with_state(shared)
+        .merge(guarded);
+    let guard = if settings.token.is_some() {
+        "bearer token"
+    } else {
+        "none (loopback)"
+    };
+    tracing::info!(listen = %listen, guard, "serving /, /api/status, /livez, /healthz and /metrics");
     Ok(tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())

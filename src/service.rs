@@ -190,12 +190,11 @@ impl App {
         let Some(listen) = self.config.server_listen else {
             return Ok(None);
         };
-        let sinks = self.config.sinks.keys().cloned().collect();
         server::serve(
             listen,
             health.clone(),
             self.store.clone(),
-            sinks,
+            server::Settings::from_config(&self.config),
             shutdown.clone(),
         )
         .await

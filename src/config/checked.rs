@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::raw::{RawConfig, RawCrayon, RawDelivery, RawRoute, RawSink, RawWatch};
+use super::raw::{RawConfig, RawCrayon, RawDelivery, RawRoute, RawServer, RawSink, RawWatch};
 use super::ConfigError;
 use crate::address::single_address;
 use crate::domain::EventKind;
@@ -28,6 +28,9 @@ pub struct Config {
     pub timezone: chrono_tz::Tz,
     pub ca_file: Option<PathBuf>,
     pub server_listen: Option<SocketAddr>,
+    /// `server.token`: what `/`, `/api/status` and `/metrics` require as a
+    /// bearer token (always set when `server_listen` is not loopback).
+    pub server_token: Option<Secret>,
     pub alerts: Option<AlertsConfig>,
     pub templates_dir: Option<PathBuf>,
     pub sinks: BTreeMap<String, SinkConfig>,
@@ -142,18 +145,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         .collect::<Result<Vec<_>, _>>()?;
     let alerts = raw.alerts.map(|a| check_alerts(a, &sinks)).transpose()?;
     warn_unrouted(&sinks, &routes, alerts.as_ref(), &mut warnings);
-    let server_listen = match raw.server {
-        Some(s) => Some(s.listen.parse().map_err(|_| {
-            ConfigError::invalid(
-                "server.listen",
-                format!(
-                    "{:?} is not an address:port (e.g. \"127.0.0.1:9187\")",
-                    s.listen
-                ),
-            )
-        })?),
-        None => None,
-    };
+    let (server_listen, server_token) = check_server(raw.server)?;
     Ok(Config {
         crayon: check_crayon(raw.crayon)?,
         watch: check_watch(raw.watch, base_dir, raw.tls.ca_file.as_deref())?,
@@ -170,6 +162,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         })?,
         ca_file: raw.tls.ca_file.map(|p| base_dir.join(p)),
         server_listen,
+        server_token,
         alerts,
         templates_dir: raw.templates.dir.map(|p| base_dir.join(p)),
         sinks,
@@ -188,6 +181,36 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             .collect::<Result<_, ConfigError>>()?,
         warnings,
     })
+}
+
+/// `[server]`: the address, and the token that must guard it unless only
+/// this machine can reach it (a non-loopback `listen` without one is refused).
+fn check_server(
+    raw: Option<RawServer>,
+) -> Result<(Option<SocketAddr>, Option<Secret>), ConfigError> {
+    let Some(raw) = raw else {
+        return Ok((None, None));
+    };
+    let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+        ConfigError::invalid(
+            "server.listen",
+            format!(
+                "{:?} is not an address:port (e.g. \"127.0.0.1:9187\")",
+                raw.listen
+            ),
+        )
+    })?;
+    let token = raw.token.filter(|t| !t.expose().trim().is_empty());
+    if token.is_none() && !listen.ip().is_loopback() {
+        return Err(ConfigError::invalid(
+            "server.token",
+            format!(
+                "is required when server.listen ({listen}) is not a loopback address: \
+                 set server.token = \"${{STATUS_TOKEN}}\" (the status page and /metrics then need it)"
+            ),
+        ));
+    }
+    Ok((Some(listen), token))
 }
 
 fn check_crayon(raw: RawCrayon) -> Result<CrayonConfig, ConfigError> {

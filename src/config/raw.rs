@@ -166,11 +166,14 @@ pub struct RawTls {
     pub ca_file: Option<PathBuf>,
 }
 
-/// `[server]`: the health and metrics listener (off when absent).
+/// `[server]`: the health, metrics and status-page listener (off when absent).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: String,
+    /// Bearer token for `/`, `/api/status` and `/metrics`; required when
+    /// `listen` is not a loopback address (`"${STATUS_TOKEN}"`).
+    pub token: Option<Secret>,
 }
 
 /// `[alerts]`: where the bot reports its own troubles.

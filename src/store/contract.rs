@@ -19,6 +19,9 @@ use crate::domain::{
 #[path = "contract_outbox.rs"]
 mod outbox;
 pub(crate) use outbox::*;
+#[path = "contract_status.rs"]
+mod status;
+pub(crate) use status::*;
 
 /// Generates one `#[test]` per contract case, each on a fresh store from
 /// `$fresh()`.
@@ -39,6 +42,9 @@ macro_rules! store_contract {
             every_outbox_query_is_scoped_to_its_account,
             alerts_are_their_own_subject_never_an_item,
             alert_history_is_the_latest_per_condition_and_state,
+            recent_deliveries_are_the_newest_bounded_and_filtered,
+            sink_activity_has_the_latest_success_and_failure_per_sink,
+            item_names_are_those_still_in_the_snapshot,
         );
     };
     (@each $fresh:path; $($case:ident),* $(,)?) => {

@@ -15,7 +15,7 @@
 //! or the complete new one: events never fire twice and pending deliveries are
 //! never lost.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,6 +135,50 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         account: &AccountId,
         status: Option<DeliveryStatus>,
     ) -> Result<Vec<Delivery>, StoreError>;
+
+    /// At most `limit` of the account's deliveries (or those with one
+    /// status), newest first: the status page's read, bounded however large
+    /// the outbox grows. Their `message` may be left empty (the page never
+    /// shows it). The default reads the whole list; a backend should
+    /// override it with a bounded query.
+    fn recent_deliveries(
+        &self,
+        account: &AccountId,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let mut all = self.list_deliveries(account, status)?;
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// The `ActionName` of those of `ids` still in the stored snapshot, so
+    /// the status page can name the items it lists without loading the
+    /// whole queue. The default loads the snapshot; a backend should
+    /// override it with keyed look-ups.
+    fn item_names(
+        &self,
+        account: &AccountId,
+        ids: &[ExportId],
+    ) -> Result<BTreeMap<ExportId, String>, StoreError> {
+        let Some(snapshot) = self.load_snapshot(account)? else {
+            return Ok(BTreeMap::new());
+        };
+        Ok(ids
+            .iter()
+            .filter_map(|id| Some((*id, snapshot.items.get(id)?.action_name.clone())))
+            .collect())
+    }
+
+    /// Per sink with an attempt among the account's `window` most recently
+    /// recorded attempts, sorted by sink: when one of those last succeeded
+    /// and the latest failed one with its error (the status page's sink
+    /// table; the window bounds the read however long the attempt log grows).
+    fn sink_activity(
+        &self,
+        account: &AccountId,
+        window: usize,
+    ) -> Result<Vec<SinkActivity>, StoreError>;
 
     /// Dead → pending, due `now`, attempts reset to 0 (one delivery, or all the
     /// account's dead ones when `id` is `None`); `last_error` is kept. Returns
@@ -346,6 +390,20 @@ pub struct ItemHistory {
     pub fired: Vec<(EventKind, DateTime<Utc>)>,
     /// Its deliveries, oldest first, each with its attempts, oldest first.
     pub deliveries: Vec<(Delivery, Vec<AttemptRecord>)>,
+}
+
+/// One sink's latest outcomes ([`Store::sink_activity`]), so an operator
+/// sees at a glance which sink works and which one last failed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkActivity {
+    /// The sink's name.
+    pub sink: String,
+    /// When an attempt to it last succeeded.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// When an attempt to it last failed (a retry or dead outcome).
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// That failed attempt's error text.
+    pub last_error: Option<String>,
 }
 
 /// One row of a delivery's attempt log.

@@ -19,5 +19,6 @@ mod reliability;
 mod render_cli;
 mod secrets;
 mod smtp;
+mod status_page;
 mod store;
 mod watcher;

@@ -31,6 +31,7 @@ mod outbox;
 mod rows;
 mod schema;
 mod snapshot;
+mod status;
 #[cfg(test)]
 mod tests;
 
@@ -175,6 +176,33 @@ impl Store for PostgresStore {
         status: Option<DeliveryStatus>,
     ) -> Result<Vec<Delivery>, StoreError> {
         self.conn.with(|c| outbox::list(c, account, status))
+    }
+
+    fn recent_deliveries(
+        &self,
+        account: &AccountId,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.conn
+            .with(|c| status::recent(c, account, status, limit))
+    }
+
+    fn item_names(
+        &self,
+        account: &AccountId,
+        ids: &[ExportId],
+    ) -> Result<std::collections::BTreeMap<ExportId, String>, StoreError> {
+        self.conn.with(|c| status::item_names(c, account, ids))
+    }
+
+    fn sink_activity(
+        &self,
+        account: &AccountId,
+        window: usize,
+    ) -> Result<Vec<crate::store::SinkActivity>, StoreError> {
+        self.conn
+            .with(|c| status::sink_activity(c, account, window))
     }
 
     fn retry_dead(

@@ -3,7 +3,7 @@
 //! `rusqlite`; split by concern: [`schema`] (versions, migrations, backups),
 //! [`snapshot`], [`outbox`], [`alerts`] and [`rows`] (decoding).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -15,7 +15,8 @@ use crate::domain::{
     AccountId, Delivery, DeliveryId, DeliveryStatus, EventKind, ExportId, NewDelivery, Snapshot,
 };
 use crate::store::{
-    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, Store, StoreError,
+    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, SinkActivity,
+    Store, StoreError,
 };
 
 mod alerts;
@@ -24,6 +25,7 @@ mod outbox;
 mod rows;
 mod schema;
 mod snapshot;
+mod status;
 #[cfg(test)]
 mod tests;
 
@@ -164,6 +166,31 @@ impl Store for SqliteStore {
         status: Option<DeliveryStatus>,
     ) -> Result<Vec<Delivery>, StoreError> {
         self.with(|conn| outbox::list(conn, account, status))
+    }
+
+    fn recent_deliveries(
+        &self,
+        account: &AccountId,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.with(|conn| status::recent(conn, account, status, limit))
+    }
+
+    fn item_names(
+        &self,
+        account: &AccountId,
+        ids: &[ExportId],
+    ) -> Result<BTreeMap<ExportId, String>, StoreError> {
+        self.with(|conn| status::item_names(conn, account, ids))
+    }
+
+    fn sink_activity(
+        &self,
+        account: &AccountId,
+        window: usize,
+    ) -> Result<Vec<SinkActivity>, StoreError> {
+        self.with(|conn| status::sink_activity(conn, account, window))
     }
 
     fn retry_dead(
