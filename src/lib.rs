@@ -17,6 +17,7 @@ pub mod demo;
 pub mod diff;
 pub mod domain;
 pub mod http_body;
+pub mod leadership;
 pub mod preview;
 pub mod probe;
 pub mod render;

@@ -25,13 +25,42 @@ pub enum LockError {
 /// The held lock; released when dropped (and by the OS if the process dies).
 #[derive(Debug)]
 pub struct StateLock {
-    _file: File,
+    _file: Option<File>,
+}
+
+/// What can be locked: a state file has a `<state>.lock`; a PostgreSQL
+/// state has none (several replicas share it; the leader lease decides).
+pub trait LockTarget {
+    /// The state file, if the state is one.
+    fn state_file(&self) -> Option<&Path>;
+}
+
+impl LockTarget for Path {
+    fn state_file(&self) -> Option<&Path> {
+        Some(self)
+    }
+}
+
+impl LockTarget for PathBuf {
+    fn state_file(&self) -> Option<&Path> {
+        Some(self)
+    }
+}
+
+impl LockTarget for crate::store::StateLocation {
+    fn state_file(&self) -> Option<&Path> {
+        self.file()
+    }
 }
 
 impl StateLock {
     /// Takes `<state>.lock` without waiting: a second instance is refused at
     /// once with a message naming the state file, never queued behind it.
-    pub fn acquire(state: &Path) -> Result<StateLock, LockError> {
+    /// A database state takes no file lock.
+    pub fn acquire(state: &(impl LockTarget + ?Sized)) -> Result<StateLock, LockError> {
+        let Some(state) = state.state_file() else {
+            return Ok(StateLock { _file: None });
+        };
         let lock = lock_path(state);
         let file = File::options()
             .create(true)
@@ -43,7 +72,7 @@ impl StateLock {
                 source,
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(StateLock { _file: file }),
+            Ok(()) => Ok(StateLock { _file: Some(file) }),
             Err(_) => Err(LockError::Held {
                 state: state.to_path_buf(),
                 lock,

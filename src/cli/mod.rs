@@ -46,6 +46,7 @@ mod outbox;
 mod render;
 mod run;
 mod send_test;
+pub mod state;
 mod why;
 
 pub use logging::{is_muted, MUTED_TARGETS};
@@ -133,6 +134,11 @@ pub enum Command {
         /// Time between polls.
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         interval: std::time::Duration,
+    },
+    /// Move a state between an SQLite file and PostgreSQL (`state copy`).
+    State {
+        #[command(subcommand)]
+        action: state::StateAction,
     },
     /// Show an item's stored states, fired events and deliveries.
     Why {
@@ -289,6 +295,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::SendTest { sink, to } => send_test::send_test(&path, &sink, to.as_deref()).await,
         Command::Outbox { action } => outbox::outbox(&path, action),
         Command::Why { item_id } => why::why(&path, item_id),
+        Command::State { action } => state::state(action),
         Command::Demo { cycles, interval } => demo::demo(cycles, interval, cli.config).await,
     }
 }

@@ -67,7 +67,11 @@ pub enum FirstRun {
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
     pub interval: Duration,
-    pub state: PathBuf,
+    /// The SQLite file or the PostgreSQL URL (its password a secret).
+    pub state: crate::store::StateLocation,
+    /// The leader lease (PostgreSQL): renewed every third of it; a standby
+    /// takes over within it plus one interval.
+    pub lease: Duration,
     pub first_run: FirstRun,
     pub events: BTreeSet<EventKind>,
     pub max_age: Duration,
@@ -146,7 +150,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     let (server_listen, server_token) = check_server(raw.server)?;
     Ok(Config {
         crayon: check_crayon(raw.crayon)?,
-        watch: check_watch(raw.watch, base_dir)?,
+        watch: check_watch(raw.watch, base_dir, raw.tls.ca_file.as_deref())?,
         delivery,
         portal: parse_url("links.portal", &raw.links.portal)?,
         timezone: raw.display.timezone.parse().map_err(|_| {
@@ -248,7 +252,11 @@ fn check_crayon(raw: RawCrayon) -> Result<CrayonConfig, ConfigError> {
     })
 }
 
-fn check_watch(raw: RawWatch, base_dir: &Path) -> Result<WatchConfig, ConfigError> {
+fn check_watch(
+    raw: RawWatch,
+    base_dir: &Path,
+    ca_file: Option<&Path>,
+) -> Result<WatchConfig, ConfigError> {
     let first_run = match raw.first_run.as_str() {
         "baseline" => FirstRun::Baseline,
         "notify" => FirstRun::Notify,
@@ -261,12 +269,39 @@ fn check_watch(raw: RawWatch, base_dir: &Path) -> Result<WatchConfig, ConfigErro
     };
     Ok(WatchConfig {
         interval: nonzero("watch.interval", raw.interval)?,
-        state: base_dir.join(raw.state),
+        state: check_state(&raw.state, base_dir, ca_file)?,
+        lease: check_lease(raw.lease)?,
         first_run,
         events: parse_events("watch.events", &raw.events)?,
         max_age: raw.max_age,
         reload: raw.reload,
     })
+}
+
+/// `watch.state`: a path relative to `bot.toml`, or a PostgreSQL URL that
+/// also trusts `tls.ca_file`. The error never repeats the URL (a secret).
+fn check_state(
+    text: &str,
+    base_dir: &Path,
+    ca_file: Option<&Path>,
+) -> Result<crate::store::StateLocation, ConfigError> {
+    let mut state = crate::store::StateLocation::parse(text, base_dir)
+        .map_err(|err| ConfigError::invalid("watch.state", err.to_string()))?;
+    if let crate::store::StateLocation::Postgres(url) = &mut state {
+        url.set_ca_file(ca_file.map(|p| base_dir.join(p)));
+    }
+    Ok(state)
+}
+
+/// `watch.lease`: at least 3s, so a renewal every third of it is sane.
+fn check_lease(lease: Duration) -> Result<Duration, ConfigError> {
+    if lease < Duration::from_secs(3) {
+        return Err(ConfigError::invalid(
+            "watch.lease",
+            "must be at least 3s (it is renewed every third of it)",
+        ));
+    }
+    Ok(lease)
 }
 
 fn check_delivery(raw: RawDelivery) -> Result<DeliveryConfig, ConfigError> {

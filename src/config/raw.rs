@@ -92,8 +92,12 @@ pub struct RawWatch {
     /// Time between polls (default `60s`).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
-    /// The state file: snapshot, fired events, outbox (default `state.db`; lock beside it).
-    pub state: PathBuf,
+    /// The state: a file path (SQLite: snapshot, fired events, outbox; lock beside
+    /// it; default `state.db`) or a `postgres://` URL (may carry `${PGPASSWORD}`).
+    pub state: String,
+    /// How long a leader's lease lasts (PostgreSQL state only).
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
     /// With no stored state: `baseline` (record, notify nothing; default) or `notify`.
     pub first_run: String,
     /// Events that fire: downloadable, failed, queued, removed (default the first two).
@@ -109,7 +113,8 @@ impl Default for RawWatch {
     fn default() -> Self {
         RawWatch {
             interval: Duration::from_secs(60),
-            state: PathBuf::from("state.db"),
+            state: "state.db".into(),
+            lease: Duration::from_secs(15),
             first_run: "baseline".into(),
             events: vec!["downloadable".into(), "failed".into()],
             max_age: Duration::from_secs(3 * 86_400),

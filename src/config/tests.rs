@@ -356,6 +356,31 @@ fn requester_domains_are_normalised() {
 }
 
 #[test]
+fn a_postgres_state_url_is_a_secret_and_trusts_tls_ca_file() {
+    let text = format!(
+        "{MINIMAL}\n[watch]\nstate = \"postgresql://bot:${{PASSWORD}}@db.internal/bot?sslmode=require\"\n\
+         lease = \"30s\"\n[tls]\nca_file = \"ca.pem\"\n"
+    );
+    let config = load_str(&text, &[]).unwrap();
+    let crate::store::StateLocation::Postgres(url) = &config.watch.state else {
+        panic!("{:?}", config.watch.state)
+    };
+    assert!(url.expose().contains("pass&word=+"));
+    assert_eq!(url.ca_file(), Some(Path::new("/etc/bot/ca.pem")));
+    assert_eq!(config.watch.lease, std::time::Duration::from_secs(30));
+    let shown = format!("{config:?} {}", config.watch.state.display());
+    assert!(!shown.contains("pass&word"), "{shown}");
+    assert!(shown.contains("bot:***@db.internal"), "{shown}");
+}
+
+#[test]
+fn a_lease_under_three_seconds_is_refused() {
+    let text = format!("{MINIMAL}\n[watch]\nlease = \"1s\"\n");
+    let err = load_str(&text, &[]).unwrap_err();
+    assert!(err.to_string().contains("watch.lease"), "{err}");
+}
+
+#[test]
 fn helo_name_and_reply_to_are_checked_and_named_on_error() {
     let smtp = "smtp = \"smtp://mail.example.com\"";
     let config = email_sink(&format!(

@@ -181,12 +181,13 @@ fn no_fit(_: &mut Value) -> bool {
 /// Builds the sink for one `[sinks.NAME]` entry, sharing `http` (one
 /// connection pool and TLS stack for every HTTP sink); `ca_file` is the
 /// extra root CA of `[tls]` for sinks with their own TLS stack (email);
-/// `state` is the state file, where a Slack app caches its lookups.
+/// `state` is the state (file or database), where a Slack app caches its
+/// lookups.
 pub fn build(
     config: &SinkConfig,
     http: &reqwest::Client,
     ca_file: Option<&Path>,
-    state: Option<&Path>,
+    state: Option<&crate::store::StateLocation>,
 ) -> Result<Arc<dyn Sink>, BuildError> {
     let failed = |message: String| BuildError::Sink {
         sink: config.name.clone(),
@@ -202,7 +203,7 @@ pub fn build(
             &config.name,
             http.clone(),
             app,
-            state.map(Path::to_path_buf),
+            state.cloned(),
         )),
         SinkKind::Discord {
             webhook_url,

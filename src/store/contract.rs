@@ -54,13 +54,35 @@ macro_rules! store_contract {
         $(
             #[test]
             fn $case() {
-                let (_guard, store) = $fresh();
+                let Some((_guard, store)) = $crate::store::contract::Fresh::fresh($fresh()) else {
+                    return;
+                };
                 $crate::store::contract::$case(&*store);
             }
         )*
     };
 }
 pub(crate) use store_contract;
+
+/// What a backend's `fresh_store()` returns: the store (with the guard that
+/// keeps it alive), or `None` when the backend's server is not available on
+/// this machine (the backend's helper says so once).
+pub(crate) trait Fresh<G> {
+    /// The store, if there is one.
+    fn fresh(self) -> Option<(G, Box<dyn Store>)>;
+}
+
+impl<G> Fresh<G> for (G, Box<dyn Store>) {
+    fn fresh(self) -> Option<(G, Box<dyn Store>)> {
+        Some(self)
+    }
+}
+
+impl<G> Fresh<G> for Option<(G, Box<dyn Store>)> {
+    fn fresh(self) -> Option<(G, Box<dyn Store>)> {
+        self
+    }
+}
 
 const SAMPLE: &[u8] = include_bytes!("../../tests/fixtures/exports-sample.json");
 

@@ -7,8 +7,8 @@
 //! to a `&dyn Store` ([`Store`] is object-safe, `Send + Sync`), so a second
 //! backend is one new folder implementing it; [`contract`] is the behaviour
 //! suite every backend runs. The trait is synchronous, as the state always
-//! was: every call is short and SQLite is in-process; a networked backend
-//! (PostgreSQL) can bridge with a blocking pool later.
+//! was: every call is short and SQLite is in-process; the PostgreSQL backend
+//! bridges to its driver off the async runtime (see `postgres::conn`).
 //!
 //! Everything one poll changes is written in a single transaction
 //! ([`Store::commit_poll`]), so a crash at any point either keeps the old state
@@ -29,15 +29,32 @@ use crate::domain::{
 
 #[cfg(test)]
 pub(crate) mod contract;
+pub mod copy;
 mod error;
+pub mod location;
+/// The throwaway PostgreSQL cluster the tests share (one per test binary).
+#[cfg(test)]
+#[path = "../../tests/it/pg_cluster.rs"]
+pub(crate) mod pg_cluster;
+pub mod postgres;
 pub mod sqlite;
 
 pub use error::StoreError;
+pub use location::{LocationError, PgUrl, StateLocation};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-/// Opens the state a config names (`watch.state`): today always an SQLite
-/// file; the place where a URL would pick another backend.
-pub fn open(path: &Path) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the state a config names (`watch.state`): an SQLite file, or a
+/// PostgreSQL database for a `postgres://` URL (several replicas).
+pub fn open(location: &StateLocation) -> Result<Arc<dyn Store>, StoreError> {
+    match location {
+        StateLocation::File(path) => open_file(path),
+        StateLocation::Postgres(url) => Ok(Arc::new(PostgresStore::open(url)?)),
+    }
+}
+
+/// Opens an SQLite state file.
+pub fn open_file(path: &Path) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(SqliteStore::open(path)?))
 }
 
@@ -218,6 +235,35 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         account: &AccountId,
         except_sink: &str,
     ) -> Result<(u64, Option<String>), StoreError>;
+
+    /// Whether the store holds no state at all (no account, delivery, fired
+    /// record or alert): `state copy` only writes into an empty one.
+    fn is_empty(&self) -> Result<bool, StoreError>;
+
+    /// Every row of every table, read consistently, for `state copy`.
+    fn export(&self) -> Result<copy::Dump, StoreError>;
+
+    /// Writes a dump (ids kept) in one transaction, refusing with
+    /// [`StoreError::TargetNotEmpty`] if the store holds state by then.
+    fn import(&self, dump: &copy::Dump) -> Result<(), StoreError>;
+
+    /// Takes or renews the leader lease for `holder` (one per process) for
+    /// `ttl`; the generation won, or `None` while another replica leads.
+    /// From the first call on, this store's poll commits and delivery
+    /// writes are fenced: refused ([`StoreError::Fenced`]) unless it still
+    /// holds that generation. Default (SQLite): always the leader, the
+    /// state file's lock already makes this the only process.
+    fn try_lead(&self, holder: &str, ttl: Duration) -> Result<Option<i64>, StoreError> {
+        let _ = (holder, ttl);
+        Ok(Some(1))
+    }
+
+    /// Gives the lease up at once (clean shutdown), so a standby takes over
+    /// without waiting for it to expire; later fenced writes are refused.
+    fn step_down(&self, holder: &str) -> Result<(), StoreError> {
+        let _ = holder;
+        Ok(())
+    }
 
     /// The Slack sink `sink`'s cached `users.lookupByEmail` answer for
     /// `address` (case-insensitive), unless it expired by `now`: a burst of

@@ -11,6 +11,8 @@ mod faults;
 mod helpers;
 mod once;
 mod operate;
+mod pg_cluster;
+mod postgres;
 mod preview;
 mod redirects;
 mod reliability;

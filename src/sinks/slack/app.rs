@@ -5,7 +5,6 @@
 //! address in the message into a `<@U…>` mention when Slack knows them.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -35,7 +34,7 @@ impl SlackAppSink {
         name: &str,
         client: reqwest::Client,
         settings: &AppSettings,
-        state: Option<PathBuf>,
+        state: Option<crate::store::StateLocation>,
     ) -> SlackAppSink {
         SlackAppSink {
             api: Api::new(

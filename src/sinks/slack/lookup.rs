@@ -4,7 +4,6 @@
 //! one lookup even when the sends run at once.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{Duration, Utc};
@@ -21,7 +20,7 @@ pub const MISS_FOR: Duration = Duration::hours(1);
 /// The lookups of one sink.
 pub struct Directory {
     sink: String,
-    state: Option<PathBuf>,
+    state: Option<crate::store::StateLocation>,
     store: OnceLock<Option<Arc<dyn Store>>>,
     memory: Mutex<HashMap<String, SlackLookup>>,
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -30,7 +29,7 @@ pub struct Directory {
 impl Directory {
     /// Lookups of sink `sink`, remembered in the state file at `state`
     /// (opened on the first lookup), else only in memory.
-    pub fn new(sink: &str, state: Option<PathBuf>) -> Directory {
+    pub fn new(sink: &str, state: Option<crate::store::StateLocation>) -> Directory {
         Directory {
             sink: sink.to_string(),
             state,
@@ -96,8 +95,8 @@ impl Directory {
     fn store(&self) -> Option<&Arc<dyn Store>> {
         self.store
             .get_or_init(|| {
-                let path = self.state.as_deref()?;
-                crate::store::open(path)
+                let location = self.state.as_ref()?;
+                crate::store::open(location)
                     .map_err(|e| tracing::warn!(sink = %self.sink, error = %e, "Slack lookups are cached in memory only"))
                     .ok()
             })

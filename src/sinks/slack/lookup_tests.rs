@@ -44,10 +44,13 @@ async fn hits_are_kept_7_days_and_misses_1_hour_in_the_state() {
         ),
     ] {
         let (server, api) = slack(answer).await;
-        let directory = Directory::new(&format!("s{}", ttl.num_hours()), Some(state.clone()));
+        let directory = Directory::new(
+            &format!("s{}", ttl.num_hours()),
+            Some(crate::store::StateLocation::File(state.clone())),
+        );
         let found = directory.user_for(&api, "Ann@Example.com").await.unwrap();
         assert_eq!(found.as_deref(), user);
-        let store = crate::store::open(&state).unwrap();
+        let store = crate::store::open(&crate::store::StateLocation::File(state.clone())).unwrap();
         let sink = format!("s{}", ttl.num_hours());
         let row = store
             .slack_lookup(&sink, "ann@example.com", Utc::now())
@@ -66,7 +69,7 @@ async fn hits_are_kept_7_days_and_misses_1_hour_in_the_state() {
 async fn an_expired_answer_is_looked_up_again() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.db");
-    let store = crate::store::open(&state).unwrap();
+    let store = crate::store::open(&crate::store::StateLocation::File(state.clone())).unwrap();
     let expired = SlackLookup {
         user_id: None,
         expires_at: Utc::now() - chrono::Duration::seconds(1),
@@ -75,7 +78,7 @@ async fn an_expired_answer_is_looked_up_again() {
         .remember_slack_lookup("dm", "ann@example.com", &expired)
         .unwrap();
     let (server, api) = slack(json!({"ok": true, "user": {"id": "U0ANN"}})).await;
-    let directory = Directory::new("dm", Some(state));
+    let directory = Directory::new("dm", Some(crate::store::StateLocation::File(state)));
     let found = directory.user_for(&api, "ann@example.com").await.unwrap();
     assert_eq!(found.as_deref(), Some("U0ANN"));
     assert_eq!(lookups(&server).await, 1);

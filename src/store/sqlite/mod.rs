@@ -20,6 +20,7 @@ use crate::store::{
 };
 
 mod alerts;
+mod dump;
 mod outbox;
 mod rows;
 mod schema;
@@ -283,5 +284,23 @@ impl Store for SqliteStore {
         lookup: &SlackLookup,
     ) -> Result<(), StoreError> {
         self.with(|conn| slack_cache::put(conn, sink, address, lookup))
+    }
+
+    fn is_empty(&self) -> Result<bool, StoreError> {
+        self.with(|conn| dump::is_empty(conn))
+    }
+
+    fn export(&self) -> Result<crate::store::copy::Dump, StoreError> {
+        self.with(dump::export)
+    }
+
+    fn import(&self, dump: &crate::store::copy::Dump) -> Result<(), StoreError> {
+        if self.with(|conn| dump::import(conn, dump))? {
+            Ok(())
+        } else {
+            Err(StoreError::TargetNotEmpty {
+                location: self.location(),
+            })
+        }
     }
 }
