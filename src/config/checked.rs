@@ -2,132 +2,21 @@
 //! it from the raw file: durations, URLs, time zones, sink kinds and routes are
 //! parsed here, so every later module works with values that are known good.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use url::Url;
-
+pub use super::checks::{check_webhook_url, is_loopback, parse_url, require_https_unless_loopback};
+use super::checks::{is_snake_case, nonzero, parse_events, parse_rate};
 use super::raw::{RawConfig, RawCrayon, RawDelivery, RawRoute, RawServer, RawSink, RawWatch};
+pub use super::settings::*;
 use super::ConfigError;
 use crate::address::single_address;
-use crate::domain::EventKind;
 use crate::secret::Secret;
 pub use crate::sinks::email::{EmailConfig, SmtpSecurity};
 use crate::sinks::registry;
 pub use crate::sinks::SinkKind;
-
-/// The whole checked configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub crayon: CrayonConfig,
-    pub watch: WatchConfig,
-    pub delivery: DeliveryConfig,
-    pub portal: Url,
-    pub timezone: chrono_tz::Tz,
-    pub ca_file: Option<PathBuf>,
-    pub server_listen: Option<SocketAddr>,
-    /// `server.token`: what `/`, `/api/status` and `/metrics` require as a
-    /// bearer token (always set when `server_listen` is not loopback).
-    pub server_token: Option<Secret>,
-    pub alerts: Option<AlertsConfig>,
-    pub templates_dir: Option<PathBuf>,
-    pub sinks: BTreeMap<String, SinkConfig>,
-    pub routes: Vec<RouteConfig>,
-    /// Keyed on the lowercased requester address.
-    pub recipients: BTreeMap<String, RecipientConfig>,
-    /// Things that are allowed but probably not meant (printed by `check`).
-    pub warnings: Vec<String>,
-}
-
-/// `[crayon]`, checked.
-#[derive(Debug, Clone)]
-pub struct CrayonConfig {
-    pub base_url: Url,
-    pub client_id: String,
-    pub client_secret: Secret,
-    pub username: String,
-    pub password: Secret,
-    pub scope: String,
-    pub timeout: Duration,
-    pub max_body: u64,
-}
-
-/// What to do on the very first poll of an empty state file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FirstRun {
-    /// Record the queue without notifying.
-    Baseline,
-    /// Treat everything as new.
-    Notify,
-}
-
-/// `[watch]`, checked.
-#[derive(Debug, Clone)]
-pub struct WatchConfig {
-    pub interval: Duration,
-    /// The SQLite file or the PostgreSQL URL (its password a secret).
-    pub state: crate::store::StateLocation,
-    /// The leader lease (PostgreSQL): renewed every third of it; a standby
-    /// takes over within it plus one interval.
-    pub lease: Duration,
-    pub first_run: FirstRun,
-    pub events: BTreeSet<EventKind>,
-    pub max_age: Duration,
-    pub reload: bool,
-}
-
-/// `[delivery]`, checked.
-#[derive(Debug, Clone)]
-pub struct DeliveryConfig {
-    pub max_attempts: u32,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-    pub concurrency: usize,
-    pub keep_sent: Duration,
-    pub keep_fired: Duration,
-    pub shutdown_grace: Duration,
-}
-
-/// `[alerts]`, checked (the sink exists).
-#[derive(Debug, Clone)]
-pub struct AlertsConfig {
-    pub sink: String,
-    pub after: Duration,
-    pub repeat: Duration,
-}
-
-/// One `[sinks.NAME]`, checked.
-#[derive(Debug, Clone)]
-pub struct SinkConfig {
-    pub name: String,
-    pub kind: SinkKind,
-    pub enabled: bool,
-    pub concurrency: usize,
-    /// At most this many sends per period.
-    pub rate_limit: Option<(u32, Duration)>,
-    pub vars: BTreeMap<String, String>,
-}
-
-/// One `[[routes]]` entry; globs are compiled by the router.
-#[derive(Debug, Clone)]
-pub struct RouteConfig {
-    pub events: Option<BTreeSet<EventKind>>,
-    pub requested_by: Option<String>,
-    pub action_name: Option<String>,
-    pub sinks: Vec<String>,
-}
-
-/// One `[recipients."addr"]` entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecipientConfig {
-    pub discord_user_id: Option<String>,
-    pub slack_user_id: Option<String>,
-    /// The requester's Teams user principal name, mentioned in Teams cards.
-    pub teams_upn: Option<String>,
-    pub email: Option<String>,
-}
 
 /// Turns the raw file into a checked config. Pure: relative paths are resolved
 /// against `base_dir` (the config file's folder) but nothing is read.
@@ -480,100 +369,4 @@ fn warn_unrouted(
             ));
         }
     }
-}
-
-fn parse_events(key: &str, list: &[String]) -> Result<BTreeSet<EventKind>, ConfigError> {
-    list.iter()
-        .map(|e| match e.parse::<EventKind>() {
-            Ok(EventKind::Alert) => Err(ConfigError::invalid(
-                key,
-                "\"alert\" is not a queue event (the bot's own alerts are set in [alerts])",
-            )),
-            Ok(kind) => Ok(kind),
-            Err(m) => Err(ConfigError::invalid(key, m)),
-        })
-        .collect()
-}
-
-/// `text` as an URL, or an error on `key` with an example.
-pub fn parse_url(key: &str, text: &str) -> Result<Url, ConfigError> {
-    Url::parse(text).map_err(|e| {
-        ConfigError::invalid(
-            key,
-            format!("not a valid URL ({e}), e.g. \"https://example.com/\""),
-        )
-    })
-}
-
-/// Webhook URLs are credentials: they are checked without ever being echoed.
-pub fn check_webhook_url(key: &str, url: &Secret) -> Result<(), ConfigError> {
-    let parsed = Url::parse(url.expose()).map_err(|e| {
-        ConfigError::invalid(
-            key,
-            format!("not a valid URL ({e}); the value is not shown"),
-        )
-    })?;
-    require_https_unless_loopback(key, &parsed)
-}
-
-/// Plain `http://` is accepted only for loopback hosts (tests, local relays).
-pub fn require_https_unless_loopback(key: &str, url: &Url) -> Result<(), ConfigError> {
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if is_loopback(url) => Ok(()),
-        _ => Err(ConfigError::invalid(
-            key,
-            "must be an https:// URL (http:// is allowed only for loopback hosts)",
-        )),
-    }
-}
-
-/// True for 127.0.0.0/8, ::1 and `localhost`.
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
-fn parse_rate(key: &str, text: &str) -> Result<(u32, Duration), ConfigError> {
-    let bad = || {
-        ConfigError::invalid(
-            key,
-            format!("{text:?} is not a rate (e.g. \"1/s\", \"20/1m\")"),
-        )
-    };
-    let (count, per) = text.split_once('/').ok_or_else(bad)?;
-    let count: u32 = count.trim().parse().map_err(|_| bad())?;
-    let per = per.trim();
-    let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
-        per.to_string()
-    } else {
-        format!("1{per}")
-    };
-    let period = humantime::parse_duration(&per).map_err(|_| bad())?;
-    if count == 0 || period.is_zero() {
-        return Err(bad());
-    }
-    Ok((count, period))
-}
-
-fn nonzero(key: &str, d: Duration) -> Result<Duration, ConfigError> {
-    if d.is_zero() {
-        Err(ConfigError::invalid(
-            key,
-            "must be longer than zero (e.g. \"60s\")",
-        ))
-    } else {
-        Ok(d)
-    }
-}
-
-fn is_snake_case(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }

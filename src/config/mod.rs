@@ -6,8 +6,10 @@
 //! [`validate`] is pure.
 
 mod checked;
+mod checks;
 mod expand;
 mod raw;
+mod settings;
 
 use std::path::{Path, PathBuf};
 

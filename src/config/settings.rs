@@ -1,0 +1,124 @@
+//! The checked configuration's types: what [`validate`](super::validate)
+//! produces and every later module reads. Values here are known good.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::domain::EventKind;
+use crate::secret::Secret;
+use crate::sinks::SinkKind;
+
+/// The whole checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub crayon: CrayonConfig,
+    pub watch: WatchConfig,
+    pub delivery: DeliveryConfig,
+    pub portal: Url,
+    pub timezone: chrono_tz::Tz,
+    pub ca_file: Option<PathBuf>,
+    pub server_listen: Option<SocketAddr>,
+    /// `server.token`: what `/`, `/api/status` and `/metrics` require as a
+    /// bearer token (always set when `server_listen` is not loopback).
+    pub server_token: Option<Secret>,
+    pub alerts: Option<AlertsConfig>,
+    pub templates_dir: Option<PathBuf>,
+    pub sinks: BTreeMap<String, SinkConfig>,
+    pub routes: Vec<RouteConfig>,
+    /// Keyed on the lowercased requester address.
+    pub recipients: BTreeMap<String, RecipientConfig>,
+    /// Things that are allowed but probably not meant (printed by `check`).
+    pub warnings: Vec<String>,
+}
+
+/// `[crayon]`, checked.
+#[derive(Debug, Clone)]
+pub struct CrayonConfig {
+    pub base_url: Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub username: String,
+    pub password: Secret,
+    pub scope: String,
+    pub timeout: Duration,
+    pub max_body: u64,
+}
+
+/// What to do on the very first poll of an empty state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstRun {
+    /// Record the queue without notifying.
+    Baseline,
+    /// Treat everything as new.
+    Notify,
+}
+
+/// `[watch]`, checked.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub interval: Duration,
+    /// The SQLite file or the PostgreSQL URL (its password a secret).
+    pub state: crate::store::StateLocation,
+    /// The leader lease (PostgreSQL): renewed every third of it; a standby
+    /// takes over within it plus one interval.
+    pub lease: Duration,
+    pub first_run: FirstRun,
+    pub events: BTreeSet<EventKind>,
+    pub max_age: Duration,
+    pub reload: bool,
+}
+
+/// `[delivery]`, checked.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub max_attempts: u32,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub concurrency: usize,
+    pub keep_sent: Duration,
+    pub keep_fired: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// `[alerts]`, checked (the sink exists).
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    pub sink: String,
+    pub after: Duration,
+    pub repeat: Duration,
+}
+
+/// One `[sinks.NAME]`, checked.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub name: String,
+    pub kind: SinkKind,
+    pub enabled: bool,
+    pub concurrency: usize,
+    /// At most this many sends per period.
+    pub rate_limit: Option<(u32, Duration)>,
+    pub vars: BTreeMap<String, String>,
+}
+
+/// One `[[routes]]` entry; globs are compiled by the router.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub events: Option<BTreeSet<EventKind>>,
+    pub requested_by: Option<String>,
+    pub action_name: Option<String>,
+    pub sinks: Vec<String>,
+}
+
+/// One `[recipients."addr"]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecipientConfig {
+    pub discord_user_id: Option<String>,
+    pub slack_user_id: Option<String>,
+    /// The requester's Teams user principal name, mentioned in Teams cards.
+    pub teams_upn: Option<String>,
+    pub email: Option<String>,
+}
