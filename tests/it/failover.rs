@@ -57,13 +57,15 @@ impl Replica {
             .env_remove("HTTPS_PROXY")
             .env_remove("HTTP_PROXY")
             .env_remove("BOT_CONFIG")
-            .stderr(std::process::Stdio::null())
             .kill_on_drop(true);
         cmd
     }
 
     fn run(&self, h: &Harness) -> Child {
-        self.command(h, &["run"]).spawn().unwrap()
+        self.command(h, &["run"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
     }
 
     /// `/healthz`: the HTTP status and the `role` of the body.
@@ -251,4 +253,24 @@ async fn a_leader_paused_past_its_lease_sends_and_commits_nothing_after_it_resum
         signal(&child, "-TERM");
         let _ = child.wait_with_output().await;
     }
+}
+
+#[tokio::test]
+async fn once_is_refused_while_a_run_leads_the_database_and_works_after_it_stopped() {
+    let Some(db) = pg_cluster::fresh_db() else {
+        return;
+    };
+    let h = Harness::start().await;
+    h.hook_answers(200).await;
+    let a = Replica::new(&h, &db, "a");
+    let leader = a.run(&h);
+    assert!(a.wait_role("leader", Duration::from_secs(10)).await);
+    let out = a.command(&h, &["once"]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("another replica leads"), "{}", text(&out));
+    assert!(!text(&out).contains(pg_cluster::PG_PASSWORD), "{}", text(&out));
+    signal(&leader, "-TERM");
+    let _ = leader.wait_with_output().await;
+    let out = a.command(&h, &["once"]).output().await.unwrap();
+    assert!(out.status.success(), "the lease was handed back: {}", text(&out));
 }
