@@ -132,7 +132,11 @@ impl App {
     pub async fn once(&self) -> Result<(PollReport, DrainSummary), ServiceError> {
         let _lock = StateLock::acquire(&self.config.watch.state)?;
         let holder = crate::leadership::holder_id();
-        if self.store.try_lead(&holder, self.config.watch.lease)?.is_none() {
+        if self
+            .store
+            .try_lead(&holder, self.config.watch.lease)?
+            .is_none()
+        {
             return Err(ServiceError::NotLeader {
                 state: self.store.location(),
             });

@@ -17,8 +17,8 @@ use crate::app::server;
 use crate::app::telemetry::Health;
 use crate::config::{Config, ConfigError};
 use crate::domain::AccountId;
-use crate::state_lock::StateLock;
 use crate::leadership::{self, holder_id};
+use crate::state_lock::StateLock;
 use crate::store::{Store, StoreError};
 
 use super::{App, ServiceError};
@@ -157,7 +157,10 @@ impl App {
     /// failure: no alert, no backoff, the new leader polls.
     async fn poll_once(&self, poller: &mut Poller, wake: &Notify, health: &Health) -> Duration {
         let interval = self.config.watch.interval;
-        if poller.last_prune.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+        if poller
+            .last_prune
+            .is_none_or(|at| at.elapsed() >= PRUNE_EVERY)
+        {
             self.prune(RUN_PRUNE_ROUNDS);
             poller.last_prune = Some(tokio::time::Instant::now());
         }
@@ -196,8 +199,7 @@ impl Lease {
     fn start(app: &App, health: &Arc<Health>) -> Lease {
         let stop = CancellationToken::new();
         let lease = app.config.watch.lease;
-        let (role, task) =
-            leadership::spawn(app.store.clone(), lease, holder_id(), stop.clone());
+        let (role, task) = leadership::spawn(app.store.clone(), lease, holder_id(), stop.clone());
         let (leading, follow) = Leading::follow(role, lease, health.clone());
         Lease {
             leading,

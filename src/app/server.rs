@@ -129,10 +129,7 @@ async fn healthz(State(s): State<Shared>) -> impl IntoResponse {
             StatusCode::OK,
             Json(json!({"status": "starting", "role": role})),
         ),
-        Verdict::Standby => (
-            StatusCode::OK,
-            Json(json!({"status": "ok", "role": role})),
-        ),
+        Verdict::Standby => (StatusCode::OK, Json(json!({"status": "ok", "role": role}))),
         Verdict::Failing(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "failing", "reason": reason, "role": role})),

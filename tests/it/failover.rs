@@ -42,7 +42,10 @@ impl Replica {
         let text = std::fs::read_to_string(h.config_path()).unwrap();
         let text = text
             .replace("state = \"state.db\"", &format!("state = \"{db}\""))
-            .replace("interval = \"200ms\"", "interval = \"200ms\"\nlease = \"3s\"");
+            .replace(
+                "interval = \"200ms\"",
+                "interval = \"200ms\"\nlease = \"3s\"",
+            );
         let config = h.dir.path().join(format!("{name}.toml"));
         std::fs::write(&config, text).unwrap();
         Replica { config, port }
@@ -184,7 +187,10 @@ async fn a_sigkilled_leader_is_replaced_within_the_lease_and_nothing_is_lost() {
     let killed = Instant::now();
     let _ = first.wait_with_output().await;
     let at_kill = h.hook_bodies().await.len();
-    assert!(at_kill < BURST as usize, "killed mid-burst ({at_kill} sent)");
+    assert!(
+        at_kill < BURST as usize,
+        "killed mid-burst ({at_kill} sent)"
+    );
 
     // The lease lapses at most `lease` after the kill; the standby tries
     // every lease/3 and polls at once when it leads.
@@ -198,7 +204,11 @@ async fn a_sigkilled_leader_is_replaced_within_the_lease_and_nothing_is_lost() {
     .await;
     signal(&second, "-TERM");
     let out = second.wait_with_output().await.unwrap();
-    assert!(all, "every item reached the sink: {:?}", received_ids(&h).await);
+    assert!(
+        all,
+        "every item reached the sink: {:?}",
+        received_ids(&h).await
+    );
     assert_eq!(out.status.code(), Some(0));
     let duplicates = h.hook_bodies().await.len() - BURST as usize;
     eprintln!("failover: {at_kill} sent before the kill, takeover after {takeover:?}, {duplicates} duplicate(s)");
@@ -244,7 +254,11 @@ async fn a_leader_paused_past_its_lease_sends_and_commits_nothing_after_it_resum
     let after = h.hook.received_requests().await.unwrap().len();
     assert_eq!(after, before, "the resumed old leader sent nothing");
     // Nothing it still held was committed over b's work: all sent, once each.
-    let out = b.command(&h, &["outbox", "list", "--json"]).output().await.unwrap();
+    let out = b
+        .command(&h, &["outbox", "list", "--json"])
+        .output()
+        .await
+        .unwrap();
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let pending: Vec<_> = rows.iter().filter(|r| r["status"] != "sent").collect();
     assert!(pending.is_empty(), "every delivery is sent: {pending:?}");
@@ -267,10 +281,22 @@ async fn once_is_refused_while_a_run_leads_the_database_and_works_after_it_stopp
     assert!(a.wait_role("leader", Duration::from_secs(10)).await);
     let out = a.command(&h, &["once"]).output().await.unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("another replica leads"), "{}", text(&out));
-    assert!(!text(&out).contains(pg_cluster::PG_PASSWORD), "{}", text(&out));
+    assert!(
+        text(&out).contains("another replica leads"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !text(&out).contains(pg_cluster::PG_PASSWORD),
+        "{}",
+        text(&out)
+    );
     signal(&leader, "-TERM");
     let _ = leader.wait_with_output().await;
     let out = a.command(&h, &["once"]).output().await.unwrap();
-    assert!(out.status.success(), "the lease was handed back: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "the lease was handed back: {}",
+        text(&out)
+    );
 }

@@ -141,20 +141,22 @@ impl Dispatcher {
         let started = tokio::time::Instant::now();
         let mut wait = RECORD_WAIT;
         loop {
-            let error =
-                match self
-                    .store
-                    .record_attempt(&self.account, delivery.id, outcome, at, latency)
-                {
-                    Ok(()) => return Ok(()),
-                    Err(e @ StoreError::UnknownDelivery { .. }) => return Err(e),
-                    Err(e @ StoreError::Fenced { .. }) => {
-                        tracing::warn!(delivery = delivery.id.0, sink = %delivery.sink, error = %e,
+            let error = match self.store.record_attempt(
+                &self.account,
+                delivery.id,
+                outcome,
+                at,
+                latency,
+            ) {
+                Ok(()) => return Ok(()),
+                Err(e @ StoreError::UnknownDelivery { .. }) => return Err(e),
+                Err(e @ StoreError::Fenced { .. }) => {
+                    tracing::warn!(delivery = delivery.id.0, sink = %delivery.sink, error = %e,
                             "lost the leader lease; the attempt is not recorded, the new leader sends it again");
-                        return Err(e);
-                    }
-                    Err(e) => e,
-                };
+                    return Err(e);
+                }
+                Err(e) => e,
+            };
             let (id, sink) = (delivery.id.0, delivery.sink.as_str());
             if started.elapsed() + wait > RECORD_FOR {
                 tracing::error!(
