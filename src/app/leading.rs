@@ -84,3 +84,31 @@ impl Leading {
 
 /// "Open for good", far enough not to matter yet small enough for `Instant`.
 const FOREVER: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A renewal keeps the gate open for 2/3 of the lease only: a paused
+    /// process finds it closed on resuming, before its lease task ran.
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_follows_the_role_and_closes_on_a_stale_renewal() {
+        let (tx, rx) = watch::channel(Role::Standby);
+        let health = Arc::new(Health::new(Duration::from_secs(1)));
+        let lease = Duration::from_secs(3);
+        let (leading, task) = Leading::follow(rx, lease, health.clone());
+        tokio::task::yield_now().await;
+        assert!(!leading.open());
+        tx.send_replace(Role::Leader { generation: 1 });
+        tokio::task::yield_now().await;
+        assert!(leading.open());
+        assert_eq!(health.role(), crate::status::Role::Leader);
+        tokio::time::advance(lease * 2 / 3 + Duration::from_millis(1)).await;
+        assert!(!leading.open(), "no renewal seen for 2/3 of the lease");
+        tx.send_replace(Role::Standby);
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(health.role(), crate::status::Role::Standby);
+        assert!(Leading::always().open());
+    }
+}

@@ -159,6 +159,12 @@ async fn two_runs_on_one_database_one_leads_one_stands_by_and_a_clean_stop_hands
         Some((200, "standby".into())),
         "a standby is healthy and stays standing by"
     );
+    for (replica, role) in [(&a, "leader"), (&b, "standby")] {
+        let url = format!("http://127.0.0.1:{}/api/status", replica.port);
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let view: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(view["role"], role, "the status page says the same");
+    }
     signal(&first, "-TERM");
     let stopped = Instant::now();
     let out = first.wait_with_output().await.unwrap();
