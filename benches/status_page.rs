@@ -24,7 +24,7 @@ use crayon_export_bot::domain::{
     Snapshot,
 };
 use crayon_export_bot::status::page::Page;
-use crayon_export_bot::status::{gather, Role, StatusSource};
+use crayon_export_bot::status::{gather, StatusSource};
 use crayon_export_bot::store::{AttemptOutcome, PollCommit, SqliteStore, Store};
 use criterion::{criterion_group, criterion_main, Criterion};
 use support::Queued;
@@ -93,7 +93,6 @@ fn bench(c: &mut Criterion) {
         store,
         health,
         accounts: vec![AccountId::default_account()],
-        role: Role::Leader,
         timezone: chrono_tz::Europe::Oslo,
     };
     let page = Page::new(source.timezone).unwrap();

@@ -194,6 +194,8 @@ pub struct Dispatcher {
     in_flight: Arc<Mutex<HashSet<DeliveryId>>>,
     clock: Clock,
     grace: Duration,
+    /// Sends start only while this process leads (always, without a lease).
+    leading: crate::app::leading::Leading,
 }
 
 /// What one round of `drain_due` did.
@@ -243,12 +245,20 @@ impl Dispatcher {
             in_flight: Arc::default(),
             clock: Clock::System,
             grace: config.delivery.shutdown_grace,
+            leading: crate::app::leading::Leading::always(),
         }
     }
 
     /// The same dispatcher scheduling by another clock (tests).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The same dispatcher sending only while `leading` is open (`run`
+    /// with a shared state: a standby or a stale leader sends nothing).
+    pub fn with_leading(mut self, leading: crate::app::leading::Leading) -> Self {
+        self.leading = leading;
         self
     }
 
@@ -268,6 +278,7 @@ impl Dispatcher {
         self.limits = Arc::new(limits);
         self.in_flight = old.in_flight.clone();
         self.clock = old.clock.clone();
+        self.leading = old.leading.clone();
         self
     }
 

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod dispatch;
+pub mod leading;
 pub mod poll;
 pub mod reload;
 mod run;
@@ -48,6 +49,9 @@ pub enum ServiceError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Reload(String),
+    /// `once` against a shared state while a `run` replica holds the lease.
+    #[error("another replica leads (it holds the leader lease of state {state}); `once` does nothing while it runs")]
+    NotLeader { state: String },
     #[error("cannot listen on {listen} ([server] listen): {source}")]
     Listen {
         listen: std::net::SocketAddr,
@@ -123,8 +127,28 @@ impl App {
     /// holds it), one poll, then one attempt for every due delivery, then
     /// the same prune `run` does hourly (so a cron-driven deployment does not
     /// grow its state forever).
+    /// With a shared (PostgreSQL) state it takes the leader lease for the
+    /// call, refusing while a `run` replica leads, and gives it up after.
     pub async fn once(&self) -> Result<(PollReport, DrainSummary), ServiceError> {
         let _lock = StateLock::acquire(&self.config.watch.state)?;
+        let holder = crate::leadership::holder_id();
+        if self
+            .store
+            .try_lead(&holder, self.config.watch.lease)?
+            .is_none()
+        {
+            return Err(ServiceError::NotLeader {
+                state: self.store.location(),
+            });
+        }
+        let result = self.once_leading().await;
+        if let Err(e) = self.store.step_down(&holder) {
+            tracing::warn!(error = %e, "could not give the leader lease up");
+        }
+        result
+    }
+
+    async fn once_leading(&self) -> Result<(PollReport, DrainSummary), ServiceError> {
         let report = self.watcher().poll().await?;
         let summary = self.dispatcher.drain_due().await.map_err(PollError::from)?;
         self.dispatcher.close_sinks().await;

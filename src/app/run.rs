@@ -11,13 +11,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::alerts::{Alerts, Observation};
 use crate::app::dispatch::Dispatcher;
+use crate::app::leading::Leading;
 use crate::app::poll::{PollError, PollReport, Watcher};
 use crate::app::server;
 use crate::app::telemetry::Health;
 use crate::config::{Config, ConfigError};
 use crate::domain::AccountId;
+use crate::leadership::{self, holder_id};
 use crate::state_lock::StateLock;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 use super::{App, ServiceError};
 
@@ -42,12 +44,13 @@ impl App {
     ) -> Result<(), ServiceError> {
         let _lock = StateLock::acquire(&self.config.watch.state)?;
         log_startup(&self.config);
-        self.prune(RUN_PRUNE_ROUNDS);
         let health = Arc::new(Health::new(self.config.watch.interval));
+        let lease = Lease::start(&self, &health);
+        self.dispatcher = self.dispatcher.clone().with_leading(lease.leading.clone());
         let server = self.serve(&health, &shutdown).await?;
         let wake = Arc::new(Notify::new());
         let deliveries = self.spawn_dispatcher(&shutdown, &wake);
-        let mut poller = Poller::new(&self);
+        let mut poller = Poller::new(&self, lease.leading.clone(), None);
         loop {
             let requests = reloads.as_mut().map(|r| &mut r.requests);
             match self
@@ -61,13 +64,14 @@ impl App {
                     };
                     deliveries.reconfigure(&next);
                     self = next;
-                    poller = Poller::new(&self);
+                    poller = Poller::new(&self, lease.leading.clone(), poller.last_prune);
                     tracing::info!("config reloaded; it applies from this poll on");
                 }
             }
         }
         health.stopped();
         deliveries.stop().await;
+        lease.stop().await;
         if let Some(server) = server {
             let _ = server.await;
         }
@@ -133,31 +137,84 @@ impl App {
     ) -> LoopExit {
         let interval = self.config.watch.interval;
         loop {
-            if poller.last_prune.elapsed() >= PRUNE_EVERY {
-                self.prune(RUN_PRUNE_ROUNDS);
-                poller.last_prune = tokio::time::Instant::now();
-            }
-            let result = poller.watcher.poll().await;
-            health.polled(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-            if poller.observe(&result, &*self.store, &self.account) {
-                wake.notify_one();
-            }
-            let wait = match result {
-                Ok(report) => {
-                    poller.streak.succeeded();
-                    if report.deliveries > 0 {
-                        wake.notify_one();
-                    }
-                    interval
-                }
-                Err(e) => poller.streak.failed(&e, interval),
+            let standby = !poller.leading.open();
+            let wait = if standby {
+                interval
+            } else {
+                self.poll_once(poller, wake, health).await
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return LoopExit::Shutdown,
                 true = next_request(reload.as_deref_mut()) => return LoopExit::Reload,
+                () = poller.leading.changed(), if standby => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// One poll as the leader (with the hourly prune); returns the wait
+    /// until the next one. A poll refused because the lease was lost is no
+    /// failure: no alert, no backoff, the new leader polls.
+    async fn poll_once(&self, poller: &mut Poller, wake: &Notify, health: &Health) -> Duration {
+        let interval = self.config.watch.interval;
+        if poller
+            .last_prune
+            .is_none_or(|at| at.elapsed() >= PRUNE_EVERY)
+        {
+            self.prune(RUN_PRUNE_ROUNDS);
+            poller.last_prune = Some(tokio::time::Instant::now());
+        }
+        let result = poller.watcher.poll().await;
+        if let Err(PollError::State(e @ StoreError::Fenced { .. })) = &result {
+            tracing::warn!(error = %e, "lost the leader lease; this poll was not committed");
+            return interval;
+        }
+        health.polled(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        if poller.observe(&result, &*self.store, &self.account) {
+            wake.notify_one();
+        }
+        match result {
+            Ok(report) => {
+                poller.streak.succeeded();
+                if report.deliveries > 0 {
+                    wake.notify_one();
+                }
+                interval
+            }
+            Err(e) => poller.streak.failed(&e, interval),
+        }
+    }
+}
+
+/// The leader lease of one `run`: the lease task and the gate following it.
+struct Lease {
+    leading: Leading,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    follow: tokio::task::JoinHandle<()>,
+}
+
+impl Lease {
+    /// Starts taking and renewing the lease (SQLite: granted at once).
+    fn start(app: &App, health: &Arc<Health>) -> Lease {
+        let stop = CancellationToken::new();
+        let lease = app.config.watch.lease;
+        let (role, task) = leadership::spawn(app.store.clone(), lease, holder_id(), stop.clone());
+        let (leading, follow) = Leading::follow(role, lease, health.clone());
+        Lease {
+            leading,
+            stop,
+            task,
+            follow,
+        }
+    }
+
+    /// Gives the lease up (after the sends in flight were recorded), so a
+    /// standby takes over at once.
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        let _ = self.follow.await;
     }
 }
 
@@ -178,18 +235,22 @@ enum LoopExit {
 struct Poller {
     watcher: Watcher,
     streak: FailureStreak,
-    last_prune: tokio::time::Instant,
+    /// The last prune; `None` until the first poll as the leader.
+    last_prune: Option<tokio::time::Instant>,
+    /// Polls run only while this process leads.
+    leading: Leading,
     alerts: Option<Alerts>,
     seen: Observation,
 }
 
 impl Poller {
-    fn new(app: &App) -> Self {
+    fn new(app: &App, leading: Leading, last_prune: Option<tokio::time::Instant>) -> Self {
         let last_success = app.store.last_success_at(&app.account).ok().flatten();
         Poller {
             watcher: app.watcher(),
             streak: FailureStreak::default(),
-            last_prune: tokio::time::Instant::now(),
+            last_prune,
+            leading,
             alerts: Alerts::new(&app.config, app.store.clone(), app.renderer.clone()),
             seen: Observation {
                 last_success: last_success.or_else(|| Some(Utc::now())),

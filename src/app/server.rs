@@ -20,7 +20,7 @@ use crate::app::telemetry::{self, Health, Verdict};
 use crate::config::Config;
 use crate::domain::AccountId;
 use crate::secret::Secret;
-use crate::status::{self, Role, StatusSource};
+use crate::status::{self, StatusSource};
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -35,7 +35,7 @@ struct Shared {
 
 /// What the server takes from the config and the app besides the shared
 /// handles: the sinks `/metrics` counts, the token guarding it and the
-/// status page, the page's time zone and this replica's role.
+/// status page, and the page's time zone.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// The configured sinks' names.
@@ -44,18 +44,15 @@ pub struct Settings {
     pub token: Option<Secret>,
     /// `display.timezone`.
     pub timezone: chrono_tz::Tz,
-    /// Leader or standby, as the app decides (SQLite: always the leader).
-    pub role: Role,
 }
 
 impl Settings {
-    /// The settings of `config`, as the leader.
+    /// The settings of `config` (the role comes from [`Health`]).
     pub fn from_config(config: &Config) -> Settings {
         Settings {
             sinks: config.sinks.keys().cloned().collect(),
             token: config.server_token.clone(),
             timezone: config.timezone,
-            role: Role::Leader,
         }
     }
 }
@@ -74,7 +71,6 @@ pub async fn serve(
         store: store.clone(),
         health: health.clone(),
         accounts: vec![account.clone()],
-        role: settings.role,
         timezone: settings.timezone,
     })
     .map_err(std::io::Error::other)?;
@@ -123,13 +119,20 @@ async fn livez(State(s): State<Shared>) -> impl IntoResponse {
     }
 }
 
+/// 200 while leading with recent successful polls, or standing by (a
+/// standby polls nothing, by design); the body names the role.
 async fn healthz(State(s): State<Shared>) -> impl IntoResponse {
+    let role = s.health.role();
     match s.health.verdict() {
-        Verdict::Ok => (StatusCode::OK, Json(json!({"status": "ok"}))),
-        Verdict::Starting => (StatusCode::OK, Json(json!({"status": "starting"}))),
+        Verdict::Ok => (StatusCode::OK, Json(json!({"status": "ok", "role": role}))),
+        Verdict::Starting => (
+            StatusCode::OK,
+            Json(json!({"status": "starting", "role": role})),
+        ),
+        Verdict::Standby => (StatusCode::OK, Json(json!({"status": "ok", "role": role}))),
         Verdict::Failing(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "failing", "reason": reason})),
+            Json(json!({"status": "failing", "reason": reason, "role": role})),
         ),
     }
 }

@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 
 use crate::domain::{DeliveryStatus, EventKind};
+use crate::status::Role;
 
 const POLL_DURATION: &str = "crayon_export_bot_poll_duration_seconds";
 
@@ -102,6 +103,10 @@ struct HealthInner {
     failures: u32,
     last_poll: Option<PollFacts>,
     stopped: bool,
+    /// Leading (polls expected) or standing by (no polls, healthy anyway).
+    leader: bool,
+    /// When polls became expected: start, or the last takeover.
+    leading_since: Instant,
 }
 
 /// What the status page shows about the latest poll of an account.
@@ -127,6 +132,8 @@ pub struct PollFacts {
 pub enum Verdict {
     Ok,
     Starting,
+    /// Another replica leads; this one polls nothing and is healthy.
+    Standby,
     Failing(String),
 }
 
@@ -144,6 +151,8 @@ impl Health {
                 failures: 0,
                 last_poll: None,
                 stopped: false,
+                leader: true,
+                leading_since: now,
             }),
         }
     }
@@ -182,6 +191,27 @@ impl Health {
         self.with(|h| h.last_poll.clone())
     }
 
+    /// The lease task's verdict: leading or standing by. A takeover starts
+    /// a fresh `Starting` window, so the first polls have time to succeed.
+    pub fn set_role(&self, leader: bool) {
+        self.with(|h| {
+            if leader && !h.leader {
+                h.leading_since = Instant::now();
+                h.last_tick = h.leading_since;
+            }
+            h.leader = leader;
+        });
+    }
+
+    /// This replica's role, for `/healthz` and the status page.
+    pub fn role(&self) -> Role {
+        if self.with(|h| h.leader) {
+            Role::Leader
+        } else {
+            Role::Standby
+        }
+    }
+
     /// The poll loop ended (shutdown).
     pub fn stopped(&self) {
         self.with(|h| h.stopped = true);
@@ -191,7 +221,7 @@ impl Health {
     /// up to 10 × interval, so that is allowed, plus a margin).
     pub fn alive(&self) -> bool {
         let limit = self.interval * 11 + Duration::from_secs(60);
-        self.with(|h| !h.stopped && h.last_tick.elapsed() <= limit)
+        self.with(|h| !h.stopped && (!h.leader || h.last_tick.elapsed() <= limit))
     }
 
     /// Healthy while the last successful poll is younger than 3 × interval;
@@ -199,7 +229,9 @@ impl Health {
     pub fn verdict(&self) -> Verdict {
         let window = self.interval * 3;
         self.with(|h| match h.last_success {
+            _ if !h.leader => Verdict::Standby,
             Some(at) if at.elapsed() <= window => Verdict::Ok,
+            _ if h.leading_since.elapsed() <= window && h.failures == 0 => Verdict::Starting,
             None if self.started.elapsed() <= window => Verdict::Starting,
             last => Verdict::Failing(match (&h.last_error, last) {
                 (Some(e), _) => format!(

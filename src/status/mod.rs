@@ -50,8 +50,6 @@ pub struct StatusSource {
     pub health: Arc<Health>,
     /// The accounts shown (one per `[crayon]` today).
     pub accounts: Vec<AccountId>,
-    /// This replica's role, fed by the app.
-    pub role: Role,
     /// `display.timezone`: the zone the HTML page shows times in.
     pub timezone: chrono_tz::Tz,
 }
@@ -167,7 +165,7 @@ pub fn gather(source: &StatusSource, now: DateTime<Utc>) -> Result<StatusView, S
         .collect::<Result<_, _>>()?;
     Ok(StatusView {
         version: env!("CARGO_PKG_VERSION"),
-        role: source.role,
+        role: source.health.role(),
         generated_at: now,
         timezone: source.timezone.name().to_owned(),
         accounts,

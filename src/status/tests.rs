@@ -54,7 +54,6 @@ fn source(dir: &tempfile::TempDir) -> StatusSource {
         store: Arc::new(store),
         health,
         accounts: vec![account],
-        role: Role::Leader,
         timezone: chrono_tz::Europe::Oslo,
     }
 }

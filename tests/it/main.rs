@@ -7,6 +7,7 @@ mod check;
 mod demo;
 mod email;
 mod email_recipients;
+mod failover;
 mod faults;
 mod helpers;
 mod once;

@@ -56,6 +56,9 @@ impl Dispatcher {
         if let Some(rate) = limits.as_ref().and_then(|l| l.rate.as_ref()) {
             rate.until_ready().await;
         }
+        if !self.leading.open() {
+            return Err(self.not_leading(&delivery));
+        }
         let started = tokio::time::Instant::now();
         // The bot's own record of a send starting (the HTTP and SMTP
         // libraries' logs are muted: they can carry webhook tokens).
@@ -79,6 +82,22 @@ impl Dispatcher {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&delivery.id);
         recorded.map(|()| outcome)
+    }
+
+    /// The lease was lost (or is unsure) before the send began: nothing is
+    /// sent, the delivery stays pending for whoever leads now.
+    fn not_leading(&self, delivery: &Delivery) -> StoreError {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&delivery.id);
+        tracing::warn!(delivery = delivery.id.0, sink = %delivery.sink,
+            "not the leader any more; not sending, the delivery stays pending");
+        StoreError::Fenced {
+            location: "this process (standing by)".into(),
+            held: 0,
+            current: 0,
+        }
     }
 
     /// The sink's send in a task of its own, so a panic inside the sink
@@ -122,15 +141,22 @@ impl Dispatcher {
         let started = tokio::time::Instant::now();
         let mut wait = RECORD_WAIT;
         loop {
-            let error =
-                match self
-                    .store
-                    .record_attempt(&self.account, delivery.id, outcome, at, latency)
-                {
-                    Ok(()) => return Ok(()),
-                    Err(e @ StoreError::UnknownDelivery { .. }) => return Err(e),
-                    Err(e) => e,
-                };
+            let error = match self.store.record_attempt(
+                &self.account,
+                delivery.id,
+                outcome,
+                at,
+                latency,
+            ) {
+                Ok(()) => return Ok(()),
+                Err(e @ StoreError::UnknownDelivery { .. }) => return Err(e),
+                Err(e @ StoreError::Fenced { .. }) => {
+                    tracing::warn!(delivery = delivery.id.0, sink = %delivery.sink, error = %e,
+                            "lost the leader lease; the attempt is not recorded, the new leader sends it again");
+                    return Err(e);
+                }
+                Err(e) => e,
+            };
             let (id, sink) = (delivery.id.0, delivery.sink.as_str());
             if started.elapsed() + wait > RECORD_FOR {
                 tracing::error!(

@@ -61,13 +61,15 @@ impl Runner {
         wake: Arc<Notify>,
         mut reloads: Option<watch::Receiver<Dispatcher>>,
     ) {
+        let mut leading = self.current.leading.clone();
         loop {
-            if std::mem::take(&mut self.look) {
+            if leading.open() && std::mem::take(&mut self.look) {
                 self.scan(&shutdown);
             }
             let sleep = self.until_next_look();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                () = leading.changed() => self.look = true,
                 _ = wake.notified() => self.look = true,
                 _ = tokio::time::sleep(sleep) => self.look = true,
                 Some(joined) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {

@@ -52,6 +52,7 @@ pub(super) fn dispatcher_over(
         in_flight: Arc::default(),
         clock,
         grace: Duration::from_secs(1),
+        leading: crate::app::leading::Leading::always(),
     };
     (dispatcher, sink)
 }
