@@ -100,7 +100,26 @@ async fn metrics_parse_and_count_a_flip() {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/metrics");
-    let before = wait_status(&url, 200).await;
+    wait_status(&url, 200).await;
+    let started = std::time::Instant::now();
+    // The flip must come after the baseline poll (the server answers before
+    // the first poll, which waits for the leader lease).
+    let before = loop {
+        let (_, body) = get(&url).await.unwrap();
+        if metric(
+            &body,
+            "crayon_export_bot_polls_total",
+            Some(("outcome", "ok")),
+        ) >= 1.0
+        {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no poll:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(metric(&before, "crayon_export_bot_events_total", None), 0.0);
     assert_eq!(
         metric(
