@@ -87,7 +87,9 @@ fn keep_maskable(mut parts: Vec<String>) -> Vec<String> {
     parts
 }
 
-fn percent_decode(text: &str) -> String {
+/// `%xx` and `+` decoded as in a query string (a URL's secret pieces are
+/// masked in both spellings).
+pub(crate) fn percent_decode(text: &str) -> String {
     url::form_urlencoded::parse(format!("x={text}").as_bytes())
         .next()
         .map(|(_, v)| v.into_owned())

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::secret::Secret;
+use crate::secret::{percent_decode, Secret};
 
 /// The state a config or a `state copy` argument names.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,13 +177,6 @@ impl PgUrl {
         parts.dedup();
         parts
     }
-}
-
-fn percent_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("x={text}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
 }
 
 impl fmt::Debug for PgUrl {
