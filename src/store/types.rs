@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    AccountId, AlertCondition, AlertState, Change, Delivery, DeliveryStatus, EventKind, ExportId,
-    ExportItem, NewDelivery, RenderedMessage, Snapshot,
+    AccountId, AlertCondition, AlertState, Change, Delivery, DeliveryStatus, Disposition,
+    EventKind, ExportId, ExportItem, NewDelivery, RenderedMessage, Snapshot,
 };
 
 /// One cached Slack lookup: the user found (or `None`: Slack knows no user
@@ -176,4 +176,36 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     /// How long the attempt took.
     pub latency_ms: i64,
+}
+
+/// What one new outbox row is about: an item, or an `alerts` row (both
+/// backends write the same shape).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RowSubject {
+    Item(ExportId),
+    Alert(i64),
+}
+
+/// One new outbox row, borrowed from a [`NewDelivery`] or an alert.
+pub(crate) struct NewRow<'a> {
+    pub subject: RowSubject,
+    pub event: EventKind,
+    pub sink: &'a str,
+    pub recipient: Option<&'a str>,
+    pub message: &'a RenderedMessage,
+    pub disposition: &'a Disposition,
+}
+
+impl<'a> NewRow<'a> {
+    /// The row an item delivery becomes.
+    pub(crate) fn from_delivery(d: &'a NewDelivery) -> NewRow<'a> {
+        NewRow {
+            subject: RowSubject::Item(d.item_id),
+            event: d.event,
+            sink: &d.sink,
+            recipient: d.recipient.as_deref(),
+            message: &d.message,
+            disposition: &d.disposition,
+        }
+    }
 }

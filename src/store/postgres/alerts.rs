@@ -5,10 +5,11 @@
 use chrono::{DateTime, Utc};
 use postgres::{GenericClient, Transaction};
 
-use super::outbox::{insert_row, prepare_insert, NewRow, RowSubject};
+use super::outbox::{insert_row, prepare_insert};
 use super::rows::{parsed_col, time_col, to_ms, PgResult};
 use crate::domain::{AccountId, EventKind};
 use crate::store::{AlertRecord, NewAlert};
+use crate::store::{NewRow, RowSubject};
 
 /// See [`crate::store::Store::record_alerts`]: the alert rows and their
 /// deliveries in the caller's transaction; returns how many.

@@ -12,27 +12,9 @@ use super::rows::{
     DELIVERY_COLUMNS, DELIVERY_FROM,
 };
 use crate::domain::{
-    AccountId, Delivery, DeliveryId, DeliveryStatus, Disposition, EventKind, ExportId, NewDelivery,
-    RenderedMessage,
+    AccountId, Delivery, DeliveryId, DeliveryStatus, Disposition, ExportId, NewDelivery,
 };
-use crate::store::{AttemptOutcome, AttemptRecord};
-
-/// What one new outbox row is about: an item, or an `alerts` row.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum RowSubject {
-    Item(ExportId),
-    Alert(i64),
-}
-
-/// One new outbox row, borrowed from a [`NewDelivery`] or an alert.
-pub(super) struct NewRow<'a> {
-    pub subject: RowSubject,
-    pub event: EventKind,
-    pub sink: &'a str,
-    pub recipient: Option<&'a str>,
-    pub message: &'a RenderedMessage,
-    pub disposition: &'a Disposition,
-}
+use crate::store::{AttemptOutcome, AttemptRecord, NewRow, RowSubject};
 
 /// Inserts item deliveries; returns how many.
 pub(super) fn insert_deliveries(
@@ -46,14 +28,7 @@ pub(super) fn insert_deliveries(
     }
     let stmt = prepare_insert(tx)?;
     for d in deliveries {
-        let row = NewRow {
-            subject: RowSubject::Item(d.item_id),
-            event: d.event,
-            sink: &d.sink,
-            recipient: d.recipient.as_deref(),
-            message: &d.message,
-            disposition: &d.disposition,
-        };
+        let row = NewRow::from_delivery(d);
         insert_row(tx, &stmt, account, &row, now)?;
     }
     Ok(deliveries.len())

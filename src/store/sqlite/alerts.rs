@@ -5,10 +5,11 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
-use super::outbox::{insert_row, NewRow, RowSubject};
+use super::outbox::insert_row;
 use super::rows::{parsed_col, time_col, to_ms};
 use crate::domain::{AccountId, EventKind};
 use crate::store::{AlertRecord, NewAlert};
+use crate::store::{NewRow, RowSubject};
 
 /// See [`crate::store::Store::record_alerts`]: the alert rows and their
 /// deliveries in one transaction; returns how many.

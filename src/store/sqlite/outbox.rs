@@ -11,27 +11,9 @@ use super::rows::{
     delivery_from_row, from_ms, status_col, time_col, to_ms, DELIVERY_COLUMNS, DELIVERY_FROM,
 };
 use crate::domain::{
-    AccountId, Delivery, DeliveryId, DeliveryStatus, Disposition, EventKind, ExportId, NewDelivery,
-    RenderedMessage,
+    AccountId, Delivery, DeliveryId, DeliveryStatus, Disposition, ExportId, NewDelivery,
 };
-use crate::store::{AttemptOutcome, AttemptRecord};
-
-/// What one new outbox row is about: an item, or an `alerts` row.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum RowSubject {
-    Item(ExportId),
-    Alert(i64),
-}
-
-/// One new outbox row, borrowed from a [`NewDelivery`] or an alert.
-pub(super) struct NewRow<'a> {
-    pub subject: RowSubject,
-    pub event: EventKind,
-    pub sink: &'a str,
-    pub recipient: Option<&'a str>,
-    pub message: &'a RenderedMessage,
-    pub disposition: &'a Disposition,
-}
+use crate::store::{AttemptOutcome, AttemptRecord, NewRow, RowSubject};
 
 /// Inserts item deliveries (pending, due `now`; or skipped/dead with the
 /// reason as `last_error`); returns how many.
@@ -42,19 +24,7 @@ pub(super) fn insert_deliveries(
     now: DateTime<Utc>,
 ) -> rusqlite::Result<usize> {
     for d in deliveries {
-        insert_row(
-            tx,
-            account,
-            &NewRow {
-                subject: RowSubject::Item(d.item_id),
-                event: d.event,
-                sink: &d.sink,
-                recipient: d.recipient.as_deref(),
-                message: &d.message,
-                disposition: &d.disposition,
-            },
-            now,
-        )?;
+        insert_row(tx, account, &NewRow::from_delivery(d), now)?;
     }
     Ok(deliveries.len())
 }
