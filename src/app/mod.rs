@@ -101,13 +101,14 @@ impl App {
         sinks: Sinks,
     ) -> App {
         let config = Arc::new(config);
-        let dispatcher = Dispatcher::new(&config, store.clone(), Arc::new(sinks));
+        let renderer = Arc::new(renderer);
+        let dispatcher = Dispatcher::new(&config, store.clone(), Arc::new(sinks), renderer.clone());
         App {
             config,
             store,
             account: AccountId::default_account(),
             client: Arc::new(client),
-            renderer: Arc::new(renderer),
+            renderer,
             dispatcher,
         }
     }
