@@ -430,3 +430,16 @@ fn teams_shows_item_text_only_in_text_runs_which_are_never_markdown() {
         }
     }
 }
+
+#[test]
+fn a_failure_counts_its_attempts_in_words() {
+    for (attempts, wanted) in [(1, "after 1 attempt."), (3, "after 3 attempts.")] {
+        let mut item = sample();
+        item.attempts = attempts;
+        for sink in chat_sinks() {
+            let body = render(&sink, EventKind::Failed, &item, unmapped(&item)).to_string();
+            assert!(body.contains(wanted), "{}: {body}", sink.name);
+            assert!(!body.contains("attempt(s)"), "{}: {body}", sink.name);
+        }
+    }
+}
