@@ -50,7 +50,10 @@ impl<'a> OutboxRow<'a> {
 
 /// `outbox list --json`: an array of rows, each naming its account.
 pub fn outbox_json(deliveries: &[(AccountId, Delivery)]) -> String {
-    let rows: Vec<OutboxRow<'_>> = deliveries.iter().map(|(a, d)| OutboxRow::new(a, d)).collect();
+    let rows: Vec<OutboxRow<'_>> = deliveries
+        .iter()
+        .map(|(a, d)| OutboxRow::new(a, d))
+        .collect();
     serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into())
 }
 
@@ -58,7 +61,13 @@ pub fn outbox_json(deliveries: &[(AccountId, Delivery)]) -> String {
 /// of several accounts, each row starts with its account.
 pub fn outbox_table(deliveries: &[(AccountId, Delivery)]) -> String {
     let several = deliveries.iter().any(|(a, _)| *a != deliveries[0].0);
-    let account = |name: &str| if several { format!("{name:<14} ") } else { String::new() };
+    let account = |name: &str| {
+        if several {
+            format!("{name:<14} ")
+        } else {
+            String::new()
+        }
+    };
     let mut out = account("ACCOUNT");
     out += &format!(
         "{:>6}  {:<14} {:>8}  {:<12} {:<8} {:>8}  {:<20}  {:<28}  {}\n",

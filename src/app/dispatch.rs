@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryConfig, SinkConfig};
 use crate::domain::{AccountId, Delivery, DeliveryId};
+use crate::render::Renderer;
 use crate::sinks::{SendError, Sinks};
 use crate::store::{AttemptOutcome, Store, StoreError};
 
@@ -189,6 +190,9 @@ pub struct Dispatcher {
     /// Whose outbox this dispatcher drains (the single account of a v0.1 config).
     account: AccountId,
     sinks: Arc<Sinks>,
+    /// The templates, for messages rendered again at send time (from the
+    /// context stored with each delivery).
+    renderer: Arc<Renderer>,
     policy: RetryPolicy,
     limits: Arc<HashMap<String, Arc<SinkLimits>>>,
     in_flight: Arc<Mutex<HashSet<DeliveryId>>>,
@@ -230,7 +234,12 @@ impl Dispatcher {
 
     /// A dispatcher over the configured sinks, each limited to its
     /// `concurrency`.
-    pub fn new(config: &Config, store: Arc<dyn Store>, sinks: Arc<Sinks>) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        sinks: Arc<Sinks>,
+        renderer: Arc<Renderer>,
+    ) -> Self {
         let limits = config
             .sinks
             .values()
@@ -240,6 +249,7 @@ impl Dispatcher {
             store,
             account: AccountId::default_account(),
             sinks,
+            renderer,
             policy: RetryPolicy::from(&config.delivery),
             limits: Arc::new(limits),
             in_flight: Arc::default(),
@@ -262,6 +272,11 @@ impl Dispatcher {
     /// Whose outbox this dispatcher drains.
     pub fn account(&self) -> &AccountId {
         &self.account
+    }
+
+    /// The templates, for a message rendered again at send time.
+    pub fn renderer(&self) -> &Arc<Renderer> {
+        &self.renderer
     }
 
     /// The same dispatcher scheduling by another clock (tests).

@@ -127,14 +127,16 @@ impl App {
             .next()
             .map(|(id, c)| (id.clone(), c.clone()))
             .expect("a checked config has at least one account");
+        let renderer = Arc::new(renderer);
+        let sinks = Arc::new(sinks);
         let dispatcher =
-            Dispatcher::new(&config, store.clone(), Arc::new(sinks)).for_account(&account);
+            Dispatcher::new(&config, store.clone(), sinks, renderer.clone()).for_account(&account);
         App {
             config,
             store,
             account,
             client,
-            renderer: Arc::new(renderer),
+            renderer,
             dispatcher,
             clients,
         }

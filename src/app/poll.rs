@@ -15,7 +15,7 @@ use crate::domain::{
     AccountId, Change, Disposition, EventKind, ExportId, NewDelivery, RenderedMessage, Snapshot,
 };
 use crate::domain::{MalformedQueue, Polled};
-use crate::render::{MessageInput, RecipientView, Renderer};
+use crate::render::{AccountView, MessageInput, RecipientView, Renderer};
 use crate::route::{self, Router, Target};
 use crate::sinks::email::rcpt::REQUESTER_PART;
 use crate::store::{CommitStats, PollCommit, Store, StoreError};
@@ -259,6 +259,7 @@ impl Watcher {
             recipient: RecipientView::new(requested_by, entry),
             portal: self.config.portal.as_str(),
             now,
+            account: self.account_view(),
         };
         self.router
             .sinks_for(event.kind, event.item)
@@ -266,6 +267,15 @@ impl Watcher {
             .filter_map(|name| self.config.sinks.get(name))
             .flat_map(|sink| self.delivery(event, sink, &input))
             .collect()
+    }
+
+    /// What templates see as `account`: this account's name and `vars`.
+    fn account_view(&self) -> AccountView {
+        let vars = self.config.account(&self.account).map(|a| a.vars.clone());
+        AccountView {
+            name: self.account.to_string(),
+            vars: vars.unwrap_or_default(),
+        }
     }
 
     /// One sink's deliveries (one per recipient for email, else one):

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{item, signal, text, Harness, Queue, QueueAnswer, TOKEN};
+use crate::helpers::{item, outbox_json, signal, text, Harness, Queue, QueueAnswer, TOKEN};
 
 /// A second fake Crayon API (the account `contoso`), its queue answering
 /// empty until the test sets it.
@@ -90,6 +90,76 @@ async fn the_same_id_in_two_accounts_notifies_twice_once_each() {
         assert!(out.status.success(), "{}", text(&out));
     }
     assert_eq!(delivered(&h).await, [7, 7], "one per account, never again");
+    let mut accounts: Vec<String> = h
+        .hook_bodies()
+        .await
+        .iter()
+        .map(|b| b["account"].as_str().unwrap().to_string())
+        .collect();
+    accounts.sort();
+    assert_eq!(accounts, ["contoso", "default"]);
+
+    let rows = outbox_json(&h).await;
+    let mut listed: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["account"].as_str().unwrap().into(),
+                r["item_id"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed, [("contoso".into(), 7), ("default".into(), 7)]);
+    let table = h.bot(&["outbox", "list"]).await;
+    assert!(text(&table).contains("ACCOUNT"), "{}", text(&table));
+
+    let out = h.bot(&["why", "7"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("several accounts (contoso, default)")
+            && text(&out).contains("--account"),
+        "{}",
+        text(&out)
+    );
+    let out = h.bot(&["why", "7", "--account", "contoso"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("account contoso"), "{}", text(&out));
+    assert!(
+        text(&out).contains("event downloadable fired"),
+        "{}",
+        text(&out)
+    );
+    let out = h.bot(&["why", "7", "--account", "northwind"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("northwind"), "{}", text(&out));
+}
+
+/// Templates see `account.name` and `account.vars`.
+#[tokio::test]
+async fn templates_see_the_account_and_its_vars() {
+    let h = Harness::start().await;
+    h.hook_answers(200).await;
+    let (api, queue) = second_api().await;
+    let templates = h.dir.path().join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    std::fs::write(
+        templates.join("downloadable.webhook.json.tera"),
+        r#"{"item": {"id": {{ item.id }}}, "who": {{ account.name | json }}, "customer": {{ account.vars.customer | default(value="-") | json }}}"#,
+    )
+    .unwrap();
+    let extra = contoso(&api.uri(), "vars = { customer = \"Contoso Ltd\" }")
+        + "[templates]\ndir = \"templates\"\n";
+    h.write_config(&extra);
+    queue.set_items(vec![item(4, 1, false)]);
+    assert!(h.bot(&["once"]).await.status.success());
+    queue.set_items(vec![item(4, 2, true)]);
+    let out = h.bot(&["once"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let bodies = h.hook_bodies().await;
+    assert_eq!(bodies.len(), 1, "{}", text(&out));
+    assert_eq!(bodies[0]["who"], "contoso");
+    assert_eq!(bodies[0]["customer"], "Contoso Ltd");
 }
 
 #[tokio::test]
@@ -212,6 +282,20 @@ async fn healthz_names_the_failing_account_and_metrics_are_labelled() {
     );
     let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap();
     let metrics = metrics.text().await.unwrap();
+    let status = reqwest::get(format!("{base}/api/status")).await.unwrap();
+    let status: Value = status.json().await.unwrap();
+    let shown: Vec<(&str, &str)> = status["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["account"].as_str().unwrap(),
+                a["last_poll"]["result"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(shown, [("contoso", "error"), ("default", "ok")], "{status}");
     for line in [
         "crayon_export_bot_polls_total{account=\"contoso\",outcome=\"error\"}",
         "crayon_export_bot_polls_total{account=\"default\",outcome=\"ok\"}",
@@ -294,6 +378,33 @@ async fn reload_adds_and_removes_accounts_and_a_removed_accounts_deliveries_stil
     let out = run.wait_with_output().await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(h.hook_bodies().await.is_empty(), "{}", text(&out));
+}
+
+/// `check --online` logs in to every account and tells per account how
+/// many items its queue holds and which RequestedBy domains it sees.
+#[tokio::test]
+async fn check_online_shows_each_accounts_queue_and_requester_domains() {
+    let h = Harness::start().await;
+    let (api, queue) = second_api().await;
+    h.write_config(&contoso(&api.uri(), ""));
+    let mut other = item(2, 1, false);
+    other["RequestedBy"] = json!("Bob@Contoso.example");
+    queue.set_items(vec![item(1, 1, false), other, item(3, 1, false)]);
+    h.queue.set_items(vec![item(9, 1, false)]);
+    let out = h.bot(&["check", "--online"]).await;
+    let shown = text(&out);
+    assert!(
+        shown.contains("crayon account contoso: token granted")
+            && shown.contains(
+                "3 item(s) in the queue; RequestedBy domains: contoso.example, example.com"
+            ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("crayon account default: token granted")
+            && shown.contains("1 item(s) in the queue; RequestedBy domains: example.com"),
+        "{shown}"
+    );
 }
 
 /// A v0.1 state file keeps its history for `default` when accounts are
