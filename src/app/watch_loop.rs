@@ -10,7 +10,6 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::app::alerts::{Alerts, Observation};
 use crate::app::leading::Leading;
@@ -80,9 +79,8 @@ impl AccountLoop {
     ) -> AccountLoop {
         let stop = shutdown.child_token();
         let (tx, rx) = watch::channel(parts.clone());
-        let span = tracing::info_span!("account", account = %parts.id);
         let state = LoopState::new(parts, shared, None);
-        let task = tokio::spawn(state.run(stop.clone(), rx, first_in).instrument(span));
+        let task = tokio::spawn(state.run(stop.clone(), rx, first_in));
         AccountLoop {
             stop,
             parts: tx,
@@ -194,7 +192,8 @@ impl LoopState {
         }
         let result = self.watcher.poll().await;
         if let Err(PollError::State(e @ StoreError::Fenced { .. })) = &result {
-            tracing::warn!(error = %e, "lost the leader lease; this poll was not committed");
+            tracing::warn!(account = %self.parts.id, error = %e,
+                "lost the leader lease; this poll was not committed");
             return interval;
         }
         let outcome = result.as_ref().map(|_| ()).map_err(|e| e.to_string());
@@ -207,7 +206,7 @@ impl LoopState {
         }
         match result {
             Ok(report) => {
-                self.streak.succeeded();
+                self.streak.succeeded(&self.parts.id);
                 if report.deliveries > 0 {
                     self.shared.wake.notify_one();
                 }
@@ -242,7 +241,7 @@ impl LoopState {
         match alerts.evaluate(&self.seen, now) {
             Ok(n) => n > 0,
             Err(e) => {
-                tracing::error!(error = %e, "cannot queue an alert");
+                tracing::error!(account = %self.parts.id, error = %e, "cannot queue an alert");
                 false
             }
         }
@@ -267,19 +266,22 @@ impl FailureStreak {
         };
         match (self.failures, credentials) {
             (1, true) => tracing::error!(
+                account = %account,
                 error = %error,
                 "the Crayon API refuses the credentials; fix {table} and reload or restart"
             ),
-            (1, false) => tracing::warn!(error = %error, "poll failed; retrying with backoff"),
-            _ => tracing::debug!(error = %error, failures = self.failures, "poll failed again"),
+            (1, false) => tracing::warn!(account = %account, error = %error,
+                "poll failed; retrying with backoff"),
+            _ => tracing::debug!(account = %account, error = %error, failures = self.failures,
+                "poll failed again"),
         }
         let factor = 2u32.saturating_pow(self.failures.min(4)).min(10);
         interval.saturating_mul(factor)
     }
 
-    fn succeeded(&mut self) {
+    fn succeeded(&mut self, account: &AccountId) {
         if self.failures > 0 {
-            tracing::info!(failures = self.failures, "polls work again");
+            tracing::info!(account = %account, failures = self.failures, "polls work again");
         }
         self.failures = 0;
     }
