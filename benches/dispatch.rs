@@ -118,8 +118,7 @@ struct Bot {
 impl Bot {
     fn new(n: usize, receiver: &Receiver) -> Bot {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config =
-            support::bot_config(dir.path(), support::NO_CRAYON, &receiver.url(), None, "");
+        let config = support::bot_config(dir.path(), support::NO_CRAYON, &receiver.url(), None, "");
         let app = App::build(config).expect("app builds");
         let mut watcher = app.watcher();
         let now = Utc::now();
