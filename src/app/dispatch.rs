@@ -10,6 +10,7 @@
 mod attempt;
 mod lanes;
 mod run;
+mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -200,6 +201,8 @@ pub struct Dispatcher {
     grace: Duration,
     /// Sends start only while this process leads (always, without a lease).
     leading: crate::app::leading::Leading,
+    /// Finished attempts waiting to be written, in batches (`writer`).
+    writes: Arc<writer::Writes>,
 }
 
 /// What one round of `drain_due` did.
@@ -256,6 +259,7 @@ impl Dispatcher {
             clock: Clock::System,
             grace: config.delivery.shutdown_grace,
             leading: crate::app::leading::Leading::always(),
+            writes: Arc::default(),
         }
     }
 
@@ -309,6 +313,7 @@ impl Dispatcher {
         self.in_flight = old.in_flight.clone();
         self.clock = old.clock.clone();
         self.leading = old.leading.clone();
+        self.writes = old.writes.clone();
         self
     }
 

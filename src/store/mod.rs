@@ -123,6 +123,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         latency: Duration,
     ) -> Result<(), StoreError>;
 
+    /// Records many attempts in ONE transaction, each as [`record_attempt`](Store::record_attempt)
+    /// would: the dispatcher's batched writes (one commit per batch, not per
+    /// delivery). The inner results follow `attempts` in order; one that is
+    /// not the account's is [`StoreError::UnknownDelivery`] and writes
+    /// nothing while the others are written. An outer error writes nothing.
+    fn record_attempts(
+        &self,
+        account: &AccountId,
+        attempts: &[AttemptWrite],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
+
     /// One of the account's deliveries by id.
     fn get_delivery(
         &self,

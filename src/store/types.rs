@@ -56,6 +56,21 @@ pub struct CommitStats {
     pub deliveries: usize,
 }
 
+/// One finished attempt to write, as [`Store::record_attempts`](super::Store::record_attempts)
+/// takes many at once: the dispatcher batches its writes so a burst costs
+/// one commit per batch instead of one per delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptWrite {
+    /// The delivery attempted.
+    pub id: crate::domain::DeliveryId,
+    /// What the attempt ended with.
+    pub outcome: AttemptOutcome,
+    /// When it ended (the attempt log's `at`, the delivery's `updated_at`).
+    pub at: DateTime<Utc>,
+    /// How long the send took.
+    pub latency: std::time::Duration,
+}
+
 /// The result of one delivery attempt, as the delivery worker decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {

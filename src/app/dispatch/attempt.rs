@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{log_attempt, Dispatcher};
 use crate::domain::Delivery;
 use crate::sinks::SendError;
-use crate::store::{AttemptOutcome, StoreError};
+use crate::store::{AttemptOutcome, AttemptWrite, StoreError};
 
 /// The reason recorded when a sink's send panicked (the panic message itself
 /// goes to stderr; it may quote anything the sink held).
@@ -141,13 +141,14 @@ impl Dispatcher {
         let started = tokio::time::Instant::now();
         let mut wait = RECORD_WAIT;
         loop {
-            let error = match self.store.record_attempt(
-                &self.account,
-                delivery.id,
-                outcome,
+            let write = AttemptWrite {
+                id: delivery.id,
+                outcome: outcome.clone(),
                 at,
                 latency,
-            ) {
+            };
+            let written = self.writes.write(&self.store, &self.account, write).await;
+            let error = match written {
                 Ok(()) => return Ok(()),
                 Err(e @ StoreError::UnknownDelivery { .. }) => return Err(e),
                 Err(e @ StoreError::Fenced { .. }) => {

@@ -54,6 +54,7 @@ pub(super) fn dispatcher_over(
         clock,
         grace: Duration::from_secs(1),
         leading: crate::app::leading::Leading::always(),
+        writes: Arc::default(),
     };
     (dispatcher, sink)
 }

@@ -20,7 +20,8 @@ use crate::domain::{
 };
 use crate::store::location::PgUrl;
 use crate::store::{
-    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, Store, StoreError,
+    AlertRecord, AttemptOutcome, AttemptWrite, CommitStats, ItemHistory, NewAlert, PollCommit,
+    Store, StoreError,
 };
 
 mod alerts;
@@ -151,16 +152,30 @@ impl Store for PostgresStore {
         at: DateTime<Utc>,
         latency: Duration,
     ) -> Result<(), StoreError> {
-        let found =
-            self.fenced_tx(|tx| outbox::record_attempt(tx, account, id, outcome, at, latency))?;
-        if found {
-            Ok(())
-        } else {
-            Err(StoreError::UnknownDelivery {
+        let write = AttemptWrite {
+            id,
+            outcome: outcome.clone(),
+            at,
+            latency,
+        };
+        let mut results = self.record_attempts(account, std::slice::from_ref(&write))?;
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    fn record_attempts(
+        &self,
+        account: &AccountId,
+        attempts: &[AttemptWrite],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let found = self.fenced_tx(|tx| outbox::record_attempts(tx, account, attempts))?;
+        let result = |(a, found): (&AttemptWrite, bool)| match found {
+            true => Ok(()),
+            false => Err(StoreError::UnknownDelivery {
                 path: self.location().into(),
-                id,
-            })
-        }
+                id: a.id,
+            }),
+        };
+        Ok(attempts.iter().zip(found).map(result).collect())
     }
 
     fn get_delivery(

@@ -2,7 +2,6 @@
 //! log (`attempts_log`). Every query names the account.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use postgres::{GenericClient, Statement, Transaction};
@@ -14,7 +13,7 @@ use super::rows::{
 use crate::domain::{
     AccountId, Delivery, DeliveryId, DeliveryStatus, Disposition, ExportId, NewDelivery,
 };
-use crate::store::{AttemptOutcome, AttemptRecord, NewRow, RowSubject};
+use crate::store::{AttemptRecord, AttemptWrite, NewRow, RowSubject};
 
 /// Inserts item deliveries; returns how many.
 pub(super) fn insert_deliveries(
@@ -116,45 +115,51 @@ pub(super) fn next_due_at(
     ms.map(|ms| from_ms(ms, "next_attempt_at")).transpose()
 }
 
-/// See [`crate::store::Store::record_attempt`]; false when the delivery is
-/// not the account's.
-pub(super) fn record_attempt(
+/// See [`crate::store::Store::record_attempts`]: every attempt in the
+/// caller's transaction, with the two statements prepared once; one flag per
+/// attempt (false when the delivery is not the account's, nothing written).
+pub(super) fn record_attempts(
     tx: &mut Transaction<'_>,
     account: &AccountId,
-    id: DeliveryId,
-    outcome: &AttemptOutcome,
-    at: DateTime<Utc>,
-    latency: Duration,
-) -> PgResult<bool> {
-    let next = outcome.next_attempt_at().map(to_ms);
-    let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
-    let changed = tx.execute(
+    attempts: &[AttemptWrite],
+) -> PgResult<Vec<bool>> {
+    let update = tx.prepare(
         "UPDATE outbox SET attempts = attempts + 1, status = $3, next_attempt_at = $4, \
          last_error = COALESCE($5, last_error), updated_at = $6 WHERE id = $1 AND account = $2",
-        &[
-            &id.0,
-            &account.as_str(),
-            &outcome.status().as_str(),
-            &next,
-            &outcome.error(),
-            &to_ms(at),
-        ],
     )?;
-    if changed == 0 {
-        return Ok(false);
-    }
-    tx.execute(
+    let log = tx.prepare(
         "INSERT INTO attempts_log (delivery_id, at, outcome, error, latency_ms) \
          VALUES ($1, $2, $3, $4, $5)",
-        &[
-            &id.0,
-            &to_ms(at),
-            &outcome.as_str(),
-            &outcome.error(),
-            &latency_ms,
-        ],
     )?;
-    Ok(true)
+    let mut found = Vec::with_capacity(attempts.len());
+    for a in attempts {
+        let (outcome, at) = (&a.outcome, to_ms(a.at));
+        let next = outcome.next_attempt_at().map(to_ms);
+        let changed = tx.execute(
+            &update,
+            &[
+                &a.id.0,
+                &account.as_str(),
+                &outcome.status().as_str(),
+                &next,
+                &outcome.error(),
+                &at,
+            ],
+        )?;
+        found.push(changed > 0);
+        if changed > 0 {
+            let latency_ms = i64::try_from(a.latency.as_millis()).unwrap_or(i64::MAX);
+            let args: [&(dyn postgres::types::ToSql + Sync); 5] = [
+                &a.id.0,
+                &at,
+                &outcome.as_str(),
+                &outcome.error(),
+                &latency_ms,
+            ];
+            tx.execute(&log, &args)?;
+        }
+    }
+    Ok(found)
 }
 
 /// See [`crate::store::Store::get_delivery`].

@@ -15,8 +15,8 @@ use crate::domain::{
     AccountId, Delivery, DeliveryId, DeliveryStatus, EventKind, ExportId, NewDelivery, Snapshot,
 };
 use crate::store::{
-    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, SinkActivity,
-    SlackLookup, Store, StoreError,
+    AlertRecord, AttemptOutcome, AttemptWrite, CommitStats, ItemHistory, NewAlert, PollCommit,
+    SinkActivity, SlackLookup, Store, StoreError,
 };
 
 mod alerts;
@@ -141,16 +141,30 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
         latency: Duration,
     ) -> Result<(), StoreError> {
-        let found =
-            self.with(|conn| outbox::record_attempt(conn, account, id, outcome, at, latency))?;
-        if found {
-            Ok(())
-        } else {
-            Err(StoreError::UnknownDelivery {
+        let write = AttemptWrite {
+            id,
+            outcome: outcome.clone(),
+            at,
+            latency,
+        };
+        let mut results = self.record_attempts(account, std::slice::from_ref(&write))?;
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    fn record_attempts(
+        &self,
+        account: &AccountId,
+        attempts: &[AttemptWrite],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let found = self.with(|conn| outbox::record_attempts(conn, account, attempts))?;
+        let result = |(a, found): (&AttemptWrite, bool)| match found {
+            true => Ok(()),
+            false => Err(StoreError::UnknownDelivery {
                 path: self.path.clone(),
-                id,
-            })
-        }
+                id: a.id,
+            }),
+        };
+        Ok(attempts.iter().zip(found).map(result).collect())
     }
 
     fn get_delivery(
