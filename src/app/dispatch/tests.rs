@@ -124,6 +124,7 @@ fn a_rate_limit_allows_its_burst_then_holds_back() {
         enabled: true,
         concurrency: 2,
         rate_limit: Some((3, Duration::from_secs(60))),
+        digest: None,
         vars: Default::default(),
     };
     let limits = SinkLimits::new(&sink);

@@ -1,0 +1,124 @@
+use std::collections::BTreeMap;
+
+use chrono::TimeZone;
+use serde_json::json;
+use url::Url;
+
+use super::*;
+use crate::secret::Secret;
+use crate::sinks::slack::AppSettings;
+
+fn at(minute: u32, second: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 1, 9, minute, second).unwrap()
+}
+
+fn discord(dm: bool) -> SinkKind {
+    SinkKind::Discord {
+        webhook_url: (!dm).then(|| Secret::new("https://discord.example/api/webhooks/1/x")),
+        bot_token: dm.then(|| Secret::new("bot-token")),
+        api_base: None,
+    }
+}
+
+fn slack_app(channel: Option<&str>) -> SinkKind {
+    SinkKind::SlackApp(Box::new(AppSettings {
+        bot_token: Secret::new("xoxb-1"),
+        channel: channel.map(str::to_string),
+        api_base: Url::parse("https://slack.example/api/").unwrap(),
+    }))
+}
+
+#[test]
+fn per_person_sinks_key_by_recipient_channel_sinks_by_sink() {
+    let person = window_key(&discord(true), "dm", Some("u1"));
+    assert_eq!(person.recipient.as_deref(), Some("u1"));
+    assert_ne!(person, window_key(&discord(true), "dm", Some("u2")));
+    let dm = window_key(&slack_app(None), "slack", Some("a@example.com"));
+    assert_eq!(dm.recipient.as_deref(), Some("a@example.com"));
+    // Channel mode mentions the requester but posts in one channel.
+    let channel = slack_app(Some("#exports"));
+    assert_eq!(
+        window_key(&channel, "slack", Some("a@example.com")),
+        window_key(&channel, "slack", Some("b@example.com"))
+    );
+    let hook = SinkKind::Webhook {
+        url: Secret::new("https://hooks.example/x"),
+        headers: BTreeMap::new(),
+    };
+    for kind in [hook, SinkKind::Console, discord(false)] {
+        let key = window_key(&kind, "chan", Some("someone"));
+        assert_eq!(key.recipient, None, "{kind:?}");
+        assert_eq!(key.sink, "chan");
+    }
+}
+
+#[test]
+fn a_window_is_due_d_after_its_first_member() {
+    let d = Duration::from_secs(15 * 60);
+    assert_eq!(timing(at(0, 0), d, at(0, 0)), Timing::WaitUntil(at(15, 0)));
+    assert_eq!(timing(at(0, 0), d, at(14, 59)), Timing::WaitUntil(at(15, 0)));
+    assert_eq!(timing(at(0, 0), d, at(15, 0)), Timing::Due);
+    assert_eq!(timing(at(0, 0), d, at(40, 0)), Timing::Due);
+    assert_eq!(
+        window_end(DateTime::<Utc>::MAX_UTC, d),
+        DateTime::<Utc>::MAX_UTC
+    );
+}
+
+#[test]
+fn one_member_sends_the_ordinary_message() {
+    assert_eq!(shape(1), Shape::Ordinary);
+    assert_eq!(shape(2), Shape::Digest);
+    assert_eq!(shape(30), Shape::Digest);
+}
+
+fn member(id: i64, event: &str) -> Json {
+    json!({
+        "item": {"id": id, "action_name": format!("Report {id}")},
+        "previous": null,
+        "event": event,
+        "event_reason": if event == "removed" { json!("expired") } else { Json::Null },
+        "recipient": {"email": "a@example.com"},
+        "sink": {"name": "mail", "kind": "email", "vars": {}},
+        "links": {"portal": "https://portal.example"},
+        "bot": {"name": "crayon-export-bot", "version": "0"},
+        "now": "2026-12-01T09:00:00Z",
+    })
+}
+
+#[test]
+fn the_context_lists_the_members_in_order_with_the_shared_fields() {
+    let members: Vec<Json> = (1..=3)
+        .map(|i| member(i, if i == 3 { "removed" } else { "downloadable" }))
+        .collect();
+    let value = context(&members, 3, at(15, 0));
+    let ids: Vec<i64> = value["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["item"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(value["entries"][2]["event"], "removed");
+    assert_eq!(value["entries"][2]["event_reason"], "expired");
+    assert_eq!(value["more"], 0);
+    assert_eq!(value["total"], 3);
+    assert_eq!(value["recipient"]["email"], "a@example.com");
+    assert_eq!(value["sink"]["name"], "mail");
+    assert_eq!(value["links"]["portal"], "https://portal.example");
+    assert_eq!(value["now"], "2026-12-01T09:15:00Z");
+    let cut = context(&members, 1, at(15, 0));
+    assert_eq!(cut["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(cut["more"], 2);
+}
+
+#[test]
+fn most_that_fit_finds_the_largest_count_under_the_budget() {
+    for budget in 1..=40 {
+        let n = most_that_fit::<()>(30, |n| Ok(n <= budget)).unwrap();
+        assert_eq!(n, budget.min(30));
+    }
+    assert_eq!(most_that_fit::<()>(30, |_| Ok(false)).unwrap(), 1);
+    assert_eq!(most_that_fit::<()>(0, |_| Ok(false)).unwrap(), 0);
+    assert_eq!(most_that_fit(5, |_| Err("boom")), Err("boom"));
+}
