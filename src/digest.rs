@@ -46,9 +46,7 @@ pub fn per_person(kind: &SinkKind) -> bool {
 pub fn window_key(kind: &SinkKind, sink: &str, recipient: Option<&str>) -> WindowKey {
     WindowKey {
         sink: sink.to_string(),
-        recipient: recipient
-            .filter(|_| per_person(kind))
-            .map(str::to_string),
+        recipient: recipient.filter(|_| per_person(kind)).map(str::to_string),
     }
 }
 

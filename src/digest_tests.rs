@@ -9,7 +9,8 @@ use crate::secret::Secret;
 use crate::sinks::slack::AppSettings;
 
 fn at(minute: u32, second: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 12, 1, 9, minute, second).unwrap()
+    Utc.with_ymd_and_hms(2026, 12, 1, 9, minute, second)
+        .unwrap()
 }
 
 fn discord(dm: bool) -> SinkKind {
@@ -56,7 +57,10 @@ fn per_person_sinks_key_by_recipient_channel_sinks_by_sink() {
 fn a_window_is_due_d_after_its_first_member() {
     let d = Duration::from_secs(15 * 60);
     assert_eq!(timing(at(0, 0), d, at(0, 0)), Timing::WaitUntil(at(15, 0)));
-    assert_eq!(timing(at(0, 0), d, at(14, 59)), Timing::WaitUntil(at(15, 0)));
+    assert_eq!(
+        timing(at(0, 0), d, at(14, 59)),
+        Timing::WaitUntil(at(15, 0))
+    );
     assert_eq!(timing(at(0, 0), d, at(15, 0)), Timing::Due);
     assert_eq!(timing(at(0, 0), d, at(40, 0)), Timing::Due);
     assert_eq!(

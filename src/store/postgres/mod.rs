@@ -20,11 +20,13 @@ use crate::domain::{
 };
 use crate::store::location::PgUrl;
 use crate::store::{
-    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, Store, StoreError,
+    AlertRecord, AttemptOutcome, CommitStats, DigestMembership, DigestWindow, Gathered,
+    ItemHistory, NewAlert, PollCommit, Store, StoreError,
 };
 
 mod alerts;
 mod conn;
+mod digest;
 mod dump;
 mod lease;
 mod outbox;
@@ -161,6 +163,41 @@ impl Store for PostgresStore {
                 id,
             })
         }
+    }
+
+    fn gather_digest(
+        &self,
+        account: &AccountId,
+        member: DeliveryId,
+        window: &DigestWindow<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Gathered, StoreError> {
+        self.fenced_tx(|tx| digest::gather(tx, account, member, window, now))
+    }
+
+    fn record_digest(
+        &self,
+        account: &AccountId,
+        digest: DeliveryId,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+        latency: Duration,
+    ) -> Result<usize, StoreError> {
+        match self.fenced_tx(|tx| digest::record(tx, account, digest, outcome, at, latency))? {
+            0 => Err(StoreError::UnknownDelivery {
+                path: self.location().into(),
+                id: digest,
+            }),
+            members => Ok(members),
+        }
+    }
+
+    fn digest_of(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+    ) -> Result<Option<DigestMembership>, StoreError> {
+        self.conn.with(|c| digest::membership(c, account, id))
     }
 
     fn get_delivery(

@@ -15,11 +15,12 @@ use crate::domain::{
     AccountId, Delivery, DeliveryId, DeliveryStatus, EventKind, ExportId, NewDelivery, Snapshot,
 };
 use crate::store::{
-    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, SinkActivity,
-    SlackLookup, Store, StoreError,
+    AlertRecord, AttemptOutcome, CommitStats, DigestMembership, DigestWindow, Gathered,
+    ItemHistory, NewAlert, PollCommit, SinkActivity, SlackLookup, Store, StoreError,
 };
 
 mod alerts;
+mod digest;
 mod dump;
 mod outbox;
 mod rows;
@@ -151,6 +152,41 @@ impl Store for SqliteStore {
                 id,
             })
         }
+    }
+
+    fn gather_digest(
+        &self,
+        account: &AccountId,
+        member: DeliveryId,
+        window: &DigestWindow<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Gathered, StoreError> {
+        self.with(|conn| digest::gather(conn, account, member, window, now))
+    }
+
+    fn record_digest(
+        &self,
+        account: &AccountId,
+        digest: DeliveryId,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+        latency: Duration,
+    ) -> Result<usize, StoreError> {
+        match self.with(|conn| digest::record(conn, account, digest, outcome, at, latency))? {
+            0 => Err(StoreError::UnknownDelivery {
+                path: self.path.clone(),
+                id: digest,
+            }),
+            members => Ok(members),
+        }
+    }
+
+    fn digest_of(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+    ) -> Result<Option<DigestMembership>, StoreError> {
+        self.with(|conn| digest::membership(conn, account, id))
     }
 
     fn get_delivery(
