@@ -11,7 +11,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value as Json};
 
-use crate::config::SinkKind;
+use crate::config::{SinkConfig, SinkKind};
+use crate::domain::{Delivery, RenderedMessage, Subject};
+use crate::render::{Fit, RenderError, Renderer};
 
 /// The longest digest window a config may ask for.
 pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
@@ -150,6 +152,51 @@ pub fn most_that_fit<E>(
         }
     }
     Ok(good)
+}
+
+/// A member's stored template context, or (a row written before contexts
+/// were stored) what the row itself tells: its event and item id.
+pub fn member_context(member: &Delivery) -> Json {
+    member.message.context.clone().unwrap_or_else(|| {
+        let id = match member.subject {
+            Subject::Item(id) => json!(id.0),
+            Subject::Alert { .. } => Json::Null,
+        };
+        json!({ "event": member.event.as_str(), "item": { "id": id } })
+    })
+}
+
+/// The digest message of `members` (oldest first) for `sink` at `now`: as
+/// many entries as fit the platform's size budget (the kind's `fit` would
+/// cut nothing), the rest counted in "…and N more"; the kind's cut still
+/// applies to the result, so it is never over the budget.
+pub fn render(
+    renderer: &Renderer,
+    sink: &SinkConfig,
+    members: &[Delivery],
+    now: DateTime<Utc>,
+) -> Result<RenderedMessage, RenderError> {
+    let contexts: Vec<Json> = members.iter().map(member_context).collect();
+    let budget = sink.kind.fit();
+    let shown = most_that_fit(contexts.len(), |n| {
+        let full = renderer.render_digest(sink, context(&contexts, n, now), measure)?;
+        Ok(!over_budget(&full, budget))
+    })?;
+    renderer.render_digest(sink, context(&contexts, shown, now), budget)
+}
+
+/// Renders without cutting anything, to measure against the budget.
+fn measure(_: &mut Json) -> bool {
+    false
+}
+
+/// True when the kind's budget would have to cut the message's JSON part.
+fn over_budget(message: &RenderedMessage, budget: Fit) -> bool {
+    message
+        .parts
+        .get("json")
+        .and_then(|text| serde_json::from_str::<Json>(text).ok())
+        .is_some_and(|mut payload| budget(&mut payload))
 }
 
 #[cfg(test)]

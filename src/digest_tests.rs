@@ -126,3 +126,99 @@ fn most_that_fit_finds_the_largest_count_under_the_budget() {
     assert_eq!(most_that_fit::<()>(0, |_| Ok(false)).unwrap(), 0);
     assert_eq!(most_that_fit(5, |_| Err("boom")), Err("boom"));
 }
+
+fn sink(kind: SinkKind) -> SinkConfig {
+    SinkConfig {
+        name: "chan".into(),
+        kind,
+        enabled: true,
+        concurrency: 1,
+        rate_limit: None,
+        digest: Some(Duration::from_secs(60)),
+        vars: BTreeMap::new(),
+    }
+}
+
+fn members(n: i64, name_len: usize) -> Vec<Delivery> {
+    (1..=n)
+        .map(|id| {
+            let mut context = member(id, "downloadable");
+            context["item"] = json!({
+                "id": id, "status": 2, "status_name": "Completed", "downloadable": true,
+                "attempts": 1, "action_name": format!("Report {id} {}", "x".repeat(name_len)),
+                "action_url": "u", "requested_by": "a@example.com",
+                "created_date": "2026-12-01T08:00:00Z", "expires_at": "2026-12-08T08:00:00Z",
+            });
+            Delivery {
+                id: crate::domain::DeliveryId(id),
+                subject: Subject::Item(crate::domain::ExportId(id)),
+                event: crate::domain::EventKind::Downloadable,
+                sink: "chan".into(),
+                recipient: None,
+                message: RenderedMessage {
+                    parts: Default::default(),
+                    context: Some(context),
+                },
+                status: crate::domain::DeliveryStatus::Pending,
+                attempts: 0,
+                next_attempt_at: None,
+                last_error: None,
+                created_at: at(0, 0),
+            }
+        })
+        .collect()
+}
+
+fn chat_kinds() -> Vec<SinkKind> {
+    let url = || Secret::new("https://hooks.example/x");
+    vec![
+        SinkKind::Slack { url: url() },
+        SinkKind::Teams { url: url() },
+        discord(false),
+        SinkKind::Webhook {
+            url: url(),
+            headers: BTreeMap::new(),
+        },
+        SinkKind::Console,
+    ]
+}
+
+#[test]
+fn every_kind_renders_a_digest_listing_every_entry() {
+    let renderer = Renderer::new(None, chrono_tz::UTC).unwrap();
+    for kind in chat_kinds() {
+        let sink = sink(kind);
+        let message = render(&renderer, &sink, &members(3, 0), at(15, 0)).unwrap();
+        let text: String = message.parts.values().cloned().collect();
+        for id in 1..=3 {
+            assert!(text.contains(&format!("Report {id}")), "{text}");
+        }
+        assert!(!text.contains("more"), "{text}");
+        if let Some(json) = message.parts.get("json") {
+            serde_json::from_str::<Json>(json).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_digest_too_long_for_the_platform_ends_with_and_n_more_never_over() {
+    let renderer = Renderer::new(None, chrono_tz::UTC).unwrap();
+    for kind in chat_kinds().into_iter().take(3) {
+        let sink = sink(kind);
+        let budget = sink.kind.fit();
+        let message = render(&renderer, &sink, &members(120, 120), at(15, 0)).unwrap();
+        let json = &message.parts["json"];
+        let mut payload: Json = serde_json::from_str(json).unwrap();
+        assert!(
+            !budget(&mut payload),
+            "{} is over the budget",
+            sink.kind.name()
+        );
+        let shown = (1..=120)
+            .filter(|id| json.contains(&format!("Report {id} ")))
+            .count();
+        assert!(shown > 0 && shown < 120, "{}: {shown}", sink.kind.name());
+        let more = format!("…and {} more", 120 - shown);
+        assert!(json.contains(&more), "{}: {json}", sink.kind.name());
+    }
+}

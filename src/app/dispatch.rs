@@ -8,6 +8,7 @@
 //! so that nothing a sink does (panic included) loses the attempt.
 
 mod attempt;
+mod digest;
 mod lanes;
 mod run;
 
@@ -193,6 +194,9 @@ pub struct Dispatcher {
     /// The templates, for messages rendered again at send time (from the
     /// context stored with each delivery).
     renderer: Arc<Renderer>,
+    /// The sinks with a `digest` window, by name (their config: kind and
+    /// templates for the digest message).
+    digests: Arc<HashMap<String, SinkConfig>>,
     policy: RetryPolicy,
     limits: Arc<HashMap<String, Arc<SinkLimits>>>,
     in_flight: Arc<Mutex<HashSet<DeliveryId>>>,
@@ -250,6 +254,14 @@ impl Dispatcher {
             account: AccountId::default_account(),
             sinks,
             renderer,
+            digests: Arc::new(
+                config
+                    .sinks
+                    .values()
+                    .filter(|s| s.digest.is_some())
+                    .map(|s| (s.name.clone(), s.clone()))
+                    .collect(),
+            ),
             policy: RetryPolicy::from(&config.delivery),
             limits: Arc::new(limits),
             in_flight: Arc::default(),

@@ -48,6 +48,7 @@ pub(super) fn dispatcher_over(
         account: AccountId::default_account(),
         sinks: Arc::new(sinks),
         renderer: Arc::new(crate::render::Renderer::new(None, chrono_tz::UTC).unwrap()),
+        digests: Arc::default(),
         policy: policy(),
         limits: Arc::default(),
         in_flight: Arc::default(),
