@@ -416,6 +416,8 @@ fn log_attempt(delivery: &Delivery, attempt: u32, outcome: &AttemptOutcome, late
 }
 
 #[cfg(test)]
+mod digest_tests;
+#[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
 mod tests;

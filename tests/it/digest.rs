@@ -57,8 +57,13 @@ async fn thirty_exports_in_a_minute_make_one_email_per_requester_after_the_windo
     let mut items: Vec<Value> = (1..=30).map(ready).collect();
     items.extend((31..=32).map(|id| requested_by(ready(id), "bob@example.com")));
     open_window(&h, items).await;
-    assert!(server.delivered().is_empty(), "nothing before the window ends");
-    assert!(statuses(&outbox_json(&h).await).iter().all(|s| s == "pending"));
+    assert!(
+        server.delivered().is_empty(),
+        "nothing before the window ends"
+    );
+    assert!(statuses(&outbox_json(&h).await)
+        .iter()
+        .all(|s| s == "pending"));
 
     after_the_window(&h).await;
     let delivered = server.delivered();
@@ -79,9 +84,16 @@ async fn thirty_exports_in_a_minute_make_one_email_per_requester_after_the_windo
         assert!(html.contains(&format!("#{id}</span>")), "{id} missing");
     }
     assert!(!plain.contains("#31"), "bob's exports are his own mail");
-    assert_eq!(html.matches("<tr class=\"export\">").count(), 30, "a row per export");
+    assert_eq!(
+        html.matches("<tr class=\"export\">").count(),
+        30,
+        "a row per export"
+    );
     let to_bob = delivered.iter().find(|m| m.rcpt_to == ["bob@example.com"]);
-    assert_eq!(header(&parse(to_bob.unwrap()), "Subject"), "2 export updates");
+    assert_eq!(
+        header(&parse(to_bob.unwrap()), "Subject"),
+        "2 export updates"
+    );
 
     after_the_window(&h).await;
     assert_eq!(server.delivered().len(), 2, "nothing more");
@@ -94,7 +106,10 @@ async fn a_window_of_one_sends_the_ordinary_message_after_the_window() {
     h.hook_answers(200).await;
     h.write_config(&format!("digest = \"{WINDOW}\""));
     open_window(&h, vec![item(7, 2, true)]).await;
-    assert!(h.hook_bodies().await.is_empty(), "nothing before the window ends");
+    assert!(
+        h.hook_bodies().await.is_empty(),
+        "nothing before the window ends"
+    );
     let rows = outbox_json(&h).await;
     assert_eq!(statuses(&rows), ["pending"]);
 
@@ -186,7 +201,8 @@ async fn sigkill_between_the_digest_send_and_its_mark_sends_the_same_digest_agai
     h.write_config(&format!("digest = \"{WINDOW}\""));
     let out = h.bot(&["once"]).await;
     assert!(out.status.success(), "{}", text(&out));
-    h.queue.set_items((1..=12).map(|id| item(id, 2, true)).collect());
+    h.queue
+        .set_items((1..=12).map(|id| item(id, 2, true)).collect());
     let first = h
         .command(&["run"])
         .stderr(std::process::Stdio::null())
@@ -198,10 +214,13 @@ async fn sigkill_between_the_digest_send_and_its_mark_sends_the_same_digest_agai
     let _ = first.wait_with_output().await;
     let first_ids = ids_of(&sent[0]);
     assert_eq!(first_ids, (1..=12).collect(), "{}", sent[0]);
-    assert!(statuses(&outbox_json(&h).await).iter().all(|s| s == "pending"));
+    assert!(statuses(&outbox_json(&h).await)
+        .iter()
+        .all(|s| s == "pending"));
 
     // New exports arrive while it is down; they must not join the claimed digest.
-    h.queue.set_items((1..=14).map(|id| item(id, 2, true)).collect());
+    h.queue
+        .set_items((1..=14).map(|id| item(id, 2, true)).collect());
     h.hook_answers(200).await;
     let second = h
         .command(&["run"])
@@ -215,10 +234,21 @@ async fn sigkill_between_the_digest_send_and_its_mark_sends_the_same_digest_agai
     assert_eq!(out.status.code(), Some(0));
     let bodies = h.hook_bodies().await;
     assert!(again.len() >= 2, "sent again after the restart");
-    assert_eq!(ids_of(&bodies[0]), first_ids, "the same digest, same members");
-    assert_eq!(bodies.len(), 2, "then only the newcomers' window: {bodies:?}");
+    assert_eq!(
+        ids_of(&bodies[0]),
+        first_ids,
+        "the same digest, same members"
+    );
+    assert_eq!(
+        bodies.len(),
+        2,
+        "then only the newcomers' window: {bodies:?}"
+    );
     let newcomers: Vec<i64> = match bodies[1].as_array() {
-        Some(entries) => entries.iter().map(|e| e["item"]["id"].as_i64().unwrap()).collect(),
+        Some(entries) => entries
+            .iter()
+            .map(|e| e["item"]["id"].as_i64().unwrap())
+            .collect(),
         None => vec![bodies[1]["item"]["id"].as_i64().unwrap()],
     };
     assert_eq!(newcomers, [13, 14], "never a member in two digests");
