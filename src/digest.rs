@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value as Json};
 
 use crate::config::{SinkConfig, SinkKind};
-use crate::domain::{Delivery, RenderedMessage, Subject};
+use crate::domain::{Delivery, DeliveryStatus, RenderedMessage, Subject};
 use crate::render::{Fit, RenderError, Renderer};
+use crate::store::DigestMembership;
 
 /// The longest digest window a config may ask for.
 pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
@@ -197,6 +198,43 @@ fn over_budget(message: &RenderedMessage, budget: Fit) -> bool {
         .get("json")
         .and_then(|text| serde_json::from_str::<Json>(text).ok())
         .is_some_and(|mut payload| budget(&mut payload))
+}
+
+/// What `outbox list` and `why` say about a delivery's digest, if
+/// anything: "waiting for digest until <time>" while its window gathers
+/// (`gathering`: its sink has a digest), "in digest #N, next attempt at
+/// <time>" while a claimed digest waits, "sent in digest #N" (or dead,
+/// skipped) after. A window of one went as the ordinary message: nothing.
+pub fn note(
+    delivery: &Delivery,
+    membership: Option<&DigestMembership>,
+    gathering: bool,
+) -> Option<String> {
+    let at = |t: Option<DateTime<Utc>>| {
+        t.map_or("-".into(), |t| {
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+    };
+    match (membership, delivery.status) {
+        (Some(m), _) if m.members <= 1 => None,
+        (Some(m), DeliveryStatus::Pending) => Some(format!(
+            "in digest #{} ({} deliveries), next attempt at {}",
+            m.digest,
+            m.members,
+            at(m.next_attempt_at)
+        )),
+        (Some(m), status) => Some(format!(
+            "{} in digest #{} ({} deliveries)",
+            status.as_str(),
+            m.digest,
+            m.members
+        )),
+        (None, DeliveryStatus::Pending) if gathering && delivery.attempts == 0 => Some(format!(
+            "waiting for digest until {}",
+            at(delivery.next_attempt_at)
+        )),
+        (None, _) => None,
+    }
 }
 
 #[cfg(test)]

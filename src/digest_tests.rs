@@ -222,3 +222,33 @@ fn a_digest_too_long_for_the_platform_ends_with_and_n_more_never_over() {
         assert!(json.contains(&more), "{}: {json}", sink.kind.name());
     }
 }
+
+#[test]
+fn notes_tell_where_a_delivery_stands_with_its_digest() {
+    let mut d = members(1, 0).remove(0);
+    d.next_attempt_at = Some(at(15, 0));
+    assert_eq!(
+        note(&d, None, true).as_deref(),
+        Some("waiting for digest until 2026-12-01T09:15:00Z")
+    );
+    assert_eq!(note(&d, None, false), None, "no digest on the sink");
+    let claimed = DigestMembership {
+        digest: crate::domain::DeliveryId(7),
+        next_attempt_at: Some(at(20, 0)),
+        members: 3,
+    };
+    assert_eq!(
+        note(&d, Some(&claimed), true).as_deref(),
+        Some("in digest #7 (3 deliveries), next attempt at 2026-12-01T09:20:00Z")
+    );
+    d.status = crate::domain::DeliveryStatus::Sent;
+    assert_eq!(
+        note(&d, Some(&claimed), true).as_deref(),
+        Some("sent in digest #7 (3 deliveries)")
+    );
+    let alone = DigestMembership {
+        members: 1,
+        ..claimed
+    };
+    assert_eq!(note(&d, Some(&alone), true), None, "the ordinary message");
+}

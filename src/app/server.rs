@@ -31,6 +31,8 @@ struct Shared {
     /// Whose outbox `/metrics` counts (the single account of a v0.1 config).
     account: AccountId,
     sinks: Arc<Vec<String>>,
+    /// The sinks with a `digest` window, for the deferred gauge.
+    digest_sinks: Arc<Vec<String>>,
 }
 
 /// What the server takes from the config and the app besides the shared
@@ -40,6 +42,8 @@ struct Shared {
 pub struct Settings {
     /// The configured sinks' names.
     pub sinks: Vec<String>,
+    /// Those with a `digest` window.
+    pub digest_sinks: Vec<String>,
     /// `server.token`.
     pub token: Option<Secret>,
     /// `display.timezone`.
@@ -51,6 +55,12 @@ impl Settings {
     pub fn from_config(config: &Config) -> Settings {
         Settings {
             sinks: config.sinks.keys().cloned().collect(),
+            digest_sinks: config
+                .sinks
+                .values()
+                .filter(|s| s.digest.is_some())
+                .map(|s| s.name.clone())
+                .collect(),
             token: config.server_token.clone(),
             timezone: config.timezone,
         }
@@ -81,6 +91,7 @@ pub async fn serve(
         store,
         account,
         sinks: Arc::new(settings.sinks),
+        digest_sinks: Arc::new(settings.digest_sinks),
     };
     let guarded = Router::new()
         .route("/metrics", get(metrics))
@@ -140,6 +151,10 @@ async fn healthz(State(s): State<Shared>) -> impl IntoResponse {
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     if let Ok(counts) = s.store.outbox_counts(&s.account) {
         telemetry::outbox_counts(&counts, &s.sinks);
+    }
+    let now = chrono::Utc::now();
+    if let Ok(n) = s.store.digests_waiting(&s.account, &s.digest_sinks, now) {
+        telemetry::deliveries_deferred("digest", n);
     }
     let body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)

@@ -87,6 +87,12 @@ pub fn outbox_counts(counts: &[(String, DeliveryStatus, u64)], sinks: &[String])
     }
 }
 
+/// How many deliveries wait for `reason` (`digest`: gathering in a digest
+/// window or waiting with their claimed digest), as a gauge.
+pub fn deliveries_deferred(reason: &'static str, count: u64) {
+    metrics::gauge!("crayon_deliveries_deferred", "reason" => reason).set(count as f64);
+}
+
 /// What the health endpoints report, updated by the poll loop.
 #[derive(Debug)]
 pub struct Health {

@@ -1,23 +1,25 @@
 //! `outbox list|retry|purge`: inspect and repair the outbox.
 
-use crate::domain::{AccountId, DeliveryId};
+use crate::config::Config;
+use crate::domain::{AccountId, Delivery, DeliveryId};
 use crate::report;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
-use super::{open_store, Failure, OutboxAction};
+use super::{load, open_store, Failure, OutboxAction};
 
 /// Runs one `outbox` action against the account's rows.
 pub(super) fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
     let store = open_store(path)?;
-    let account = AccountId::default_account();
     let runtime = |e: StoreError| Failure::Runtime(e.into());
+    let account = AccountId::default_account();
     match action {
         OutboxAction::List { status, json } => {
             let deliveries = store.list_deliveries(&account, status).map_err(runtime)?;
+            let notes = digest_notes(&*store, &load(path)?, &deliveries).map_err(runtime)?;
             if json {
-                outln!("{}", report::outbox_json(&deliveries));
+                outln!("{}", report::outbox_json(&deliveries, &notes));
             } else {
-                out!("{}", report::outbox_table(&deliveries));
+                out!("{}", report::outbox_table(&deliveries, &notes));
             }
         }
         OutboxAction::Retry { id, all_dead } => {
@@ -47,4 +49,28 @@ pub(super) fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Each delivery's digest note (`crate::digest::note`), read for the
+/// deliveries of sinks with a digest only.
+pub(super) fn digest_notes<'a>(
+    store: &dyn Store,
+    config: &Config,
+    deliveries: impl IntoIterator<Item = &'a Delivery>,
+) -> Result<Vec<Option<String>>, StoreError> {
+    let account = AccountId::default_account();
+    deliveries
+        .into_iter()
+        .map(|d| {
+            let gathering = config
+                .sinks
+                .get(&d.sink)
+                .is_some_and(|s| s.digest.is_some());
+            if !gathering {
+                return Ok(None);
+            }
+            let membership = store.digest_of(&account, d.id)?;
+            Ok(crate::digest::note(d, membership.as_ref(), gathering))
+        })
+        .collect()
 }

@@ -57,6 +57,13 @@ pub(crate) fn digest_windows_wait_then_claim_every_member_once(store: &dyn Store
     let other = arrive(store, to(3, "mail", "b@example.com"), 60);
     let elsewhere = arrive(store, to(4, "hook", "a@example.com"), 60);
     assert_eq!(gather(store, b, &w, 60), Gathered::Wait { until: t(300) });
+    let sinks = ["mail".to_owned()];
+    assert_eq!(
+        store.digests_waiting(&me(), &sinks, t(60)).unwrap(),
+        2,
+        "a and b wait"
+    );
+    assert_eq!(store.digests_waiting(&me(), &[], t(60)).unwrap(), 0);
     assert_eq!(
         (next_of(store, a), next_of(store, b)),
         (Some(t(300)), Some(t(300)))
@@ -76,6 +83,11 @@ pub(crate) fn digest_windows_wait_then_claim_every_member_once(store: &dyn Store
     assert_eq!(members(&sent), [a, b]);
     assert!(matches!(sent, Gathered::Send { digest, .. } if digest == a));
     assert_eq!(next_of(store, b), None, "only the leader comes due");
+    assert_eq!(
+        store.digests_waiting(&me(), &sinks, t(300)).unwrap(),
+        1,
+        "b waits with a"
+    );
     let due = store.due_deliveries(&me(), t(1000), 10, &HashSet::new());
     let due: Vec<DeliveryId> = due.unwrap().iter().map(|d| d.id).collect();
     assert_eq!(due, [other, elsewhere, a]);

@@ -160,6 +160,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: DeliveryId,
     ) -> Result<Option<DigestMembership>, StoreError>;
 
+    /// How many of the account's item deliveries wait for a digest: those
+    /// of `sinks` (the sinks with a digest) gathering in an open window,
+    /// and the members of claimed digests waiting with their leader
+    /// (`/metrics`).
+    fn digests_waiting(
+        &self,
+        account: &AccountId,
+        sinks: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
     /// One of the account's deliveries by id.
     fn get_delivery(
         &self,

@@ -248,4 +248,7 @@ pub struct DigestMembership {
     pub digest: crate::domain::DeliveryId,
     /// When the digest is next tried (its leader's `next_attempt_at`).
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// How many deliveries the digest holds (1: it went as the ordinary
+    /// message).
+    pub members: u64,
 }

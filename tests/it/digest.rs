@@ -254,3 +254,99 @@ async fn sigkill_between_the_digest_send_and_its_mark_sends_the_same_digest_agai
     assert_eq!(newcomers, [13, 14], "never a member in two digests");
     assert!(statuses(&outbox_json(&h).await).iter().all(|s| s == "sent"));
 }
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The `crayon_deliveries_deferred{reason="digest"}` gauge, if served yet.
+async fn deferred_gauge(port: u16) -> Option<f64> {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let body = client.get(url).send().await.ok()?.text().await.ok()?;
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).ok()?;
+    scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "crayon_deliveries_deferred" && s.labels.get("reason") == Some("digest")
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+}
+
+async fn until_gauge(port: u16, value: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while deferred_gauge(port).await != Some(value) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gauge never {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn outbox_list_why_and_metrics_tell_a_gathered_delivery_truthfully() {
+    let h = Harness::start().await;
+    h.hook_answers(200).await;
+    let port = free_port();
+    h.write_config(&format!(
+        "digest = \"4s\"\n[server]\nlisten = \"127.0.0.1:{port}\""
+    ));
+    let out = h.bot(&["once"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    h.queue
+        .set_items((1..=3).map(|id| item(id, 2, true)).collect());
+    let run = h
+        .command(&["run"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    until_gauge(port, 3.0).await;
+    let rows = outbox_json(&h).await;
+    assert_eq!(rows.len(), 3);
+    let until = rows[0]["next_attempt_at"].as_str().unwrap().to_string();
+    for row in &rows {
+        assert_eq!(row["status"], "pending");
+        assert_eq!(
+            row["digest"],
+            format!("waiting for digest until {until}"),
+            "{row}"
+        );
+    }
+    let why = text(&h.bot(&["why", "2"]).await);
+    assert!(
+        why.contains(&format!("pending (waiting for digest until {until})")),
+        "{why}"
+    );
+    let table = text(&h.bot(&["outbox", "list"]).await);
+    assert!(table.contains("waiting for digest until"), "{table}");
+
+    let bodies = wait_for_bodies(&h, 1, Duration::from_secs(20)).await;
+    assert_eq!(ids_of(&bodies[0]).len(), 3);
+    until_gauge(port, 0.0).await;
+    signal(&run, "-TERM");
+    let _ = run.wait_with_output().await;
+    let rows = outbox_json(&h).await;
+    let leader = rows
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .min()
+        .unwrap();
+    for row in &rows {
+        assert_eq!(row["status"], "sent");
+        assert_eq!(
+            row["digest"],
+            format!("sent in digest #{leader} (3 deliveries)")
+        );
+    }
+    let why = text(&h.bot(&["why", "3"]).await);
+    assert!(
+        why.contains(&format!("sent (sent in digest #{leader} (3 deliveries))")),
+        "{why}"
+    );
+}

@@ -15,10 +15,13 @@ use crate::secret::Secret;
 use crate::sinks::{SendFuture, Sink};
 use crate::store::SqliteStore;
 
-/// A sink that records what each send carried: (recipient, item ids, when).
+/// One send as the sink saw it: (recipient, item ids, when).
+type Sent = (Option<String>, Vec<i64>, DateTime<Utc>);
+
+/// A sink that records what each send carried.
 #[derive(Default)]
 struct Recorder {
-    sends: Mutex<Vec<(Option<String>, Vec<i64>, DateTime<Utc>)>>,
+    sends: Mutex<Vec<Sent>>,
     clock: Mutex<Option<Clock>>,
 }
 
@@ -109,10 +112,7 @@ fn dispatcher(dir: &tempfile::TempDir, window: Duration, sink: Arc<Recorder>) ->
 async fn play(
     window: Duration,
     arrivals: &[(u64, usize)],
-) -> (
-    Vec<(Option<String>, Vec<i64>, DateTime<Utc>)>,
-    HashMap<i64, (String, DateTime<Utc>)>,
-) {
+) -> (Vec<Sent>, HashMap<i64, (String, DateTime<Utc>)>) {
     let dir = tempfile::tempdir().unwrap();
     let sink = Arc::new(Recorder::default());
     let d = dispatcher(&dir, window, sink.clone());

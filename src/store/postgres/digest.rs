@@ -152,7 +152,8 @@ pub(super) fn membership(
     id: DeliveryId,
 ) -> PgResult<Option<DigestMembership>> {
     let row = db.query_opt(
-        "SELECT m.digest_id, l.next_attempt_at FROM outbox m \
+        "SELECT m.digest_id, l.next_attempt_at, (SELECT COUNT(*) FROM outbox c \
+         WHERE c.account = m.account AND c.digest_id = m.digest_id) FROM outbox m \
          LEFT JOIN outbox l ON l.id = m.digest_id AND l.account = m.account \
          WHERE m.id = $1 AND m.account = $2 AND m.digest_id IS NOT NULL",
         &[&id.0, &account.as_str()],
@@ -162,5 +163,23 @@ pub(super) fn membership(
     Ok(Some(DigestMembership {
         digest: DeliveryId(row.try_get(0)?),
         next_attempt_at: next.map(|ms| from_ms(ms, "next_attempt_at")).transpose()?,
+        members: u64::try_from(row.try_get::<_, i64>(2)?).unwrap_or_default(),
     }))
+}
+
+/// See [`crate::store::Store::digests_waiting`].
+pub(super) fn waiting(
+    db: &mut impl GenericClient,
+    account: &AccountId,
+    sinks: &[String],
+    now: DateTime<Utc>,
+) -> PgResult<u64> {
+    let row = db.query_one(
+        "SELECT COUNT(*) FROM outbox WHERE account = $1 AND status = 'pending' \
+         AND item_id IS NOT NULL AND ((digest_id IS NOT NULL AND id != digest_id) \
+         OR (digest_id IS NULL AND attempts = 0 AND next_attempt_at > $2 \
+         AND sink = ANY($3)))",
+        &[&account.as_str(), &to_ms(now), &sinks],
+    )?;
+    Ok(u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or_default())
 }

@@ -200,6 +200,15 @@ impl Store for PostgresStore {
         self.conn.with(|c| digest::membership(c, account, id))
     }
 
+    fn digests_waiting(
+        &self,
+        account: &AccountId,
+        sinks: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.conn.with(|c| digest::waiting(c, account, sinks, now))
+    }
+
     fn get_delivery(
         &self,
         account: &AccountId,

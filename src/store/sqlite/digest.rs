@@ -166,21 +166,43 @@ pub(super) fn membership(
     account: &AccountId,
     id: DeliveryId,
 ) -> rusqlite::Result<Option<DigestMembership>> {
-    let found: Option<(i64, Option<i64>)> = conn
+    let found: Option<(i64, Option<i64>, i64)> = conn
         .query_row(
-            "SELECT m.digest_id, l.next_attempt_at FROM outbox m \
+            "SELECT m.digest_id, l.next_attempt_at, (SELECT COUNT(*) FROM outbox c \
+             WHERE c.account = m.account AND c.digest_id = m.digest_id) FROM outbox m \
              LEFT JOIN outbox l ON l.id = m.digest_id AND l.account = m.account \
              WHERE m.id = ?1 AND m.account = ?2 AND m.digest_id IS NOT NULL",
             params![id.0, account.as_str()],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )
         .optional()?;
     found
-        .map(|(digest, next)| {
+        .map(|(digest, next, members)| {
             Ok(DigestMembership {
                 digest: DeliveryId(digest),
                 next_attempt_at: next.map(|ms| from_ms(ms, 1)).transpose()?,
+                members: u64::try_from(members).unwrap_or_default(),
             })
         })
         .transpose()
+}
+
+/// See [`crate::store::Store::digests_waiting`].
+pub(super) fn waiting(
+    conn: &Connection,
+    account: &AccountId,
+    sinks: &[String],
+    now: DateTime<Utc>,
+) -> rusqlite::Result<u64> {
+    let sinks = serde_json::to_string(sinks)
+        .map_err(|err| rusqlite::Error::ToSqlConversionFailure(err.into()))?;
+    conn.query_row(
+        "SELECT COUNT(*) FROM outbox WHERE account = ?1 AND status = 'pending' \
+         AND item_id IS NOT NULL AND ((digest_id IS NOT NULL AND id != digest_id) \
+         OR (digest_id IS NULL AND attempts = 0 AND next_attempt_at > ?2 \
+         AND sink IN (SELECT value FROM json_each(?3))))",
+        params![account.as_str(), to_ms(now), sinks],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|n| u64::try_from(n).unwrap_or_default())
 }

@@ -189,6 +189,15 @@ impl Store for SqliteStore {
         self.with(|conn| digest::membership(conn, account, id))
     }
 
+    fn digests_waiting(
+        &self,
+        account: &AccountId,
+        sinks: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.with(|conn| digest::waiting(conn, account, sinks, now))
+    }
+
     fn get_delivery(
         &self,
         account: &AccountId,
