@@ -11,8 +11,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value as Json};
 
-use crate::config::{SinkConfig, SinkKind};
-use crate::domain::{Delivery, DeliveryStatus, RenderedMessage, Subject};
+use crate::config::{Config, SinkConfig, SinkKind};
+use crate::domain::{
+    Delivery, DeliveryStatus, EventKind, ExportId, ExportItem, RenderedMessage, Subject,
+};
 use crate::render::{Fit, RenderError, Renderer};
 use crate::store::DigestMembership;
 
@@ -167,23 +169,55 @@ pub fn member_context(member: &Delivery) -> Json {
     })
 }
 
-/// The digest message of `members` (oldest first) for `sink` at `now`: as
-/// many entries as fit the platform's size budget (the kind's `fit` would
-/// cut nothing), the rest counted in "…and N more"; the kind's cut still
-/// applies to the result, so it is never over the budget.
+/// The digest message of its members' contexts (oldest first; see
+/// [`member_context`]) for `sink` at `now`: as many entries as fit the
+/// platform's size budget (the kind's `fit` would cut nothing), the rest
+/// counted in "…and N more"; the kind's cut still applies to the result,
+/// so it is never over the budget.
 pub fn render(
     renderer: &Renderer,
     sink: &SinkConfig,
-    members: &[Delivery],
+    contexts: &[Json],
     now: DateTime<Utc>,
 ) -> Result<RenderedMessage, RenderError> {
-    let contexts: Vec<Json> = members.iter().map(member_context).collect();
     let budget = sink.kind.fit();
     let shown = most_that_fit(contexts.len(), |n| {
-        let full = renderer.render_digest(sink, context(&contexts, n, now), measure)?;
+        let full = renderer.render_digest(sink, context(contexts, n, now), measure)?;
         Ok(!over_budget(&full, budget))
     })?;
-    renderer.render_digest(sink, context(&contexts, shown, now), budget)
+    renderer.render_digest(sink, context(contexts, shown, now), budget)
+}
+
+/// A digest of three sample entries — `item` ready, then two more ids
+/// failed and removed — as `sink` renders it: what `check` renders, so a
+/// broken `digest.*` template shows before the first digest is due.
+pub fn sample(
+    config: &Config,
+    renderer: &Renderer,
+    sink: &SinkConfig,
+    (item, nr_of_days): (&ExportItem, u32),
+    now: DateTime<Utc>,
+) -> Result<RenderedMessage, RenderError> {
+    let events = [
+        EventKind::Downloadable,
+        EventKind::Failed,
+        EventKind::Removed,
+    ];
+    let mut contexts = Vec::new();
+    for (offset, event) in (0..).zip(events) {
+        let mut entry = item.clone();
+        entry.id = ExportId(item.id.0 + offset);
+        let message = crate::preview::render_message(
+            config,
+            renderer,
+            sink,
+            event,
+            (&entry, nr_of_days),
+            now,
+        )?;
+        contexts.push(message.context.unwrap_or_default());
+    }
+    render(renderer, sink, &contexts, now)
 }
 
 /// Renders without cutting anything, to measure against the budget.

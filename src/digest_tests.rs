@@ -169,6 +169,10 @@ fn members(n: i64, name_len: usize) -> Vec<Delivery> {
         .collect()
 }
 
+fn contexts(n: i64, name_len: usize) -> Vec<Json> {
+    members(n, name_len).iter().map(member_context).collect()
+}
+
 fn chat_kinds() -> Vec<SinkKind> {
     let url = || Secret::new("https://hooks.example/x");
     vec![
@@ -188,7 +192,7 @@ fn every_kind_renders_a_digest_listing_every_entry() {
     let renderer = Renderer::new(None, chrono_tz::UTC).unwrap();
     for kind in chat_kinds() {
         let sink = sink(kind);
-        let message = render(&renderer, &sink, &members(3, 0), at(15, 0)).unwrap();
+        let message = render(&renderer, &sink, &contexts(3, 0), at(15, 0)).unwrap();
         let text: String = message.parts.values().cloned().collect();
         for id in 1..=3 {
             assert!(text.contains(&format!("Report {id}")), "{text}");
@@ -206,7 +210,7 @@ fn a_digest_too_long_for_the_platform_ends_with_and_n_more_never_over() {
     for kind in chat_kinds().into_iter().take(3) {
         let sink = sink(kind);
         let budget = sink.kind.fit();
-        let message = render(&renderer, &sink, &members(120, 120), at(15, 0)).unwrap();
+        let message = render(&renderer, &sink, &contexts(120, 120), at(15, 0)).unwrap();
         let json = &message.parts["json"];
         let mut payload: Json = serde_json::from_str(json).unwrap();
         assert!(
@@ -251,4 +255,27 @@ fn notes_tell_where_a_delivery_stands_with_its_digest() {
         ..claimed
     };
     assert_eq!(note(&d, Some(&alone), true), None, "the ordinary message");
+}
+
+#[test]
+fn the_sample_digest_renders_for_every_kind() {
+    let renderer = Renderer::new(None, chrono_tz::UTC).unwrap();
+    let text = "[crayon]\nbase_url = \"https://api.crayon.com\"\nclient_id = \"i\"\n\
+        client_secret = \"s\"\nusername = \"u@example.com\"\npassword = \"p\"\n\
+        [sinks.chan]\nkind = \"console\"\n";
+    let config =
+        crate::config::load_from_str(text, std::path::Path::new("/b.toml"), &|_| None, vec![])
+            .unwrap();
+    let (item, days) = crate::preview::load_item(None).unwrap();
+    for kind in chat_kinds() {
+        let sink = sink(kind);
+        let message = sample(&config, &renderer, &sink, (&item, days), at(15, 0)).unwrap();
+        let text: String = message.parts.values().cloned().collect();
+        let array = serde_json::from_str::<Json>(&text).ok();
+        let entries = array.as_ref().and_then(Json::as_array).map(Vec::len);
+        assert!(
+            text.contains("3 export updates") || entries == Some(3),
+            "{text}"
+        );
+    }
 }

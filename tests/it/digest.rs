@@ -350,3 +350,30 @@ async fn outbox_list_why_and_metrics_tell_a_gathered_delivery_truthfully() {
         "{why}"
     );
 }
+
+#[tokio::test]
+async fn check_renders_a_digest_sinks_digest_and_names_a_broken_template() {
+    let h = Harness::start().await;
+    h.write_config(&format!("digest = \"{WINDOW}\""));
+    let out = h.bot(&["check"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    let templates = h.dir.path().join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    std::fs::write(
+        templates.join("digest.audit.json.tera"),
+        "[{% for e in entries %}{{ e.item.id }}{% endfor %}",
+    )
+    .unwrap();
+    h.write_config(&format!(
+        "digest = \"{WINDOW}\"\n[templates]\ndir = \"templates\""
+    ));
+    let out = h.bot(&["check"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("digest.audit.json.tera"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("sink audit"), "{}", text(&out));
+}

@@ -80,7 +80,8 @@ impl Dispatcher {
         tracing::info!(digest = digest.0, sink = %sink.name, members = members.len(),
             "sending a digest");
         let mut delivery = leader;
-        let message = match crate::digest::render(&self.renderer, sink, &members, now) {
+        let contexts: Vec<_> = members.iter().map(crate::digest::member_context).collect();
+        let message = match crate::digest::render(&self.renderer, sink, &contexts, now) {
             Ok(rendered) => {
                 delivery.message = rendered;
                 Ok(())
