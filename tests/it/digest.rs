@@ -377,3 +377,39 @@ async fn check_renders_a_digest_sinks_digest_and_names_a_broken_template() {
     );
     assert!(text(&out).contains("sink audit"), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn a_failing_digest_is_retried_whole_and_dies_whole() {
+    let h = Harness::start().await;
+    h.hook_answers(500).await;
+    h.write_config(&format!("digest = \"{WINDOW}\""));
+    let out = h.bot(&["once"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    h.queue
+        .set_items((1..=4).map(|id| item(id, 2, true)).collect());
+    let run = h
+        .command(&["run"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let rows = loop {
+        let rows = outbox_json(&h).await;
+        if rows.len() == 4 && statuses(&rows).iter().all(|s| s == "dead") {
+            break rows;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    signal(&run, "-TERM");
+    let _ = run.wait_with_output().await;
+    let bodies = h.hook_bodies().await;
+    assert_eq!(bodies.len(), 3, "max_attempts sends of the one digest");
+    for body in &bodies {
+        assert_eq!(ids_of(body), (1..=4).collect(), "always the whole digest");
+    }
+    for row in &rows {
+        assert_eq!(row["attempts"], 3, "{row}");
+        assert!(row["last_error"].as_str().unwrap().contains("500"), "{row}");
+    }
+}
