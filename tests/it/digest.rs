@@ -413,3 +413,20 @@ async fn a_failing_digest_is_retried_whole_and_dies_whole() {
         assert!(row["last_error"].as_str().unwrap().contains("500"), "{row}");
     }
 }
+
+#[tokio::test]
+async fn render_event_digest_shows_a_sample_of_three() {
+    let h = Harness::start().await;
+    h.write_config("");
+    let out = h
+        .bot(&["render", "--event", "digest", "--sink", "audit"])
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body.as_array().map(Vec::len), Some(3), "{body}");
+    let out = h
+        .bot(&["render", "--event", "digests", "--sink", "audit"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("or digest"), "{}", text(&out));
+}
