@@ -368,7 +368,10 @@ impl Dispatcher {
             .await
     }
 
-    /// One attempt for one delivery, recorded in the outbox and logged.
+    /// One attempt for one delivery, recorded in the outbox and logged. A
+    /// member of a digest window that is not sent now (still gathering, or
+    /// led by another member) records nothing and comes back `Skipped`
+    /// with the reason, so no summary counts it as a failure.
     pub async fn deliver(&self, delivery: Delivery) -> Result<AttemptOutcome, StoreError> {
         self.deliver_until(delivery, &CancellationToken::new())
             .await
