@@ -98,7 +98,8 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     // 2: digests, as the SQLite file's schema 5: the members of a digest
     // claimed for one send carry its id (the leading member's).
     "ALTER TABLE outbox ADD COLUMN digest_id BIGINT NULL;
-    CREATE INDEX outbox_by_digest ON outbox (account, digest_id);",
+    CREATE INDEX outbox_by_digest ON outbox (account, digest_id);
+    CREATE INDEX outbox_digest_window ON outbox (account, sink, status, digest_id);",
 ];
 
 /// Checks the version and applies what is missing; the steps of

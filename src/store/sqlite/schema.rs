@@ -147,8 +147,11 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
     );",
     // 5: digests. The members of a digest window claimed for one send carry
     // its id (the leading member's); NULL while gathering or without one.
+    // A window is found by (account, sink, status, digest_id), however many
+    // sent rows the outbox keeps.
     "ALTER TABLE outbox ADD COLUMN digest_id INTEGER NULL;
-    CREATE INDEX outbox_by_digest ON outbox (account, digest_id);",
+    CREATE INDEX outbox_by_digest ON outbox (account, digest_id);
+    CREATE INDEX outbox_digest_window ON outbox (account, sink, status, digest_id);",
 ];
 
 /// How long a statement waits for another process (e.g. `outbox list` while
