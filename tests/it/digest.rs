@@ -430,3 +430,58 @@ async fn render_event_digest_shows_a_sample_of_three() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("or digest"), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn teams_gets_one_card_with_a_row_per_export_and_discord_one_embed() {
+    const TEAMS_PATH: &str = "/workflows/teams-s3cret/triggers/manual/run";
+    const DISCORD_PATH: &str = "/api/v10/webhooks/42/discord-s3cret";
+    for (kind, at) in [("teams", TEAMS_PATH), ("discord", DISCORD_PATH)] {
+        let h = Harness::start().await;
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(at))
+            .respond_with(ResponseTemplate::new(if kind == "teams" {
+                202
+            } else {
+                200
+            }))
+            .mount(&server)
+            .await;
+        let uri = server.uri();
+        let sink = match kind {
+            "teams" => format!("kind = \"teams\"\nurl = \"{uri}{TEAMS_PATH}\""),
+            _ => format!(
+                "kind = \"discord\"\nwebhook_url = \"https://discord.com/api/webhooks/42/discord-s3cret\"\napi_base = \"{uri}\""
+            ),
+        };
+        h.write_config(&format!(
+            "enabled = false\n[sinks.chat]\n{sink}\ndigest = \"{WINDOW}\"\n[[routes]]\nsinks = [\"chat\"]\n"
+        ));
+        open_window(&h, (1..=5).map(|id| item(id, 2, true)).collect()).await;
+        assert!(
+            server.received_requests().await.unwrap().is_empty(),
+            "{kind}"
+        );
+        after_the_window(&h).await;
+        let received = server.received_requests().await.unwrap();
+        assert_eq!(received.len(), 1, "{kind}: one message");
+        let body: Value = serde_json::from_slice(&received[0].body).unwrap();
+        if kind == "teams" {
+            let card = &body["attachments"][0]["content"]["body"];
+            let rows: Vec<&Value> = card
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b["type"] == "ColumnSet")
+                .collect();
+            assert_eq!(rows.len(), 5, "a row per export: {card}");
+            assert_eq!(rows[4]["columns"][2]["items"][0]["text"], "#5");
+        } else {
+            let embeds = body["embeds"].as_array().unwrap();
+            assert_eq!(embeds.len(), 1, "{body}");
+            let description = embeds[0]["description"].as_str().unwrap();
+            assert_eq!(description.lines().count(), 5, "{description}");
+            assert_eq!(embeds[0]["title"], "5 export updates");
+        }
+    }
+}
