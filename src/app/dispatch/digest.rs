@@ -51,7 +51,10 @@ impl Dispatcher {
         match gathered {
             Ok(Gathered::Send { digest, members }) => self.prepare(&sink, digest, members, now),
             Ok(Gathered::Wait { until }) => self.not_now(&delivery, waiting(until)),
-            Ok(Gathered::Elsewhere) => self.not_now(&delivery, "sent in a digest it is part of"),
+            Ok(Gathered::Elsewhere) => self.not_now(
+                &delivery,
+                "in a digest another delivery leads, or no longer pending",
+            ),
             Err(e) => {
                 self.release(delivery.id);
                 tracing::error!(delivery = delivery.id.0, sink = %delivery.sink, error = %e,
