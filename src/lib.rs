@@ -15,6 +15,7 @@ pub mod config;
 pub mod crayon;
 pub mod demo;
 pub mod diff;
+pub mod digest;
 pub mod domain;
 pub mod http_body;
 pub mod leadership;

@@ -8,6 +8,7 @@
 //! so that nothing a sink does (panic included) loses the attempt.
 
 mod attempt;
+mod digest;
 mod lanes;
 mod run;
 mod writer;
@@ -194,6 +195,9 @@ pub struct Dispatcher {
     /// The templates, for messages rendered again at send time (from the
     /// context stored with each delivery).
     renderer: Arc<Renderer>,
+    /// The sinks with a `digest` window, by name (their config: kind and
+    /// templates for the digest message).
+    digests: Arc<HashMap<String, SinkConfig>>,
     policy: RetryPolicy,
     limits: Arc<HashMap<String, Arc<SinkLimits>>>,
     in_flight: Arc<Mutex<HashSet<DeliveryId>>>,
@@ -253,6 +257,14 @@ impl Dispatcher {
             account: AccountId::default_account(),
             sinks,
             renderer,
+            digests: Arc::new(
+                config
+                    .sinks
+                    .values()
+                    .filter(|s| s.digest.is_some())
+                    .map(|s| (s.name.clone(), s.clone()))
+                    .collect(),
+            ),
             policy: RetryPolicy::from(&config.delivery),
             limits: Arc::new(limits),
             in_flight: Arc::default(),
@@ -376,7 +388,10 @@ impl Dispatcher {
             .await
     }
 
-    /// One attempt for one delivery, recorded in the outbox and logged.
+    /// One attempt for one delivery, recorded in the outbox and logged. A
+    /// member of a digest window that is not sent now (still gathering, or
+    /// led by another member) records nothing and comes back `Skipped`
+    /// with the reason, so no summary counts it as a failure.
     pub async fn deliver(&self, delivery: Delivery) -> Result<AttemptOutcome, StoreError> {
         self.deliver_until(delivery, &CancellationToken::new())
             .await
@@ -430,6 +445,8 @@ fn log_attempt(
     }
 }
 
+#[cfg(test)]
+mod digest_tests;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]

@@ -21,10 +21,32 @@ fn renderer(config: &Config) -> Result<Renderer, Failure> {
         .map_err(|e| Failure::Usage(e.into()))
 }
 
+/// What `render --event` shows: one event's message, or a digest.
+#[derive(Debug, Clone, Copy)]
+pub enum RenderEvent {
+    /// The message of one event.
+    Event(EventKind),
+    /// The sink's digest of three sample entries (`digest`).
+    Digest,
+}
+
+impl std::str::FromStr for RenderEvent {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "digest" => Ok(RenderEvent::Digest),
+            other => other
+                .parse()
+                .map(RenderEvent::Event)
+                .map_err(|e: String| format!("{e}, or digest")),
+        }
+    }
+}
+
 /// `render --event E --sink S`: the message on stdout as the terminal shows it.
 pub(super) fn render_one(
     config: &Config,
-    event: Option<EventKind>,
+    event: Option<RenderEvent>,
     sink: Option<String>,
     item: Option<&std::path::Path>,
     now: chrono::DateTime<chrono::Utc>,
@@ -37,9 +59,14 @@ pub(super) fn render_one(
     })?;
     let sink = preview::sink(config, &sink).map_err(usage)?;
     let (item, days) = preview::load_item(item).map_err(usage)?;
-    let message =
-        preview::render_message(config, &renderer(config)?, sink, event, (&item, days), now)
-            .map_err(|e| Failure::Usage(e.into()))?;
+    let renderer = renderer(config)?;
+    let message = match event {
+        RenderEvent::Event(event) => {
+            preview::render_message(config, &renderer, sink, event, (&item, days), now)
+        }
+        RenderEvent::Digest => crate::digest::sample(config, &renderer, sink, (&item, days), now),
+    }
+    .map_err(|e| Failure::Usage(e.into()))?;
     outln!("{}", preview::format_for_terminal(&message));
     Ok(())
 }

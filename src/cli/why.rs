@@ -35,7 +35,10 @@ pub(super) fn why(
     if accounts.len() > 1 || account != AccountId::default_account() {
         outln!("account {account}");
     }
-    out!("{}", report::why(id, &history));
+    let runtime = |e: crate::store::StoreError| Failure::Runtime(e.into());
+    let deliveries = history.deliveries.iter().map(|(d, _)| (&account, d));
+    let notes = super::outbox::digest_notes(&*store, &config, deliveries).map_err(runtime)?;
+    out!("{}", report::why(id, &history, &notes));
     Ok(())
 }
 

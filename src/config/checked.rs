@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use super::checks::{check_webhook_url, is_loopback, parse_url, require_https_unless_loopback};
-use super::checks::{is_snake_case, nonzero, parse_events, parse_rate};
+use super::checks::{is_snake_case, nonzero, parse_digest, parse_events, parse_rate};
 use super::raw::{RawConfig, RawDelivery, RawRoute, RawServer, RawSink, RawWatch};
 pub use super::settings::*;
 use super::ConfigError;
@@ -234,12 +234,17 @@ fn check_sink(
         Some(text) => Some(parse_rate(&key("rate_limit"), text)?),
         None => None,
     };
+    let digest = match &raw.digest {
+        Some(text) => Some(parse_digest(&key("digest"), text)?),
+        None => None,
+    };
     let sink = SinkConfig {
         kind: (spec.check)(&name, &raw)?,
         name: name.clone(),
         enabled: raw.enabled.unwrap_or(true),
         concurrency,
         rate_limit,
+        digest,
         vars: raw.vars,
     };
     Ok((name, sink))

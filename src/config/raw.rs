@@ -251,6 +251,9 @@ pub struct RawSink {
     pub concurrency: Option<usize>,
     /// At most this many sends, e.g. `1/s`.
     pub rate_limit: Option<String>,
+    /// Gather this sink's messages per recipient for this long (e.g.
+    /// `15m`), then send one; every kind.
+    pub digest: Option<String>,
     /// Free-form values templates see as `sink.vars`.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,

@@ -122,6 +122,8 @@ pub struct SinkConfig {
     pub concurrency: usize,
     /// At most this many sends per period.
     pub rate_limit: Option<(u32, Duration)>,
+    /// `digest`: gather messages per recipient this long, then send one.
+    pub digest: Option<Duration>,
     pub vars: BTreeMap<String, String>,
 }
 

@@ -12,6 +12,14 @@ macro_rules! builtin {
 /// the email HTML layout are the same for every event; every event has one per chat kind, because
 /// `check` renders every watched event for every sink.
 pub const BUILTINS: &[(&str, &str)] = &[
+    builtin!("digest.console.text.tera"),
+    builtin!("digest.webhook.json.tera"),
+    builtin!("digest.slack.json.tera"),
+    builtin!("digest.teams.json.tera"),
+    builtin!("digest.discord.json.tera"),
+    builtin!("digest.email.subject.tera"),
+    builtin!("digest.email.text.tera"),
+    builtin!("digest.email.html.tera"),
     builtin!("alert.console.text.tera"),
     builtin!("alert.webhook.json.tera"),
     builtin!("alert.slack.json.tera"),

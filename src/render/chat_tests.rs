@@ -22,6 +22,7 @@ fn sink(kind: SinkKind) -> SinkConfig {
         enabled: true,
         concurrency: 1,
         rate_limit: None,
+        digest: None,
         vars: BTreeMap::new(),
     }
 }

@@ -21,6 +21,9 @@ use crate::domain::{
 #[path = "contract_outbox.rs"]
 mod outbox;
 pub(crate) use outbox::*;
+#[path = "contract_digest.rs"]
+mod digest;
+pub(crate) use digest::*;
 #[path = "contract_status.rs"]
 mod status;
 pub(crate) use status::*;
@@ -49,6 +52,8 @@ macro_rules! store_contract {
             sink_activity_has_the_latest_success_and_failure_per_sink,
             item_names_are_those_still_in_the_snapshot,
             slack_lookups_are_per_sink_case_insensitive_and_expire,
+            digest_windows_wait_then_claim_every_member_once,
+            a_failed_digest_retries_whole_and_dies_whole,
         );
     };
     (@each $fresh:path; $($case:ident),* $(,)?) => {

@@ -7,6 +7,7 @@ mod chat;
 mod chat_text;
 mod check;
 mod demo;
+mod digest;
 mod email;
 mod email_recipients;
 mod failover;

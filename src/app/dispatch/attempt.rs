@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::digest::Gather;
 use super::{log_attempt, Dispatcher};
 use crate::domain::Delivery;
 use crate::sinks::SendError;
@@ -48,6 +49,14 @@ impl Dispatcher {
         delivery: Delivery,
         stop: &CancellationToken,
     ) -> Result<AttemptOutcome, StoreError> {
+        let (delivery, prepared, digest) = match self.gather(delivery) {
+            Gather::Send {
+                delivery,
+                message,
+                digest,
+            } => (*delivery, message, digest),
+            Gather::Done(result) => return result,
+        };
         let limits = self.limits.get(&delivery.sink).cloned();
         let permit = match &limits {
             Some(limits) => Some(limits.in_flight.clone().acquire_owned().await),
@@ -69,14 +78,19 @@ impl Dispatcher {
             attempt = delivery.attempts + 1,
             "sending"
         );
-        let result = self.send_guarded(&delivery).await;
+        let result = match prepared {
+            Ok(()) => self.send_guarded(&delivery).await,
+            Err(e) => Err(e),
+        };
         drop(permit);
         let latency = started.elapsed();
         let attempt = delivery.attempts + 1;
         let now = self.clock.now();
         let outcome = self.policy.outcome(attempt, &result, now);
         log_attempt(&self.account, &delivery, attempt, &outcome, latency);
-        let recorded = self.record(&delivery, &outcome, now, latency, stop).await;
+        let recorded = self
+            .record(&delivery, digest, &outcome, now, latency, stop)
+            .await;
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -133,6 +147,7 @@ impl Dispatcher {
     async fn record(
         &self,
         delivery: &Delivery,
+        digest: Option<crate::domain::DeliveryId>,
         outcome: &AttemptOutcome,
         at: DateTime<Utc>,
         latency: Duration,
@@ -141,13 +156,24 @@ impl Dispatcher {
         let started = tokio::time::Instant::now();
         let mut wait = RECORD_WAIT;
         loop {
-            let write = AttemptWrite {
-                id: delivery.id,
-                outcome: outcome.clone(),
-                at,
-                latency,
+            // The one place an attempt is marked: a digest marks all its
+            // members together, in one transaction; single deliveries share
+            // batched writes.
+            let written = match digest {
+                Some(digest) => self
+                    .store
+                    .record_digest(&self.account, digest, outcome, at, latency)
+                    .map(drop),
+                None => {
+                    let write = AttemptWrite {
+                        id: delivery.id,
+                        outcome: outcome.clone(),
+                        at,
+                        latency,
+                    };
+                    self.writes.write(&self.store, &self.account, write).await
+                }
             };
-            let written = self.writes.write(&self.store, &self.account, write).await;
             let error = match written {
                 Ok(()) => return Ok(()),
                 Err(e @ StoreError::UnknownDelivery { .. }) => return Err(e),

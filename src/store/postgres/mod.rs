@@ -20,12 +20,13 @@ use crate::domain::{
 };
 use crate::store::location::PgUrl;
 use crate::store::{
-    AlertRecord, AttemptOutcome, AttemptWrite, CommitStats, ItemHistory, NewAlert, PollCommit,
-    Store, StoreError,
+    AlertRecord, AttemptOutcome, AttemptWrite, CommitStats, DigestMembership, DigestWindow,
+    Gathered, ItemHistory, NewAlert, PollCommit, Store, StoreError,
 };
 
 mod alerts;
 mod conn;
+mod digest;
 mod dump;
 mod lease;
 mod outbox;
@@ -176,6 +177,50 @@ impl Store for PostgresStore {
             }),
         };
         Ok(attempts.iter().zip(found).map(result).collect())
+    }
+
+    fn gather_digest(
+        &self,
+        account: &AccountId,
+        member: DeliveryId,
+        window: &DigestWindow<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Gathered, StoreError> {
+        self.fenced_tx(|tx| digest::gather(tx, account, member, window, now))
+    }
+
+    fn record_digest(
+        &self,
+        account: &AccountId,
+        digest: DeliveryId,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+        latency: Duration,
+    ) -> Result<usize, StoreError> {
+        match self.fenced_tx(|tx| digest::record(tx, account, digest, outcome, at, latency))? {
+            0 => Err(StoreError::UnknownDelivery {
+                path: self.location().into(),
+                id: digest,
+            }),
+            members => Ok(members),
+        }
+    }
+
+    fn digest_of(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+    ) -> Result<Option<DigestMembership>, StoreError> {
+        self.conn.with(|c| digest::membership(c, account, id))
+    }
+
+    fn digests_waiting(
+        &self,
+        account: &AccountId,
+        sinks: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.conn.with(|c| digest::waiting(c, account, sinks, now))
     }
 
     fn get_delivery(

@@ -203,7 +203,7 @@ pub(super) fn retry_dead(
 ) -> PgResult<usize> {
     let n = db.execute(
         "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, \
-         updated_at = $1 WHERE account = $2 AND status = 'dead' AND ($3::BIGINT IS NULL OR id = $3)",
+         digest_id = NULL, updated_at = $1 WHERE account = $2 AND status = 'dead' AND ($3::BIGINT IS NULL OR id = $3)",
         &[&to_ms(now), &account.as_str(), &id.map(|id| id.0)],
     )?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))

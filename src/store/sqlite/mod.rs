@@ -15,11 +15,12 @@ use crate::domain::{
     AccountId, Delivery, DeliveryId, DeliveryStatus, EventKind, ExportId, NewDelivery, Snapshot,
 };
 use crate::store::{
-    AlertRecord, AttemptOutcome, AttemptWrite, CommitStats, ItemHistory, NewAlert, PollCommit,
-    SinkActivity, SlackLookup, Store, StoreError,
+    AlertRecord, AttemptOutcome, AttemptWrite, CommitStats, DigestMembership, DigestWindow,
+    Gathered, ItemHistory, NewAlert, PollCommit, SinkActivity, SlackLookup, Store, StoreError,
 };
 
 mod alerts;
+mod digest;
 mod dump;
 mod outbox;
 mod rows;
@@ -165,6 +166,50 @@ impl Store for SqliteStore {
             }),
         };
         Ok(attempts.iter().zip(found).map(result).collect())
+    }
+
+    fn gather_digest(
+        &self,
+        account: &AccountId,
+        member: DeliveryId,
+        window: &DigestWindow<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Gathered, StoreError> {
+        self.with(|conn| digest::gather(conn, account, member, window, now))
+    }
+
+    fn record_digest(
+        &self,
+        account: &AccountId,
+        digest: DeliveryId,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+        latency: Duration,
+    ) -> Result<usize, StoreError> {
+        match self.with(|conn| digest::record(conn, account, digest, outcome, at, latency))? {
+            0 => Err(StoreError::UnknownDelivery {
+                path: self.path.clone(),
+                id: digest,
+            }),
+            members => Ok(members),
+        }
+    }
+
+    fn digest_of(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+    ) -> Result<Option<DigestMembership>, StoreError> {
+        self.with(|conn| digest::membership(conn, account, id))
+    }
+
+    fn digests_waiting(
+        &self,
+        account: &AccountId,
+        sinks: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.with(|conn| digest::waiting(conn, account, sinks, now))
     }
 
     fn get_delivery(

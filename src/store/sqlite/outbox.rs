@@ -195,7 +195,7 @@ pub(super) fn retry_dead(
 ) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?1, \
-         updated_at = ?1 WHERE account = ?2 AND status = 'dead' AND (?3 IS NULL OR id = ?3)",
+         digest_id = NULL, updated_at = ?1 WHERE account = ?2 AND status = 'dead' AND (?3 IS NULL OR id = ?3)",
         params![to_ms(now), account.as_str(), id.map(|id| id.0)],
     )
 }
