@@ -8,6 +8,7 @@
 mod checked;
 mod checks;
 mod expand;
+mod quiet;
 mod raw;
 mod settings;
 
