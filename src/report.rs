@@ -84,8 +84,13 @@ pub fn outbox_table(deliveries: &[Delivery]) -> String {
 }
 
 /// `why ITEM_ID`: the item's stored state, the events fired for it, and each
-/// delivery with its attempts.
-pub fn why(id: ExportId, history: &ItemHistory) -> String {
+/// delivery with its attempts; `waiting` says what a pending delivery waits
+/// for, when the config knows (e.g. "quiet hours until …").
+pub fn why(
+    id: ExportId,
+    history: &ItemHistory,
+    waiting: &dyn Fn(&Delivery) -> Option<String>,
+) -> String {
     let mut out = format!("item {id}\n");
     match &history.item {
         Some(item) => out.push_str(&format!(
@@ -124,6 +129,9 @@ pub fn why(id: ExportId, history: &ItemHistory) -> String {
                 .map(|e| format!(", last error: {e}"))
                 .unwrap_or_default()
         ));
+        if let Some(note) = waiting(d) {
+            out.push_str(&format!("    waiting: {note}\n"));
+        }
         for a in attempts {
             out.push_str(&format!(
                 "    {} {} after {} ms{}\n",

@@ -9,7 +9,10 @@
 
 mod attempt;
 mod lanes;
+mod quiet;
 mod run;
+
+pub use quiet::QuietPlan;
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -196,6 +199,10 @@ pub struct Dispatcher {
     grace: Duration,
     /// Sends start only while this process leads (always, without a lease).
     leading: crate::app::leading::Leading,
+    /// Each sink's quiet time, per recipient zone.
+    quiet: Arc<QuietPlan>,
+    /// The deliveries held for quiet hours (the gauge), kept across reloads.
+    held: quiet::Held,
 }
 
 /// What one round of `drain_due` did.
@@ -204,6 +211,8 @@ pub struct DrainSummary {
     pub sent: usize,
     pub retrying: usize,
     pub dead: usize,
+    /// Not attempted: held until their quiet hours end (not a failure).
+    pub deferred: usize,
 }
 
 impl DrainSummary {
@@ -246,6 +255,8 @@ impl Dispatcher {
             clock: Clock::System,
             grace: config.delivery.shutdown_grace,
             leading: crate::app::leading::Leading::always(),
+            quiet: Arc::new(QuietPlan::new(config)),
+            held: quiet::Held::default(),
         }
     }
 
@@ -279,6 +290,7 @@ impl Dispatcher {
         self.in_flight = old.in_flight.clone();
         self.clock = old.clock.clone();
         self.leading = old.leading.clone();
+        self.held = old.held.clone();
         self
     }
 
@@ -301,6 +313,10 @@ impl Dispatcher {
             let mut tasks = JoinSet::new();
             for delivery in batch {
                 attempted.insert(delivery.id);
+                if self.hold_if_quiet(&delivery)?.is_some() {
+                    summary.deferred += 1;
+                    continue;
+                }
                 let this = self.clone();
                 tasks.spawn(async move { this.deliver(delivery).await });
             }

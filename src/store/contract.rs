@@ -38,6 +38,7 @@ macro_rules! store_contract {
             due_deliveries_respect_time_limit_and_exclusions,
             attempts_move_deliveries_through_their_states,
             recording_an_unknown_delivery_is_an_error,
+            defer_moves_a_pending_delivery_without_an_attempt,
             retry_dead_all_touches_only_dead_ones,
             prune_removes_old_sent_and_fired_but_keeps_the_rest,
             prune_deletes_at_most_limit_rows_per_call,

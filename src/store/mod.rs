@@ -123,6 +123,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         latency: Duration,
     ) -> Result<(), StoreError>;
 
+    /// Moves one of the account's pending deliveries to `until` without
+    /// counting an attempt (quiet hours: nothing was tried). False when it
+    /// is not the account's, or no longer pending (sent or dead meanwhile).
+    fn defer(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
     /// One of the account's deliveries by id.
     fn get_delivery(
         &self,

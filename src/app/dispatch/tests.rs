@@ -53,6 +53,8 @@ pub(super) fn dispatcher_over(
         clock,
         grace: Duration::from_secs(1),
         leading: crate::app::leading::Leading::always(),
+        quiet: Arc::default(),
+        held: Default::default(),
     };
     (dispatcher, sink)
 }

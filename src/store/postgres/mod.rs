@@ -163,6 +163,15 @@ impl Store for PostgresStore {
         }
     }
 
+    fn defer(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.fenced_tx(|tx| outbox::defer(tx, account, id, until))
+    }
+
     fn get_delivery(
         &self,
         account: &AccountId,

@@ -153,6 +153,15 @@ impl Store for SqliteStore {
         }
     }
 
+    fn defer(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.with(|conn| outbox::defer(conn, account, id, until))
+    }
+
     fn get_delivery(
         &self,
         account: &AccountId,
