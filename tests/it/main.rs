@@ -15,6 +15,7 @@ mod operate;
 mod pg_cluster;
 mod postgres;
 mod preview;
+mod quiet;
 mod redirects;
 mod reliability;
 mod render_cli;

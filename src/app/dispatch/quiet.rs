@@ -17,6 +17,7 @@ use super::Dispatcher;
 use crate::config::{Config, SinkKind, SinkQuiet};
 use crate::domain::{Delivery, DeliveryId, DeliveryStatus};
 use crate::quiet::QuietTime;
+use crate::sinks::email::rcpt::{self, Stored};
 use crate::store::{AttemptOutcome, StoreError};
 
 /// The metric of deliveries waiting (the digest adds `reason="digest"`).
@@ -29,7 +30,7 @@ pub(super) const QUIET_HOURS: &str = "quiet hours";
 /// zone of every address or user id the `[recipients]` directory knows.
 #[derive(Debug, Clone, Default)]
 pub struct QuietPlan {
-    sinks: HashMap<String, (SinkQuiet, bool)>,
+    sinks: HashMap<String, (SinkQuiet, Who)>,
     /// Lowercased requester address, redirect address or user id → zone.
     people: HashMap<String, Tz>,
     display: Tz,
@@ -63,10 +64,17 @@ impl QuietPlan {
 
     /// The quiet time of `sink` for `recipient`; `None` when the sink has none.
     pub fn time_for(&self, sink: &str, recipient: Option<&str>) -> Option<QuietTime> {
-        let (quiet, per_person) = self.sinks.get(sink)?;
-        let person = recipient
-            .filter(|_| *per_person)
-            .and_then(|r| self.people.get(&r.trim().to_lowercase()));
+        let (quiet, who) = self.sinks.get(sink)?;
+        let person = match (who, recipient) {
+            (Who::Channel, _) | (_, None) => None,
+            (Who::User, Some(id)) => Some(id.to_string()),
+            (Who::Mail, Some(row)) => match rcpt::decode(Some(row)) {
+                Ok(Stored::One(rcpt)) => Some(rcpt.address.to_string()),
+                Ok(Stored::Legacy(address)) => address,
+                Err(_) => None,
+            },
+        };
+        let person = person.and_then(|p| self.people.get(&p.trim().to_lowercase()));
         let zone = person.copied().or(quiet.timezone).unwrap_or(self.display);
         Some(quiet.window.in_zone(zone))
     }
@@ -98,16 +106,33 @@ impl QuietPlan {
     }
 }
 
+/// Whom a sink's deliveries are for, as far as zones go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    /// A channel: the sink's zone.
+    Channel,
+    /// Email to the requester: the row's address (`to:ann@…`) is the person.
+    Mail,
+    /// A DM: the row's user id (or looked-up address) is the person.
+    User,
+}
+
 /// Whether a sink sends to one person (the recipient's zone applies).
-fn per_person(kind: &SinkKind) -> bool {
-    match kind {
-        SinkKind::Email(email) => email.requester,
+fn per_person(kind: &SinkKind) -> Who {
+    let dm = match kind {
+        SinkKind::Email(email) if email.requester => return Who::Mail,
+        SinkKind::Email(_) => false,
         SinkKind::Discord { bot_token, .. } => bot_token.is_some(),
         SinkKind::SlackApp(app) => app.channel.is_none(),
         SinkKind::Console
         | SinkKind::Webhook { .. }
         | SinkKind::Slack { .. }
         | SinkKind::Teams { .. } => false,
+    };
+    if dm {
+        Who::User
+    } else {
+        Who::Channel
     }
 }
 

@@ -65,7 +65,13 @@ kind = "console"
     )));
     let zone = |sink, who| plan.time_for(sink, who).map(|q| q.zone());
     let tokyo = Some(chrono_tz::Asia::Tokyo);
-    assert_eq!(zone("mail", Some("ann.home@example.com")), tokyo);
+    assert_eq!(zone("mail", Some("to:ann.home@example.com")), tokyo);
+    assert_eq!(zone("mail", Some("cc:ann@example.com")), tokyo);
+    assert_eq!(
+        zone("mail", Some("ann.home@example.com")),
+        tokyo,
+        "an old row"
+    );
     assert_eq!(zone("mail", Some("ANN@example.com")), tokyo);
     assert_eq!(
         zone("mail", Some("bob@example.com")),
