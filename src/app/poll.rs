@@ -120,7 +120,10 @@ impl Watcher {
             polled.prior().is_none() && self.config.watch.first_run == FirstRun::Baseline;
         let changes = polled.changes();
         let committed = if baseline {
-            self.commit(&polled, &changes, &[], &[], now)
+            let close = self.expiring_events(&polled.snapshot, now);
+            let seen: Vec<(ExportId, EventKind)> =
+                close.iter().map(|e| (e.item.id, e.kind)).collect();
+            self.commit(&polled, &changes, &seen, &[], now)
         } else {
             self.notify(&polled, &changes, now)
         };
@@ -168,6 +171,7 @@ impl Watcher {
         )
         .into_iter()
         .filter(|e| self.router.watches(e.kind))
+        .chain(self.expiring_events(snapshot, now))
         .collect();
         let pairs: Vec<(ExportId, EventKind)> =
             events.iter().map(|e| (e.item.id, e.kind)).collect();
@@ -184,6 +188,16 @@ impl Watcher {
             .iter()
             .for_each(|e| crate::app::telemetry::event_fired(e.kind));
         Ok(report)
+    }
+
+    /// The `expiring` events of this poll, when watched (else nothing is
+    /// looked at). At the baseline they are recorded as fired without a
+    /// message: an item already that close to expiry is not news.
+    fn expiring_events<'a>(&self, snapshot: &'a Snapshot, now: DateTime<Utc>) -> Vec<Event<'a>> {
+        if !self.router.watches(EventKind::Expiring) {
+            return Vec::new();
+        }
+        crate::diff::expiring(snapshot, now, self.config.watch.remind_before)
     }
 
     fn commit(

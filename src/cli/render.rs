@@ -21,13 +21,15 @@ fn renderer(config: &Config) -> Result<Renderer, Failure> {
         .map_err(|e| Failure::Usage(e.into()))
 }
 
-/// `render --event E --sink S`: the message on stdout as the terminal shows it.
+/// `render --event E --sink S`: the message on stdout as the terminal shows
+/// it. Without `--now`, now; for `expiring`, 20 hours before the item
+/// expires (the sample item is old, and "expires now" shows nothing).
 pub(super) fn render_one(
     config: &Config,
     event: Option<EventKind>,
     sink: Option<String>,
     item: Option<&std::path::Path>,
-    now: chrono::DateTime<chrono::Utc>,
+    now: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), Failure> {
     let usage = |e: preview::PreviewError| Failure::Usage(e.into());
     let (event, sink) = event.zip(sink).ok_or_else(|| {
@@ -37,6 +39,10 @@ pub(super) fn render_one(
     })?;
     let sink = preview::sink(config, &sink).map_err(usage)?;
     let (item, days) = preview::load_item(item).map_err(usage)?;
+    let now = now.unwrap_or_else(|| match event {
+        EventKind::Expiring => item.expires_at(days) - chrono::Duration::hours(20),
+        _ => chrono::Utc::now(),
+    });
     let message =
         preview::render_message(config, &renderer(config)?, sink, event, (&item, days), now)
             .map_err(|e| Failure::Usage(e.into()))?;

@@ -166,6 +166,7 @@ fn check_watch(
         first_run,
         events: parse_events("watch.events", &raw.events)?,
         max_age: raw.max_age,
+        remind_before: nonzero("watch.remind_before", raw.remind_before)?,
         reload: raw.reload,
     })
 }

@@ -100,8 +100,11 @@ pub struct RawWatch {
     pub lease: Duration,
     /// With no stored state: `baseline` (record, notify nothing; default) or `notify`.
     pub first_run: String,
-    /// Events that fire: downloadable, failed, queued, removed (default the first two).
+    /// Events that fire: downloadable, failed, queued, removed, expiring (default the first two).
     pub events: Vec<String>,
+    /// `expiring` fires when a downloadable item leaves the queue within this (default `1d`).
+    #[serde(with = "humantime_serde")]
+    pub remind_before: Duration,
     /// Items created longer ago than this fire no downloadable/failed/queued (default `3d`).
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
@@ -118,6 +121,7 @@ impl Default for RawWatch {
             first_run: "baseline".into(),
             events: vec!["downloadable".into(), "failed".into()],
             max_age: Duration::from_secs(3 * 86_400),
+            remind_before: Duration::from_secs(86_400),
             reload: false,
         }
     }

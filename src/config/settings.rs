@@ -71,6 +71,8 @@ pub struct WatchConfig {
     pub first_run: FirstRun,
     pub events: BTreeSet<EventKind>,
     pub max_age: Duration,
+    /// `expiring` fires when a downloadable item leaves the queue within this.
+    pub remind_before: Duration,
     pub reload: bool,
 }
 

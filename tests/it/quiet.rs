@@ -240,3 +240,74 @@ async fn mail_waits_for_the_requesters_new_york_morning_after_fall_back() {
         "ann's sent early: {waited:?}"
     );
 }
+
+/// A queue item expiring `left` from now (7-day queue), as the API lists it.
+fn expiring_in(id: i64, status: i64, downloadable: bool, left: chrono::Duration) -> Value {
+    let mut export = item(id, status, downloadable);
+    let created = Utc::now() + left - chrono::Duration::days(7);
+    export["CreatedDate"] = Value::from(created.format("%Y-%m-%dT%H:%M:%S%.3f").to_string());
+    export
+}
+
+fn expiring_ids(bodies: &[Value]) -> Vec<i64> {
+    let mut ids: Vec<i64> = bodies
+        .iter()
+        .inspect(|b| assert_eq!(b["event"], "expiring", "{b}"))
+        .map(|b| b["item"]["id"].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test]
+async fn expiring_fires_once_per_item_as_time_brings_it_into_the_window() {
+    let h = Harness::start().await;
+    h.hook_answers(200).await;
+    h.write_config("");
+    let config = std::fs::read_to_string(h.config_path()).unwrap().replacen(
+        "[watch]\n",
+        "[watch]\nevents = [\"expiring\"]\nremind_before = \"1d\"\n",
+        1,
+    );
+    std::fs::write(h.config_path(), config).unwrap();
+    let hours = chrono::Duration::hours;
+    let soon = hours(20);
+    // Reaches the one-day window a few seconds after the baseline.
+    let later = hours(24) + chrono::Duration::seconds(4);
+    let queue = |queued_flipped: bool| {
+        vec![
+            expiring_in(1, 2, true, soon), // close already at the baseline
+            expiring_in(2, 1, queued_flipped, soon), // queued at the baseline
+            expiring_in(3, 2, true, later), // enters the window by time alone
+            expiring_in(4, 4, true, soon), // deleted
+            expiring_in(5, 2, true, hours(72)), // far from expiry
+        ]
+    };
+    h.queue.set_items(queue(false));
+    let out = h.bot(&["once"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let baseline_at = tokio::time::Instant::now();
+
+    h.queue.set_items(queue(true));
+    let out = h.bot(&["once"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(expiring_ids(&h.hook_bodies().await), [2], "{}", text(&out));
+
+    let out = h.bot(&["once"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        expiring_ids(&h.hook_bodies().await),
+        [2],
+        "not before its window"
+    );
+
+    tokio::time::sleep_until(baseline_at + Duration::from_secs(5)).await;
+    for _ in 0..2 {
+        let out = h.bot(&["once"]).await;
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let bodies = h.hook_bodies().await;
+    assert_eq!(expiring_ids(&bodies), [2, 3], "each once, 1/4/5 never");
+    let three = bodies.iter().find(|b| b["item"]["id"] == 3).unwrap();
+    assert!(three["item"]["downloadable"].as_bool().unwrap());
+}
