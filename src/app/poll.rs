@@ -123,7 +123,12 @@ impl Watcher {
             let close = self.expiring_events(&polled.snapshot, now);
             let seen: Vec<(ExportId, EventKind)> =
                 close.iter().map(|e| (e.item.id, e.kind)).collect();
+            // Recorded, not notified: the report counts no events.
             self.commit(&polled, &changes, &seen, &[], now)
+                .map(|report| PollReport {
+                    events: 0,
+                    ..report
+                })
         } else {
             self.notify(&polled, &changes, now)
         };
