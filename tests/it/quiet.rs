@@ -311,3 +311,33 @@ async fn expiring_fires_once_per_item_as_time_brings_it_into_the_window() {
     let three = bodies.iter().find(|b| b["item"]["id"] == 3).unwrap();
     assert!(three["item"]["downloadable"].as_bool().unwrap());
 }
+
+#[tokio::test]
+async fn expiring_fires_once_across_polls_of_one_process() {
+    let h = Harness::start().await;
+    h.hook_answers(200).await;
+    h.write_config("");
+    let config = std::fs::read_to_string(h.config_path()).unwrap().replacen(
+        "[watch]\n",
+        "[watch]\nevents = [\"expiring\"]\n",
+        1,
+    );
+    std::fs::write(h.config_path(), config).unwrap();
+    let soon = chrono::Duration::hours(20);
+    h.queue.set_items(vec![
+        expiring_in(1, 2, true, soon),
+        expiring_in(2, 1, false, soon),
+    ]);
+    let app = app_of(&h);
+    let mut watcher = app.watcher();
+    assert!(watcher.poll().await.unwrap().baseline);
+    h.queue.set_items(vec![
+        expiring_in(1, 2, true, soon),
+        expiring_in(2, 2, true, soon),
+    ]);
+    for _ in 0..3 {
+        watcher.poll().await.unwrap();
+        app.dispatcher.drain_due().await.unwrap();
+    }
+    assert_eq!(expiring_ids(&h.hook_bodies().await), [2]);
+}
