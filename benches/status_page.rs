@@ -47,6 +47,7 @@ fn populated(dir: &tempfile::TempDir) -> SqliteStore {
             recipient: Some(format!("user{}@example.com", i % 50)),
             message: RenderedMessage {
                 parts: BTreeMap::from([("json".to_owned(), "{\"text\":\"ready\"}".repeat(8))]),
+                context: None,
             },
             disposition: match i % 10 {
                 9 => Disposition::Skipped(format!("RequestedBy user{i} is not one address")),

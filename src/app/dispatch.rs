@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryConfig, SinkConfig};
 use crate::domain::{AccountId, Delivery, DeliveryId};
+use crate::render::Renderer;
 use crate::sinks::{SendError, Sinks};
 use crate::store::{AttemptOutcome, Store, StoreError};
 
@@ -192,6 +193,9 @@ pub struct Dispatcher {
     /// Whose outbox this dispatcher drains (the single account of a v0.1 config).
     account: AccountId,
     sinks: Arc<Sinks>,
+    /// The templates, for messages rendered again at send time (from the
+    /// context stored with each delivery).
+    renderer: Arc<Renderer>,
     policy: RetryPolicy,
     limits: Arc<HashMap<String, Arc<SinkLimits>>>,
     in_flight: Arc<Mutex<HashSet<DeliveryId>>>,
@@ -239,7 +243,12 @@ impl Dispatcher {
 
     /// A dispatcher over the configured sinks, each limited to its
     /// `concurrency`.
-    pub fn new(config: &Config, store: Arc<dyn Store>, sinks: Arc<Sinks>) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        sinks: Arc<Sinks>,
+        renderer: Arc<Renderer>,
+    ) -> Self {
         let limits = config
             .sinks
             .values()
@@ -249,6 +258,7 @@ impl Dispatcher {
             store,
             account: AccountId::default_account(),
             sinks,
+            renderer,
             policy: RetryPolicy::from(&config.delivery),
             limits: Arc::new(limits),
             in_flight: Arc::default(),
@@ -258,6 +268,26 @@ impl Dispatcher {
             quiet: Arc::new(QuietPlan::new(config)),
             held: quiet::Held::default(),
         }
+    }
+
+    /// The same dispatcher draining `account`'s outbox: the sinks, their
+    /// limits (sends in flight, rate) and the record of sends in flight stay
+    /// shared, so every account's deliveries to one sink count against the
+    /// one `concurrency` and `rate_limit` of that sink.
+    pub fn for_account(&self, account: &AccountId) -> Self {
+        let mut this = self.clone();
+        this.account = account.clone();
+        this
+    }
+
+    /// Whose outbox this dispatcher drains.
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+
+    /// The templates, for a message rendered again at send time.
+    pub fn renderer(&self) -> &Arc<Renderer> {
+        &self.renderer
     }
 
     /// The same dispatcher scheduling by another clock (tests).
@@ -277,7 +307,7 @@ impl Dispatcher {
     /// sends in flight, and the same limits for each sink whose `concurrency`
     /// and `rate_limit` did not change, so sends still running under the old
     /// config count against them.
-    fn succeeding(mut self, old: &Dispatcher) -> Self {
+    pub(crate) fn succeeding(mut self, old: &Dispatcher) -> Self {
         let limits = self
             .limits
             .iter()
@@ -364,9 +394,15 @@ impl Dispatcher {
     }
 }
 
-fn log_attempt(delivery: &Delivery, attempt: u32, outcome: &AttemptOutcome, latency: Duration) {
+fn log_attempt(
+    account: &AccountId,
+    delivery: &Delivery,
+    attempt: u32,
+    outcome: &AttemptOutcome,
+    latency: Duration,
+) {
     let latency_ms = latency.as_millis() as u64;
-    crate::app::telemetry::delivery_attempted(&delivery.sink, outcome.as_str());
+    crate::app::telemetry::delivery_attempted(account, &delivery.sink, outcome.as_str());
     let item = delivery.subject.to_string();
     let (id, sink, item, event) = (
         delivery.id.0,
@@ -377,6 +413,7 @@ fn log_attempt(delivery: &Delivery, attempt: u32, outcome: &AttemptOutcome, late
     match outcome {
         AttemptOutcome::Sent => tracing::info!(
             delivery = id,
+            account = %account,
             sink,
             item,
             event,
@@ -389,16 +426,16 @@ fn log_attempt(delivery: &Delivery, attempt: u32, outcome: &AttemptOutcome, late
             error,
             next_attempt_at,
         } => tracing::warn!(
-            delivery = id, sink, item, event, attempt, outcome = "retry", latency_ms,
+            delivery = id, account = %account, sink, item, event, attempt, outcome = "retry", latency_ms,
             error = %error, next_attempt_at = %next_attempt_at.to_rfc3339(),
             "delivery attempt"
         ),
         AttemptOutcome::Dead { error } => tracing::error!(
-            delivery = id, sink, item, event, attempt, outcome = "dead", latency_ms,
+            delivery = id, account = %account, sink, item, event, attempt, outcome = "dead", latency_ms,
             error = %error, "delivery attempt"
         ),
         AttemptOutcome::Skipped { reason } => tracing::info!(
-            delivery = id, sink, item, event, attempt, outcome = "skipped", latency_ms,
+            delivery = id, account = %account, sink, item, event, attempt, outcome = "skipped", latency_ms,
             reason = %reason, "delivery attempt"
         ),
     }

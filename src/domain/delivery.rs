@@ -51,6 +51,13 @@ impl FromStr for DeliveryStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenderedMessage {
     pub parts: BTreeMap<String, String>,
+    /// The template context the parts were rendered from, kept so that a
+    /// message can be rendered again at send time with what is only known
+    /// then (an attachment's fate, the other members of a digest) from
+    /// exactly the facts of the event, not from a later queue answer.
+    /// Absent in rows written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<serde_json::Value>,
 }
 
 impl RenderedMessage {

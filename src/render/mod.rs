@@ -3,6 +3,8 @@
 //! `slack_escape`, `discord_escape`, `date` in `display.timezone`) and the context every
 //! template sees. Pure once built: rendering does no I/O.
 
+use std::collections::BTreeMap;
+
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -59,6 +61,27 @@ pub struct MessageInput<'a> {
     pub recipient: RecipientView,
     pub portal: &'a str,
     pub now: DateTime<Utc>,
+    /// The Crayon account the item belongs to (templates: `account`).
+    pub account: AccountView,
+}
+
+/// The `account` template variable: which Crayon account the event is
+/// from (`[accounts.NAME]`, or `default`) and its `vars`, so one template
+/// can serve several customers.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountView {
+    pub name: String,
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Default for AccountView {
+    /// The account of a config with `[crayon]` alone.
+    fn default() -> Self {
+        AccountView {
+            name: crate::domain::AccountId::default_account().to_string(),
+            vars: BTreeMap::new(),
+        }
+    }
 }
 
 /// The `recipient` template variable.
@@ -149,7 +172,20 @@ impl Renderer {
         input: &MessageInput<'_>,
         fit: Fit,
     ) -> Result<RenderedMessage, RenderError> {
-        self.render_parts(input.event, sink, &context(sink, input), fit)
+        self.render_parts(input.event, sink, context(sink, input), fit)
+    }
+
+    /// Renders the sink's message again from a context an earlier render
+    /// stored ([`RenderedMessage::context`]), with whatever the caller added
+    /// to it at send time (`attachment`, a digest's `entries`). The
+    /// platform's size budget applies as at enqueue time.
+    pub fn rerender(
+        &self,
+        event: EventKind,
+        sink: &SinkConfig,
+        context: Json,
+    ) -> Result<RenderedMessage, RenderError> {
+        self.render_parts(event, sink, context, sink.kind.fit())
     }
 
     /// Renders the bot's own alert (`alert.S.P.tera`, `alert.K.P.tera`).
@@ -168,23 +204,23 @@ impl Renderer {
             "bot": { "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") },
             "now": rfc3339(now),
         });
-        let context = Context::from_serialize(&value).unwrap_or_default();
-        self.render_parts(EventKind::Alert, sink, &context, sink.kind.fit())
+        self.render_parts(EventKind::Alert, sink, value, sink.kind.fit())
     }
 
     fn render_parts(
         &self,
         event: EventKind,
         sink: &SinkConfig,
-        context: &Context,
+        value: Json,
         fit: Fit,
     ) -> Result<RenderedMessage, RenderError> {
+        let context = Context::from_serialize(&value).unwrap_or_default();
         let mut message = RenderedMessage::default();
         for part in sink.kind.parts() {
             let name = self.template_for(event, sink, part)?;
             let text = self
                 .tera
-                .render(&name, context)
+                .render(&name, &context)
                 .map_err(|e| RenderError::Template {
                     name: name.clone(),
                     message: e.to_string(),
@@ -196,6 +232,7 @@ impl Renderer {
             };
             message.parts.insert((*part).to_string(), text);
         }
+        message.context = Some(value);
         Ok(message)
     }
 }
@@ -276,19 +313,19 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, RenderError> {
 }
 
 /// The template context exactly as the spec lists it.
-fn context(sink: &SinkConfig, input: &MessageInput<'_>) -> Context {
-    let value = json!({
+fn context(sink: &SinkConfig, input: &MessageInput<'_>) -> Json {
+    json!({
         "item": item_json(input.item, input.nr_of_days),
         "previous": input.previous.map(|p| item_json(p, input.nr_of_days)),
         "event": input.event.as_str(),
         "event_reason": input.reason.map(RemovedReason::as_str),
         "recipient": input.recipient,
+        "account": input.account,
         "sink": { "name": sink.name, "kind": sink.kind.name(), "vars": sink.vars },
         "links": { "portal": input.portal },
         "bot": { "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") },
         "now": rfc3339(input.now),
-    });
-    Context::from_serialize(&value).unwrap_or_default()
+    })
 }
 
 fn item_json(item: &ExportItem, nr_of_days: u32) -> Json {

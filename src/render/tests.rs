@@ -40,6 +40,7 @@ fn input(event: EventKind, item: &ExportItem) -> MessageInput<'_> {
         recipient: RecipientView::new(item.requested_by.as_deref(), None),
         portal: "https://cloudiq.crayon.com/",
         now: "2024-05-30T14:00:00Z".parse().unwrap(),
+        account: Default::default(),
     }
 }
 
@@ -55,6 +56,28 @@ fn every_builtin_renders_for_every_event_and_kind() {
             }
         }
     }
+}
+
+#[test]
+fn a_stored_context_renders_the_same_message_again_and_takes_additions() {
+    let renderer = Renderer::new(None, chrono_tz::UTC).unwrap();
+    let (item, sink) = (sample(), webhook());
+    let first = renderer
+        .render(&sink, &input(EventKind::Downloadable, &item))
+        .unwrap();
+    let stored: RenderedMessage =
+        serde_json::from_str(&serde_json::to_string(&first).unwrap()).unwrap();
+    let mut context = stored.context.clone().expect("the context is kept");
+    assert_eq!(context["item"]["id"], 2439);
+    let again = renderer
+        .rerender(EventKind::Downloadable, &sink, context.clone())
+        .unwrap();
+    assert_eq!(again.parts, first.parts);
+    context["item"]["action_name"] = "Changed at send time".into();
+    let changed = renderer
+        .rerender(EventKind::Downloadable, &sink, context)
+        .unwrap();
+    assert!(changed.part("json").contains("Changed at send time"));
 }
 
 #[test]
@@ -209,10 +232,11 @@ fn html_templates_are_autoescaped_and_others_are_not() {
     let renderer = Renderer::new(Some(dir.path()), chrono_tz::UTC).unwrap();
     let mut item = sample();
     item.action_name = "<b>&\"".into();
-    let context = context(
+    let context = tera::Context::from_serialize(&context(
         &sink("stdout", SinkKind::Console),
         &input(EventKind::Downloadable, &item),
-    );
+    ))
+    .unwrap();
     let html = renderer
         .tera
         .render("downloadable.page.html.tera", &context)

@@ -76,7 +76,7 @@ impl Dispatcher {
         let now = self.clock.now();
         let outcome = self.policy.outcome(attempt, &result, now);
         let outcome = self.retry_after_quiet(&delivery, outcome);
-        log_attempt(&delivery, attempt, &outcome, latency);
+        log_attempt(&self.account, &delivery, attempt, &outcome, latency);
         let recorded = self.record(&delivery, &outcome, now, latency, stop).await;
         self.in_flight
             .lock()

@@ -15,7 +15,7 @@ use chrono_tz::Tz;
 
 use super::Dispatcher;
 use crate::config::{Config, SinkKind, SinkQuiet};
-use crate::domain::{Delivery, DeliveryId, DeliveryStatus};
+use crate::domain::{AccountId, Delivery, DeliveryId, DeliveryStatus};
 use crate::quiet::QuietTime;
 use crate::sinks::email::rcpt::{self, Stored};
 use crate::store::{AttemptOutcome, StoreError};
@@ -136,21 +136,26 @@ fn per_person(kind: &SinkKind) -> Who {
     }
 }
 
-/// The deliveries this process holds for quiet hours, with their ends,
-/// behind the gauge.
+/// The deliveries this process holds for quiet hours, per account, with
+/// their ends: behind the gauge (shared by every account's dispatcher).
 #[derive(Debug, Clone, Default)]
-pub(super) struct Held(Arc<Mutex<HashMap<DeliveryId, DateTime<Utc>>>>);
+pub(super) struct Held(Arc<Mutex<HeldMap>>);
+
+type HeldMap = HashMap<AccountId, HashMap<DeliveryId, DateTime<Utc>>>;
 
 impl Held {
     fn update(
         &self,
+        account: &AccountId,
         now: DateTime<Utc>,
         change: impl FnOnce(&mut HashMap<DeliveryId, DateTime<Utc>>),
     ) {
-        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        change(&mut held);
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let held = all.entry(account.clone()).or_default();
+        change(held);
         held.retain(|_, until| *until > now);
-        metrics::gauge!(DEFERRED, "reason" => "quiet_hours").set(held.len() as f64);
+        metrics::gauge!(DEFERRED, "account" => account.to_string(), "reason" => "quiet_hours")
+            .set(held.len() as f64);
     }
 }
 
@@ -163,7 +168,7 @@ impl Dispatcher {
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
         let now = self.clock.now();
         let Some(until) = self.quiet.held_until(delivery, now) else {
-            self.held.update(now, |held| {
+            self.held.update(&self.account, now, |held| {
                 held.remove(&delivery.id);
             });
             return Ok(None);
@@ -173,7 +178,7 @@ impl Dispatcher {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&delivery.id);
         self.store.defer(&self.account, delivery.id, until)?;
-        self.held.update(now, |held| {
+        self.held.update(&self.account, now, |held| {
             held.insert(delivery.id, until);
         });
         tracing::info!(
@@ -244,7 +249,7 @@ impl Dispatcher {
                 return tracing::warn!(error = %e, "cannot count deliveries held for quiet hours")
             }
         };
-        self.held.update(now, |held| {
+        self.held.update(&self.account, now, |held| {
             for d in pending {
                 if let (Some(until), Some(next)) =
                     (self.quiet.held_until(&d, now), d.next_attempt_at)

@@ -47,6 +47,7 @@ pub(super) fn dispatcher_over(
         store,
         account: AccountId::default_account(),
         sinks: Arc::new(sinks),
+        renderer: Arc::new(crate::render::Renderer::new(None, chrono_tz::UTC).unwrap()),
         policy: policy(),
         limits: Arc::default(),
         in_flight: Arc::default(),

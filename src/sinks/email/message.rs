@@ -228,7 +228,10 @@ mod tests {
             event: EventKind::Downloadable,
             sink: "mail".into(),
             recipient: recipient.map(str::to_string),
-            message: RenderedMessage { parts },
+            message: RenderedMessage {
+                parts,
+                context: None,
+            },
             status: DeliveryStatus::Pending,
             attempts: 0,
             next_attempt_at: None,
