@@ -21,6 +21,7 @@ pub mod http_body;
 pub mod leadership;
 pub mod preview;
 pub mod probe;
+pub mod quiet;
 pub mod render;
 pub mod report;
 pub mod retention;

@@ -127,8 +127,14 @@ pub fn outbox_table(deliveries: &[(AccountId, Delivery)], notes: &[Option<String
 
 /// `why ITEM_ID`: the item's stored state, the events fired for it, and each
 /// delivery with its attempts and digest note (`notes` parallel to the
-/// deliveries).
-pub fn why(id: ExportId, history: &ItemHistory, notes: &[Option<String>]) -> String {
+/// deliveries); `waiting` says what a pending delivery waits for, when the
+/// config knows (e.g. "quiet hours until …").
+pub fn why(
+    id: ExportId,
+    history: &ItemHistory,
+    notes: &[Option<String>],
+    waiting: &dyn Fn(&Delivery) -> Option<String>,
+) -> String {
     let mut out = format!("item {id}\n");
     match &history.item {
         Some(item) => out.push_str(&format!(
@@ -169,6 +175,9 @@ pub fn why(id: ExportId, history: &ItemHistory, notes: &[Option<String>]) -> Str
                 .map(|e| format!(", last error: {e}"))
                 .unwrap_or_default()
         ));
+        if let Some(note) = waiting(d) {
+            out.push_str(&format!("    waiting: {note}\n"));
+        }
         for a in attempts {
             out.push_str(&format!(
                 "    {} {} after {} ms{}\n",

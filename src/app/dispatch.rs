@@ -10,8 +10,11 @@
 mod attempt;
 mod digest;
 mod lanes;
+mod quiet;
 mod run;
 mod writer;
+
+pub use quiet::QuietPlan;
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -207,6 +210,10 @@ pub struct Dispatcher {
     leading: crate::app::leading::Leading,
     /// Finished attempts waiting to be written, in batches (`writer`).
     writes: Arc<writer::Writes>,
+    /// Each sink's quiet time, per recipient zone.
+    quiet: Arc<QuietPlan>,
+    /// The deliveries held for quiet hours (the gauge), kept across reloads.
+    held: quiet::Held,
 }
 
 /// What one round of `drain_due` did.
@@ -215,6 +222,8 @@ pub struct DrainSummary {
     pub sent: usize,
     pub retrying: usize,
     pub dead: usize,
+    /// Not attempted: held until their quiet hours end (not a failure).
+    pub deferred: usize,
 }
 
 impl DrainSummary {
@@ -272,6 +281,8 @@ impl Dispatcher {
             grace: config.delivery.shutdown_grace,
             leading: crate::app::leading::Leading::always(),
             writes: Arc::default(),
+            quiet: Arc::new(QuietPlan::new(config)),
+            held: quiet::Held::default(),
         }
     }
 
@@ -326,6 +337,7 @@ impl Dispatcher {
         self.clock = old.clock.clone();
         self.leading = old.leading.clone();
         self.writes = old.writes.clone();
+        self.held = old.held.clone();
         self
     }
 
@@ -348,6 +360,10 @@ impl Dispatcher {
             let mut tasks = JoinSet::new();
             for delivery in batch {
                 attempted.insert(delivery.id);
+                if self.hold_if_quiet(&delivery)?.is_some() {
+                    summary.deferred += 1;
+                    continue;
+                }
                 let this = self.clone();
                 tasks.spawn(async move { this.deliver(delivery).await });
             }

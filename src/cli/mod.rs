@@ -96,7 +96,7 @@ pub enum Command {
     },
     /// Print what a sink would send for an event, or write an HTML preview page.
     Render {
-        /// downloadable, failed, queued or removed; or digest (a sample of 3).
+        /// downloadable, failed, queued, removed or expiring; or digest (a sample of 3).
         #[arg(long, required_unless_present = "html_preview")]
         event: Option<render::RenderEvent>,
         /// The sink's name in the config.
@@ -290,9 +290,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             html_preview,
         } => {
             let config = load(&path)?;
-            let now = now.unwrap_or_else(chrono::Utc::now);
             match html_preview {
-                Some(out) => render::render_page(&config, item.as_deref(), now, &out),
+                Some(out) => {
+                    let now = now.unwrap_or_else(chrono::Utc::now);
+                    render::render_page(&config, item.as_deref(), now, &out)
+                }
                 None => render::render_one(&config, event, sink, item.as_deref(), now),
             }
         }

@@ -43,13 +43,15 @@ impl std::str::FromStr for RenderEvent {
     }
 }
 
-/// `render --event E --sink S`: the message on stdout as the terminal shows it.
+/// `render --event E --sink S`: the message on stdout as the terminal shows
+/// it. Without `--now`, now; for `expiring`, 20 hours before the item
+/// expires (the sample item is old, and "expires now" shows nothing).
 pub(super) fn render_one(
     config: &Config,
     event: Option<RenderEvent>,
     sink: Option<String>,
     item: Option<&std::path::Path>,
-    now: chrono::DateTime<chrono::Utc>,
+    now: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), Failure> {
     let usage = |e: preview::PreviewError| Failure::Usage(e.into());
     let (event, sink) = event.zip(sink).ok_or_else(|| {
@@ -59,6 +61,12 @@ pub(super) fn render_one(
     })?;
     let sink = preview::sink(config, &sink).map_err(usage)?;
     let (item, days) = preview::load_item(item).map_err(usage)?;
+    let now = now.unwrap_or_else(|| match event {
+        RenderEvent::Event(EventKind::Expiring) => {
+            item.expires_at(days) - chrono::Duration::hours(20)
+        }
+        _ => chrono::Utc::now(),
+    });
     let renderer = renderer(config)?;
     let message = match event {
         RenderEvent::Event(event) => {

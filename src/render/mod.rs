@@ -398,3 +398,4 @@ mod filters;
 mod props;
 #[cfg(test)]
 mod tests;
+mod time_left;

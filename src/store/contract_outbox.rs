@@ -38,6 +38,31 @@ pub(crate) fn due_deliveries_respect_time_limit_and_exclusions(store: &dyn Store
     assert_eq!(store.next_due_at(&me()).unwrap(), Some(t(0)));
 }
 
+pub(crate) fn defer_moves_a_pending_delivery_without_an_attempt(store: &dyn Store) {
+    let id = with_pending(store);
+    assert!(store.defer(&me(), id, t(600)).unwrap());
+    let d = store.get_delivery(&me(), id).unwrap().unwrap();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0));
+    assert_eq!(d.next_attempt_at, Some(t(600)));
+    assert_eq!(d.last_error, None);
+    assert!(all_due(store, &me(), 599).is_empty());
+    assert_eq!(all_due(store, &me(), 600), [id]);
+    let other = AccountId::new("other").unwrap();
+    assert!(
+        !store.defer(&other, id, t(900)).unwrap(),
+        "another account's"
+    );
+    store
+        .record_attempt(&me(), id, &dead("HTTP 404"), t(601), Duration::ZERO)
+        .unwrap();
+    assert!(
+        !store.defer(&me(), id, t(900)).unwrap(),
+        "no longer pending"
+    );
+    let d = store.get_delivery(&me(), id).unwrap().unwrap();
+    assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Dead, None));
+}
+
 pub(crate) fn attempts_move_deliveries_through_their_states(store: &dyn Store) {
     let id = with_pending(store);
     let attempt = |outcome: &AttemptOutcome, at: i64, ms: u64| {

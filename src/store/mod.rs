@@ -182,6 +182,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
 
+    /// Moves one of the account's pending deliveries to `until` without
+    /// counting an attempt (quiet hours: nothing was tried). False when it
+    /// is not the account's, or no longer pending (sent or dead meanwhile).
+    fn defer(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
     /// One of the account's deliveries by id.
     fn get_delivery(
         &self,

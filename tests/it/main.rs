@@ -18,6 +18,7 @@ mod operate;
 mod pg_cluster;
 mod postgres;
 mod preview;
+mod quiet;
 mod redirects;
 mod reliability;
 mod render_cli;

@@ -87,6 +87,7 @@ impl Dispatcher {
         let attempt = delivery.attempts + 1;
         let now = self.clock.now();
         let outcome = self.policy.outcome(attempt, &result, now);
+        let outcome = self.retry_after_quiet(&delivery, outcome);
         log_attempt(&self.account, &delivery, attempt, &outcome, latency);
         let recorded = self
             .record(&delivery, digest, &outcome, now, latency, stop)

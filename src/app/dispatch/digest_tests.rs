@@ -101,6 +101,8 @@ fn dispatcher(dir: &tempfile::TempDir, window: Duration, sink: Arc<Recorder>) ->
         limits: Arc::default(),
         in_flight: Arc::default(),
         writes: Arc::default(),
+        quiet: Arc::default(),
+        held: Default::default(),
         clock,
         grace: Duration::from_secs(1),
         leading: crate::app::leading::Leading::always(),

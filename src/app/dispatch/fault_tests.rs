@@ -71,7 +71,8 @@ async fn drain_due_records_a_panicking_send_as_a_failed_attempt() {
         DrainSummary {
             sent: 0,
             retrying: 1,
-            dead: 0
+            dead: 0,
+            ..DrainSummary::default()
         }
     );
     let d = delivery(&dispatcher, 1);

@@ -56,6 +56,8 @@ pub(super) fn dispatcher_over(
         grace: Duration::from_secs(1),
         leading: crate::app::leading::Leading::always(),
         writes: Arc::default(),
+        quiet: Arc::default(),
+        held: Default::default(),
     };
     (dispatcher, sink)
 }

@@ -223,6 +223,15 @@ impl Store for PostgresStore {
         self.conn.with(|c| digest::waiting(c, account, sinks, now))
     }
 
+    fn defer(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.fenced_tx(|tx| outbox::defer(tx, account, id, until))
+    }
+
     fn get_delivery(
         &self,
         account: &AccountId,

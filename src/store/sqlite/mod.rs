@@ -212,6 +212,15 @@ impl Store for SqliteStore {
         self.with(|conn| digest::waiting(conn, account, sinks, now))
     }
 
+    fn defer(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.with(|conn| outbox::defer(conn, account, id, until))
+    }
+
     fn get_delivery(
         &self,
         account: &AccountId,

@@ -156,6 +156,21 @@ pub(super) fn record_attempts(
     Ok(found)
 }
 
+/// See [`crate::store::Store::defer`].
+pub(super) fn defer(
+    conn: &Connection,
+    account: &AccountId,
+    id: DeliveryId,
+    until: DateTime<Utc>,
+) -> rusqlite::Result<bool> {
+    let changed = conn.execute(
+        "UPDATE outbox SET next_attempt_at = ?3 \
+         WHERE id = ?1 AND account = ?2 AND status = 'pending'",
+        params![id.0, account.as_str(), to_ms(until)],
+    )?;
+    Ok(changed > 0)
+}
+
 /// See [`crate::store::Store::get_delivery`].
 pub(super) fn get(
     conn: &Connection,
