@@ -70,13 +70,15 @@ impl Dispatcher {
             "sending"
         );
         let result = self.send_guarded(&delivery).await;
-        drop(permit);
         let latency = started.elapsed();
         let attempt = delivery.attempts + 1;
         let now = self.clock.now();
         let outcome = self.policy.outcome(attempt, &result, now);
         log_attempt(&delivery, attempt, &outcome, latency);
         let recorded = self.record(&delivery, &outcome, now, latency, stop).await;
+        // The sink's slot is free only once the outcome is written (or
+        // given up): a crash then re-sends at most `concurrency` deliveries.
+        drop(permit);
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
