@@ -43,6 +43,7 @@ macro_rules! store_contract {
             recording_an_unknown_delivery_is_an_error,
             record_attempts_writes_each_attempt_of_a_batch,
             defer_moves_a_pending_delivery_without_an_attempt,
+            get_deliveries_reads_the_accounts_own_by_id,
             retry_dead_all_touches_only_dead_ones,
             prune_removes_old_sent_and_fired_but_keeps_the_rest,
             prune_deletes_at_most_limit_rows_per_call,

@@ -199,6 +199,27 @@ pub(crate) fn record_attempts_writes_each_attempt_of_a_batch(store: &dyn Store) 
     assert!(store.record_attempts(&me(), &[]).unwrap().is_empty());
 }
 
+/// Many deliveries by id in one read: the account's own, whole, and
+/// nothing for another account's id or one that does not exist.
+pub(crate) fn get_deliveries_reads_the_accounts_own_by_id(store: &dyn Store) {
+    let other = AccountId::new("other").unwrap();
+    let deliveries = [
+        new_delivery(2439, "a", None),
+        new_delivery(2439, "b", None),
+        new_delivery(2438, "c", None),
+    ];
+    baseline_with(store, &me(), &deliveries);
+    baseline_with(store, &other, &[new_delivery(2439, "x", None)]);
+    let ids = all_due(store, &me(), 0);
+    let theirs = all_due(store, &other, 0)[0];
+    let asked = [ids[2], theirs, DeliveryId(9_999), ids[0]];
+    let mut found = store.get_deliveries(&me(), &asked).unwrap();
+    found.sort_by_key(|d| d.id.0);
+    let one = |id| store.get_delivery(&me(), id).unwrap().unwrap();
+    assert_eq!(found, [one(ids[0]), one(ids[2])]);
+    assert!(store.get_deliveries(&me(), &[]).unwrap().is_empty());
+}
+
 pub(crate) fn retry_dead_all_touches_only_dead_ones(store: &dyn Store) {
     let deliveries = [
         new_delivery(2439, "a", None),

@@ -199,6 +199,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         id: DeliveryId,
     ) -> Result<Option<Delivery>, StoreError>;
 
+    /// Several of the account's deliveries by id in one read (the
+    /// dispatcher refilling a sink's window: one query, not one per
+    /// delivery); ids not found (another account's, pruned) are left out.
+    /// In no particular order.
+    fn get_deliveries(
+        &self,
+        account: &AccountId,
+        ids: &[DeliveryId],
+    ) -> Result<Vec<Delivery>, StoreError>;
+
     /// The account's deliveries (or those with one status), newest first.
     fn list_deliveries(
         &self,

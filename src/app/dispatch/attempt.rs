@@ -82,7 +82,6 @@ impl Dispatcher {
             Ok(()) => self.send_guarded(&delivery).await,
             Err(e) => Err(e),
         };
-        drop(permit);
         let latency = started.elapsed();
         let attempt = delivery.attempts + 1;
         let now = self.clock.now();
@@ -92,6 +91,9 @@ impl Dispatcher {
         let recorded = self
             .record(&delivery, digest, &outcome, now, latency, stop)
             .await;
+        // The sink's slot is free only once the outcome is written (or
+        // given up): a crash then re-sends at most `concurrency` deliveries.
+        drop(permit);
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())

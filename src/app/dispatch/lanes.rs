@@ -103,7 +103,7 @@ impl Lanes {
 
     /// A delivery of `sink` finished; when its window has drained to
     /// [`REFILL_BELOW`], the parked deliveries that fill it again (read by
-    /// id, marked in flight), to be sent.
+    /// id, all in one query, marked in flight), to be sent.
     pub(super) fn finished(
         &mut self,
         d: &Dispatcher,
@@ -118,29 +118,32 @@ impl Lanes {
             return Vec::new();
         }
         let mut taken = Vec::new();
-        while lane.has_room() {
-            let Some(id) = lane.parked.pop_front() else {
-                break;
-            };
-            match d.store.get_delivery(&d.account, id) {
-                Ok(Some(delivery)) if still_due(&delivery, now) => {
-                    self.parked.remove(&id);
-                    lane.running += 1;
-                    d.in_flight
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(id);
-                    taken.push(delivery);
-                }
-                // Sent, dead or pruned since (or no longer due): a later
-                // scan finds it if it is due again.
-                Ok(_) => {
-                    self.parked.remove(&id);
-                }
+        while lane.has_room() && !lane.parked.is_empty() {
+            let ids: Vec<DeliveryId> = lane
+                .parked
+                .iter()
+                .take(BATCH - lane.running)
+                .copied()
+                .collect();
+            let found = match d.store.get_deliveries(&d.account, &ids) {
+                Ok(found) => found,
                 Err(e) => {
                     tracing::error!(sink, error = %e, "cannot read the outbox");
-                    lane.parked.push_front(id);
                     break;
+                }
+            };
+            let mut found: HashMap<DeliveryId, Delivery> =
+                found.into_iter().map(|d| (d.id, d)).collect();
+            lane.parked.drain(..ids.len());
+            let mut in_flight = d.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for id in ids {
+                self.parked.remove(&id);
+                // Sent, dead or pruned since (or no longer due): left out; a
+                // later scan finds it if it is due again.
+                if let Some(delivery) = found.remove(&id).filter(|d| still_due(d, now)) {
+                    lane.running += 1;
+                    in_flight.insert(id);
+                    taken.push(delivery);
                 }
             }
         }

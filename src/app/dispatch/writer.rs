@@ -2,30 +2,26 @@
 //! outcome to be written before its task ends (so `once`, `drain_due` and a
 //! shutdown return only after everything sent is recorded), but the writes
 //! of attempts that finish close together share one transaction: a batch
-//! is written [`LINGER`] after its first attempt finished (or at once when
-//! [`MAX_BATCH`] wait), and the next one collects while it is written. A
-//! burst of 1,000 sends costs a few dozen commits instead of 1,000, and the
-//! SQLite work runs on the blocking pool, not on an async worker.
+//! is written as soon as its first attempt finished, and the attempts that
+//! finish meanwhile form the next one (no timer: the sink's slot stays taken
+//! until the write is done, so that a crash re-sends at most `concurrency`
+//! deliveries, and a timer would hold every slot for it). A burst of 1,000
+//! sends costs a few hundred commits instead of 1,000, and the SQLite work
+//! runs on the blocking pool, not on an async worker.
 //!
 //! A batch the store refuses as a whole is written again one attempt at a
 //! time, so each attempt gets its own result (one bad row fails only
 //! itself) and the caller's retry-the-write loop works as before.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 use crate::domain::AccountId;
 use crate::store::{AttemptWrite, Store, StoreError};
 
 /// The most attempts written in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
-
-/// How long a batch collects before it is written: short against a send
-/// (the attempt's task waits this much longer), long enough that sends
-/// finishing together share a commit.
-pub(super) const LINGER: Duration = Duration::from_millis(2);
 
 /// One attempt waiting for its write, and where its result goes.
 struct Waiting {
@@ -46,8 +42,6 @@ struct Queue {
 #[derive(Default)]
 pub(super) struct Writes {
     queue: Mutex<Queue>,
-    /// Notified when [`MAX_BATCH`] attempts wait: no point lingering.
-    full: Notify,
 }
 
 impl Writes {
@@ -67,9 +61,6 @@ impl Writes {
                 write,
                 done,
             });
-            if queue.waiting.len() >= MAX_BATCH {
-                self.full.notify_one();
-            }
             !std::mem::replace(&mut queue.flushing, true)
         };
         if start {
@@ -82,11 +73,7 @@ impl Writes {
 
     /// Writes batches until nothing waits.
     async fn flush(self: Arc<Self>, store: Arc<dyn Store>) {
-        loop {
-            let _ = tokio::time::timeout(LINGER, self.full.notified()).await;
-            let Some(batch) = self.next_batch() else {
-                return;
-            };
+        while let Some(batch) = self.next_batch() {
             let size = batch.len();
             let store = store.clone();
             let written = tokio::task::spawn_blocking(move || write_batch(store.as_ref(), batch));

@@ -240,6 +240,14 @@ impl Store for PostgresStore {
         self.conn.with(|c| outbox::get(c, account, id))
     }
 
+    fn get_deliveries(
+        &self,
+        account: &AccountId,
+        ids: &[DeliveryId],
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.conn.with(|c| outbox::get_many(c, account, ids))
+    }
+
     fn list_deliveries(
         &self,
         account: &AccountId,

@@ -193,6 +193,23 @@ pub(super) fn get(
     .transpose()
 }
 
+/// See [`crate::store::Store::get_deliveries`].
+pub(super) fn get_many(
+    db: &mut impl GenericClient,
+    account: &AccountId,
+    ids: &[DeliveryId],
+) -> PgResult<Vec<Delivery>> {
+    let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+    let rows = db.query(
+        &format!(
+            "SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_FROM} WHERE o.account = $1 \
+             AND o.id = ANY($2)"
+        ),
+        &[&account.as_str(), &ids],
+    )?;
+    rows.iter().map(delivery_from_row).collect()
+}
+
 /// See [`crate::store::Store::list_deliveries`].
 pub(super) fn list(
     db: &mut impl GenericClient,

@@ -229,6 +229,14 @@ impl Store for SqliteStore {
         self.with(|conn| outbox::get(conn, account, id))
     }
 
+    fn get_deliveries(
+        &self,
+        account: &AccountId,
+        ids: &[DeliveryId],
+    ) -> Result<Vec<Delivery>, StoreError> {
+        self.with(|conn| outbox::get_many(conn, account, ids))
+    }
+
     fn list_deliveries(
         &self,
         account: &AccountId,

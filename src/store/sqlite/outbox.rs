@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::rows::{
@@ -182,6 +183,28 @@ pub(super) fn get(
     ))?
     .query_row(params![id.0, account.as_str()], delivery_from_row)
     .optional()
+}
+
+/// See [`crate::store::Store::get_deliveries`]: one query per 500 ids.
+pub(super) fn get_many(
+    conn: &Connection,
+    account: &AccountId,
+    ids: &[DeliveryId],
+) -> rusqlite::Result<Vec<Delivery>> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_FROM} WHERE o.account = ? AND o.id IN ({marks})"
+        ))?;
+        let args = std::iter::once(Value::Text(account.as_str().to_owned()))
+            .chain(chunk.iter().map(|id| Value::Integer(id.0)));
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), delivery_from_row)?;
+        for delivery in rows {
+            found.push(delivery?);
+        }
+    }
+    Ok(found)
 }
 
 /// See [`crate::store::Store::list_deliveries`].
