@@ -82,6 +82,8 @@ pub struct DeliveryConfig {
     pub keep_sent: Duration,
     pub keep_fired: Duration,
     pub shutdown_grace: Duration,
+    /// `delivery.spool_dir`: the attachment spool for a PostgreSQL state.
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// `[alerts]`, checked (the sink exists).
@@ -102,6 +104,9 @@ pub struct SinkConfig {
     /// At most this many sends per period.
     pub rate_limit: Option<(u32, Duration)>,
     pub vars: BTreeMap<String, String>,
+    /// `attach = true`: the export's file goes with the message, up to
+    /// this many bytes (`attach_max`); `None` when off.
+    pub attach: Option<crate::attach::AttachSettings>,
 }
 
 /// One `[[routes]]` entry; globs are compiled by the router.

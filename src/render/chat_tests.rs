@@ -23,6 +23,7 @@ fn sink(kind: SinkKind) -> SinkConfig {
         concurrency: 1,
         rate_limit: None,
         vars: BTreeMap::new(),
+        attach: None,
     }
 }
 

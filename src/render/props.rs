@@ -34,6 +34,7 @@ fn sink(name: &str, kind: SinkKind) -> SinkConfig {
         concurrency: 1,
         rate_limit: None,
         vars: BTreeMap::new(),
+        attach: None,
     }
 }
 

@@ -245,6 +245,7 @@ fn sink_config(name: &str, concurrency: usize) -> SinkConfig {
         concurrency,
         rate_limit: None,
         vars: Default::default(),
+        attach: None,
     }
 }
 

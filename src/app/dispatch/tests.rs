@@ -125,6 +125,7 @@ fn a_rate_limit_allows_its_burst_then_holds_back() {
         concurrency: 2,
         rate_limit: Some((3, Duration::from_secs(60))),
         vars: Default::default(),
+        attach: None,
     };
     let limits = SinkLimits::new(&sink);
     let rate = limits.rate.expect("a limiter");

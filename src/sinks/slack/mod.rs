@@ -22,6 +22,13 @@ use super::registry::KindSpec;
 /// The registry entry of `kind = "slack"`.
 pub const KIND: KindSpec = KindSpec {
     name: "slack",
-    keys: &["url", "bot_token", "channel", "api_base"],
+    keys: &[
+        "url",
+        "bot_token",
+        "channel",
+        "api_base",
+        "attach",
+        "attach_max",
+    ],
     check: settings::check,
 };
