@@ -7,11 +7,12 @@
 //! only its own deliveries; `attempt` is one send and its bookkeeping, made
 //! so that nothing a sink does (panic included) loses the attempt.
 
+mod attach;
 mod attempt;
 mod lanes;
 mod run;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +22,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+pub use attach::Attacher;
 
 use crate::config::{Config, DeliveryConfig, SinkConfig};
 use crate::domain::{AccountId, Delivery, DeliveryId};
@@ -200,6 +203,12 @@ pub struct Dispatcher {
     grace: Duration,
     /// Sends start only while this process leads (always, without a lease).
     leading: crate::app::leading::Leading,
+    /// Each sink's settings (`attach`, and for the message rendered again).
+    configs: Arc<BTreeMap<String, SinkConfig>>,
+    /// Downloads export files for `attach = true` sinks; `None`: none attach.
+    attacher: Option<Attacher>,
+    /// The largest `attach_max` of any sink: the one download serves all.
+    attach_cap: u64,
 }
 
 /// What one round of `drain_due` did.
@@ -256,7 +265,22 @@ impl Dispatcher {
             clock: Clock::System,
             grace: config.delivery.shutdown_grace,
             leading: crate::app::leading::Leading::always(),
+            attach_cap: config
+                .sinks
+                .values()
+                .filter_map(|s| s.attach.map(|a| a.max))
+                .max()
+                .unwrap_or(0),
+            configs: Arc::new(config.sinks.clone()),
+            attacher: None,
         }
+    }
+
+    /// The same dispatcher sending export files with the messages of
+    /// `attach = true` sinks.
+    pub fn with_attacher(mut self, attacher: Attacher) -> Self {
+        self.attacher = Some(attacher);
+        self
     }
 
     /// The templates, for a message rendered again at send time.

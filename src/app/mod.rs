@@ -47,6 +47,8 @@ pub enum ServiceError {
     Poll(#[from] PollError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Spool(#[from] crate::attach::SpoolError),
     #[error("{0}")]
     Reload(String),
     /// `once` against a shared state while a `run` replica holds the lease.
@@ -80,6 +82,9 @@ pub struct App {
     pub client: Arc<CrayonClient>,
     pub renderer: Arc<Renderer>,
     pub dispatcher: Dispatcher,
+    /// The export files' spool, when a sink has `attach = true` (kept
+    /// across reloads: its files belong to pending deliveries).
+    pub spool: Option<Arc<crate::attach::Spool>>,
 }
 
 impl App {
@@ -89,7 +94,8 @@ impl App {
         let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
         let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
         let store = crate::store::open(&config.watch.state)?;
-        Ok(Self::assemble(config, store, client, renderer, sinks))
+        let spool = open_spool(&config, None)?;
+        Ok(Self::assemble(config, store, client, renderer, sinks, spool))
     }
 
     /// Puts checked parts together (shared by `build` and reload).
@@ -99,17 +105,27 @@ impl App {
         client: CrayonClient,
         renderer: Renderer,
         sinks: Sinks,
+        spool: Option<Arc<crate::attach::Spool>>,
     ) -> App {
         let config = Arc::new(config);
         let renderer = Arc::new(renderer);
-        let dispatcher = Dispatcher::new(&config, store.clone(), Arc::new(sinks), renderer.clone());
+        let client = Arc::new(client);
+        let mut dispatcher =
+            Dispatcher::new(&config, store.clone(), Arc::new(sinks), renderer.clone());
+        if let Some(spool) = &spool {
+            dispatcher = dispatcher.with_attacher(dispatch::Attacher {
+                client: client.clone(),
+                spool: spool.clone(),
+            });
+        }
         App {
             config,
             store,
             account: AccountId::default_account(),
-            client: Arc::new(client),
+            client,
             renderer,
             dispatcher,
+            spool,
         }
     }
 
@@ -170,12 +186,14 @@ impl App {
         let client = CrayonClient::new(crayon_settings(&config))?;
         let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
         let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
+        let spool = open_spool(&config, self.spool.clone())?;
         Ok(Self::assemble(
             config,
             self.store.clone(),
             client,
             renderer,
             sinks,
+            spool,
         ))
     }
 
@@ -184,6 +202,25 @@ impl App {
         let (store, delivery) = (self.store.as_ref(), &self.config.delivery);
         retention::prune(store, &self.account, delivery, Utc::now(), rounds);
     }
+}
+
+/// The spool when some sink attaches the export file: `kept` (a reload
+/// keeps the running one), else opened now (which clears orphans).
+fn open_spool(
+    config: &Config,
+    kept: Option<Arc<crate::attach::Spool>>,
+) -> Result<Option<Arc<crate::attach::Spool>>, ServiceError> {
+    if !config.sinks.values().any(|s| s.enabled && s.attach.is_some()) {
+        return Ok(kept);
+    }
+    if let Some(spool) = kept {
+        return Ok(Some(spool));
+    }
+    let dir = crate::attach::Spool::folder_for(
+        &config.watch.state,
+        config.delivery.spool_dir.as_deref(),
+    );
+    Ok(Some(Arc::new(crate::attach::Spool::open(&dir)?)))
 }
 
 /// The Crayon client's settings from the checked config.

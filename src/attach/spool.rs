@@ -119,8 +119,11 @@ impl Spool {
     ) -> Result<Fetched, SpoolError> {
         let slot = self.slot(account, item);
         let mut known = slot.lock().await;
-        if let Some(fetched) = known.as_ref() {
-            return Ok(fetched.clone());
+        match known.as_ref() {
+            // Someone removed the file from the folder: download it again.
+            Some(Fetched::Ready(file)) if !file.path.is_file() => {}
+            Some(fetched) => return Ok(fetched.clone()),
+            None => {}
         }
         let fetched = download(client, &self.dir, item, action_name, cap).await?;
         if let Fetched::Ready(file) = &fetched {

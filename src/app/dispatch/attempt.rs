@@ -77,6 +77,7 @@ impl Dispatcher {
         let outcome = self.policy.outcome(attempt, &result, now);
         log_attempt(&delivery, attempt, &outcome, latency);
         let recorded = self.record(&delivery, &outcome, now, latency, stop).await;
+        self.release_unneeded(&delivery);
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -103,10 +104,11 @@ impl Dispatcher {
     /// The sink's send in a task of its own, so a panic inside the sink
     /// becomes a retryable failure instead of a lost attempt.
     async fn send_guarded(&self, delivery: &Delivery) -> Result<(), SendError> {
-        let (sinks, owned) = (self.sinks.clone(), delivery.clone());
+        let (owned, file) = self.prepare(delivery.clone()).await?;
+        let sinks = self.sinks.clone();
         let mut task = AbortOnDrop(tokio::spawn(async move {
             match sinks.get(&owned.sink) {
-                Some(sink) => sink.send(&owned).await,
+                Some(sink) => sink.send_with(&owned, file.as_deref()).await,
                 None => Err(SendError::Permanent(format!(
                     "sink {:?} is not configured or is disabled",
                     owned.sink

@@ -1,0 +1,129 @@
+//! The attachment hook of one attempt (issue #16): for a sink with
+//! `attach = true`, get the item's file from the spool (downloading it once
+//! for every sink and recipient), render the message again with the
+//! `attachment` variable saying whether the file goes and why not, and hand
+//! both to the sink. A file that cannot be had never makes the delivery
+//! dead: only a transient download failure before the last attempt retries.
+//! After an attempt the file is removed once no pending delivery needs it.
+
+use std::sync::Arc;
+
+use super::Dispatcher;
+use crate::attach::{human_size, Attachment, AttachmentView, Fetched, Spool};
+use crate::crayon::CrayonClient;
+use crate::domain::{Delivery, DeliveryStatus};
+use crate::sinks::SendError;
+
+/// What the dispatcher needs to attach files: the Crayon client (the
+/// download) and the spool; shared across reloads.
+#[derive(Clone)]
+pub struct Attacher {
+    /// Downloads with the queue's token.
+    pub client: Arc<CrayonClient>,
+    /// Where the files wait for their sends.
+    pub spool: Arc<Spool>,
+}
+
+/// The message to send and the file to send with it, if any.
+pub(super) type Prepared = (Delivery, Option<Arc<Attachment>>);
+
+impl Dispatcher {
+    /// The delivery as it goes out: unchanged unless its sink attaches and
+    /// the stored message has its context (rows older than #16 go as they
+    /// are, without a file). `Err` only for a transient download failure
+    /// before the delivery's last attempt (retried with its backoff).
+    pub(super) async fn prepare(&self, delivery: Delivery) -> Result<Prepared, SendError> {
+        let (Some(attacher), Some(sink)) = (&self.attacher, self.configs.get(&delivery.sink))
+        else {
+            return Ok((delivery, None));
+        };
+        let (Some(settings), Some(item), Some(context)) = (
+            sink.attach,
+            delivery.subject.item(),
+            delivery.message.context.clone(),
+        ) else {
+            return Ok((delivery, None));
+        };
+        let action_name = context["item"]["action_name"].as_str().unwrap_or_default();
+        let fetched = attacher
+            .spool
+            .fetch(&attacher.client, &self.account, item, action_name, self.attach_cap)
+            .await;
+        let (view, file) = match fetched {
+            Ok(Fetched::Ready(file)) if file.size <= settings.max => {
+                (AttachmentView::attached(&file), Some(file))
+            }
+            Ok(Fetched::Ready(file)) => (too_big_for_sink(&file, settings.max), None),
+            Ok(Fetched::Unavailable(reason)) => (AttachmentView::missing(reason), None),
+            Err(e) if delivery.attempts + 1 < self.policy.max_attempts => {
+                return Err(SendError::Retryable(e.to_string()));
+            }
+            Err(e) => {
+                tracing::warn!(delivery = delivery.id.0, sink = %delivery.sink, item = item.0,
+                    error = %e, "last attempt: sending without the export file");
+                let reason = "the file could not be downloaded in time";
+                (AttachmentView::missing(reason), None)
+            }
+        };
+        if let Some(reason) = &view.reason {
+            tracing::info!(delivery = delivery.id.0, sink = %delivery.sink, item = item.0,
+                reason = %reason, "sending without the export file");
+        }
+        let mut context = context;
+        context["attachment"] = serde_json::to_value(&view).unwrap_or_default();
+        let mut delivery = delivery;
+        match self.renderer.rerender(delivery.event, sink, context) {
+            Ok(message) => delivery.message = message,
+            Err(e) => tracing::warn!(delivery = delivery.id.0, sink = %delivery.sink,
+                error = %e, "cannot render the message again with the attachment; \
+                sending the stored one"),
+        }
+        Ok((delivery, file))
+    }
+
+    /// After an attempt: removes the item's file from the spool when no
+    /// pending delivery of an attaching sink needs it any more.
+    pub(super) fn release_unneeded(&self, delivery: &Delivery) {
+        let (Some(attacher), Some(item)) = (&self.attacher, delivery.subject.item()) else {
+            return;
+        };
+        let held = attacher.spool.held();
+        if !held.iter().any(|(a, i)| *a == self.account && *i == item) {
+            return;
+        }
+        let pending = match self
+            .store
+            .list_deliveries(&self.account, Some(DeliveryStatus::Pending))
+        {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check whether the export file is still needed");
+                return;
+            }
+        };
+        let needed = pending.iter().any(|d| {
+            d.subject.item() == Some(item)
+                && self
+                    .configs
+                    .get(&d.sink)
+                    .is_some_and(|s| s.attach.is_some())
+        });
+        if !needed {
+            attacher.spool.release(&self.account, item);
+        }
+    }
+}
+
+/// A file bigger than this sink's `attach_max` (another sink may take it).
+fn too_big_for_sink(file: &Attachment, max: u64) -> AttachmentView {
+    AttachmentView {
+        name: Some(file.name.clone()),
+        size: Some(file.size),
+        content_type: Some(file.content_type.clone()),
+        ..AttachmentView::missing(format!(
+            "the file ({}) is larger than {}",
+            human_size(file.size),
+            human_size(max)
+        ))
+    }
+}
