@@ -46,6 +46,8 @@ pub struct AttachmentView {
     pub name: Option<String>,
     /// Its size in bytes, when known.
     pub size: Option<u64>,
+    /// The size for people (`2.4 MiB`), so templates need no filter.
+    pub size_text: Option<String>,
     /// Its MIME type, when known.
     pub content_type: Option<String>,
     /// True when the file goes with this message.
@@ -60,6 +62,7 @@ impl AttachmentView {
         AttachmentView {
             name: Some(file.name.clone()),
             size: Some(file.size),
+            size_text: Some(human_size(file.size)),
             content_type: Some(file.content_type.clone()),
             attached: true,
             reason: None,
@@ -80,6 +83,7 @@ impl AttachmentView {
         AttachmentView {
             name: Some(name::from_action_name(action_name, "zip")),
             size: Some(PLACEHOLDER_SIZE),
+            size_text: Some(human_size(PLACEHOLDER_SIZE)),
             content_type: Some("application/zip".into()),
             attached: true,
             reason: None,

@@ -49,9 +49,10 @@ impl CrayonClient {
         token: &Secret,
     ) -> Result<Option<Response>, CrayonError> {
         let path = format!("api/v1/exports/{}/download/", id.0);
+        let url = self.endpoint(&path)?;
         let response = self
             .http
-            .get(self.endpoint(&path)?)
+            .get(url.clone())
             .bearer_auth(token.expose())
             .header(ACCEPT, "*/*")
             .timeout(DOWNLOAD_FOR.max(self.settings.timeout))
@@ -65,7 +66,11 @@ impl CrayonClient {
             status => {
                 let prefix = http_body::read_prefix(response, ERROR_BODY_PREFIX).await;
                 let s = &self.settings;
-                let secrets = [token, &s.client_secret, &s.password].map(|v| v.expose().to_owned());
+                // The answer may echo the request: mask the URL with the secrets.
+                let mut secrets: Vec<String> = [token, &s.client_secret, &s.password]
+                    .map(|v| v.expose().to_owned())
+                    .into();
+                secrets.extend([url.to_string(), url.path().to_string()]);
                 Err(CrayonError::Status {
                     endpoint: DOWNLOAD,
                     status: status.as_u16(),

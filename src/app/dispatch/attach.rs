@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::Dispatcher;
 use crate::attach::{human_size, Attachment, AttachmentView, Fetched, Spool};
 use crate::crayon::CrayonClient;
-use crate::domain::{Delivery, DeliveryStatus};
+use crate::domain::{Delivery, DeliveryStatus, EventKind};
 use crate::sinks::SendError;
 
 /// What the dispatcher needs to attach files: the Crayon client (the
@@ -37,10 +37,11 @@ impl Dispatcher {
         else {
             return Ok((delivery, None));
         };
-        let (Some(settings), Some(item), Some(context)) = (
+        let (Some(settings), Some(item), Some(context), EventKind::Downloadable) = (
             sink.attach,
             delivery.subject.item(),
             delivery.message.context.clone(),
+            delivery.event,
         ) else {
             return Ok((delivery, None));
         };
@@ -119,6 +120,7 @@ fn too_big_for_sink(file: &Attachment, max: u64) -> AttachmentView {
     AttachmentView {
         name: Some(file.name.clone()),
         size: Some(file.size),
+        size_text: Some(human_size(file.size)),
         content_type: Some(file.content_type.clone()),
         ..AttachmentView::missing(format!(
             "the file ({}) is larger than {}",

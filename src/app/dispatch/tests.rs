@@ -54,6 +54,9 @@ pub(super) fn dispatcher_over(
         clock,
         grace: Duration::from_secs(1),
         leading: crate::app::leading::Leading::always(),
+        configs: Arc::default(),
+        attacher: None,
+        attach_cap: 0,
     };
     (dispatcher, sink)
 }
