@@ -95,7 +95,9 @@ impl App {
         let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
         let store = crate::store::open(&config.watch.state)?;
         let spool = open_spool(&config, None)?;
-        Ok(Self::assemble(config, store, client, renderer, sinks, spool))
+        Ok(Self::assemble(
+            config, store, client, renderer, sinks, spool,
+        ))
     }
 
     /// Puts checked parts together (shared by `build` and reload).
@@ -210,16 +212,18 @@ fn open_spool(
     config: &Config,
     kept: Option<Arc<crate::attach::Spool>>,
 ) -> Result<Option<Arc<crate::attach::Spool>>, ServiceError> {
-    if !config.sinks.values().any(|s| s.enabled && s.attach.is_some()) {
+    if !config
+        .sinks
+        .values()
+        .any(|s| s.enabled && s.attach.is_some())
+    {
         return Ok(kept);
     }
     if let Some(spool) = kept {
         return Ok(Some(spool));
     }
-    let dir = crate::attach::Spool::folder_for(
-        &config.watch.state,
-        config.delivery.spool_dir.as_deref(),
-    );
+    let dir =
+        crate::attach::Spool::folder_for(&config.watch.state, config.delivery.spool_dir.as_deref());
     Ok(Some(Arc::new(crate::attach::Spool::open(&dir)?)))
 }
 

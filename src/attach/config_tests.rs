@@ -41,11 +41,23 @@ fn attach_is_off_unless_asked_and_each_kind_has_its_default_cap() {
 #[test]
 fn attach_elsewhere_is_an_error_naming_the_key() {
     for (sink, key) in [
-        ("kind = \"slack\"\nurl = \"https://hooks.slack.com/services/x\"\nattach = true", "sinks.s.attach"),
-        ("kind = \"teams\"\nurl = \"https://example.com/x\"\nattach = true", "sinks.s.attach"),
-        ("kind = \"webhook\"\nurl = \"https://example.com/x\"\nattach_max = \"1MiB\"", "sinks.s.attach_max"),
+        (
+            "kind = \"slack\"\nurl = \"https://hooks.slack.com/services/x\"\nattach = true",
+            "sinks.s.attach",
+        ),
+        (
+            "kind = \"teams\"\nurl = \"https://example.com/x\"\nattach = true",
+            "sinks.s.attach",
+        ),
+        (
+            "kind = \"webhook\"\nurl = \"https://example.com/x\"\nattach_max = \"1MiB\"",
+            "sinks.s.attach_max",
+        ),
         ("kind = \"console\"\nattach = true", "sinks.s.attach"),
-        ("kind = \"discord\"\nbot_token = \"t\"\nattach = true\nattach_max = \"lots\"", "sinks.s.attach_max"),
+        (
+            "kind = \"discord\"\nbot_token = \"t\"\nattach = true\nattach_max = \"lots\"",
+            "sinks.s.attach_max",
+        ),
     ] {
         let error = with_sink(sink).unwrap_err().to_string();
         assert!(error.contains(key), "{sink}: {error}");

@@ -117,7 +117,10 @@ pub fn check_config(
         Some(text) => parse_size(&key("attach_max"), text)?,
         None => default_max,
     };
-    Ok(raw.attach.unwrap_or(false).then_some(AttachSettings { max }))
+    Ok(raw
+        .attach
+        .unwrap_or(false)
+        .then_some(AttachSettings { max }))
 }
 
 fn refused(key: &str, kind: &str) -> ConfigError {

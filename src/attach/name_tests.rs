@@ -40,7 +40,10 @@ fn hostile_names_are_made_safe() {
     assert_eq!(safe_name(""), "export");
     let long = format!("{}.zip", "é".repeat(100));
     let cut = safe_name(&long);
-    assert!(cut.len() <= MAX_NAME_BYTES && cut.ends_with(".zip"), "{cut}");
+    assert!(
+        cut.len() <= MAX_NAME_BYTES && cut.ends_with(".zip"),
+        "{cut}"
+    );
 }
 
 #[test]

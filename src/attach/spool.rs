@@ -262,9 +262,9 @@ fn too_big(cap: u64) -> Fetched {
 /// message gives; `None` for the transient ones.
 fn refused(error: &CrayonError) -> Option<String> {
     match error {
-        CrayonError::Status { status, .. } if (400..500).contains(status) => Some(format!(
-            "the file could not be downloaded (HTTP {status})"
-        )),
+        CrayonError::Status { status, .. } if (400..500).contains(status) => {
+            Some(format!("the file could not be downloaded (HTTP {status})"))
+        }
         CrayonError::Unauthorized => Some("the file could not be downloaded (HTTP 401)".into()),
         CrayonError::Redirected { status, .. } => Some(format!(
             "the file could not be downloaded (HTTP {status}, a redirect the bot does not follow)"

@@ -19,7 +19,12 @@ fn a_name_already_in_the_spool_is_never_overwritten() {
     assert_ne!(first, second);
     assert_eq!(std::fs::read(&first).unwrap(), b"one");
     assert_eq!(std::fs::read(&second).unwrap(), b"two");
-    assert!(second.file_name().unwrap().to_str().unwrap().ends_with("r.zip"));
+    assert!(second
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .ends_with("r.zip"));
 }
 
 #[test]

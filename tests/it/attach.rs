@@ -136,7 +136,10 @@ async fn without_content_disposition_the_name_comes_from_the_action_name_and_byt
     let file = file_part(&mail);
     assert_eq!(file.ctype.mimetype, "application/pdf");
     assert_eq!(
-        file.get_content_disposition().params.get("filename").map(String::as_str),
+        file.get_content_disposition()
+            .params
+            .get("filename")
+            .map(String::as_str),
         Some("New Commerce License-based Report #7.pdf")
     );
     assert_eq!(file.get_body_raw().unwrap(), body);
@@ -145,8 +148,16 @@ async fn without_content_disposition_the_name_comes_from_the_action_name_and_byt
 #[tokio::test]
 async fn a_file_over_attach_max_or_a_404_is_left_out_and_the_mail_says_why() {
     for (status, lines, why) in [
-        (200, "attach_max = \"1KiB\"", "The file is not attached: the file is larger than 1.0 KiB."),
-        (404, "", "The file is not attached: the file could not be downloaded (HTTP 404)."),
+        (
+            200,
+            "attach_max = \"1KiB\"",
+            "The file is not attached: the file is larger than 1.0 KiB.",
+        ),
+        (
+            404,
+            "",
+            "The file is not attached: the file could not be downloaded (HTTP 404).",
+        ),
     ] {
         let h = Harness::start().await;
         let server = SmtpServer::start(Security::Plain).await;
@@ -188,13 +199,19 @@ async fn a_500_is_retried_with_the_backoff_then_the_file_goes_once() {
     let row = &outbox(&h)[0];
     assert_eq!(row.1, "pending");
     let error = row.3.clone().unwrap_or_default();
-    assert!(error.contains("item 7") && error.contains("download"), "{error}");
+    assert!(
+        error.contains("item 7") && error.contains("download"),
+        "{error}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = h.bot(&["once"]).await;
     assert!(second.status.success(), "{}", text(&second));
     let delivered = server.delivered();
     assert_eq!(delivered.len(), 1, "{}", text(&second));
-    assert_eq!(file_part(&parse(&delivered[0])).get_body_raw().unwrap(), body);
+    assert_eq!(
+        file_part(&parse(&delivered[0])).get_body_raw().unwrap(),
+        body
+    );
     assert_no_leak(&[&text(&first), &text(&second), &error]);
 }
 
@@ -257,7 +274,11 @@ impl RawCrayon {
                 });
             }
         });
-        RawCrayon { url, queue, downloads }
+        RawCrayon {
+            url,
+            queue,
+            downloads,
+        }
     }
 
     pub(crate) fn set_items(&self, items: Vec<Value>) {
@@ -343,7 +364,10 @@ async fn a_chunked_body_is_streamed_whole_and_over_the_cap_it_is_refused() {
     assert!(out.status.success(), "{}", text(&out));
     let delivered = server.delivered();
     assert_eq!(delivered.len(), 1, "{}", text(&out));
-    assert_eq!(file_part(&parse(&delivered[0])).get_body_raw().unwrap(), body);
+    assert_eq!(
+        file_part(&parse(&delivered[0])).get_body_raw().unwrap(),
+        body
+    );
 
     // A chunked body has no Content-Length: the cap is found while streaming.
     let h = Harness::start().await;
@@ -354,7 +378,12 @@ async fn a_chunked_body_is_streamed_whole_and_over_the_cap_it_is_refused() {
     let out = raw_baseline_then(&h, &raw).await;
     let delivered = server.delivered();
     let mail = parse(&delivered[0]);
-    assert_eq!(mail.ctype.mimetype, "multipart/alternative", "{}", text(&out));
+    assert_eq!(
+        mail.ctype.mimetype,
+        "multipart/alternative",
+        "{}",
+        text(&out)
+    );
     assert!(text_body(&mail).contains("larger than 64.0 KiB"));
     assert!(spool_files(&h).is_empty(), "{:?}", spool_files(&h));
 }
@@ -378,7 +407,10 @@ async fn a_body_cut_mid_stream_leaves_no_file_and_the_retry_sends_it_whole() {
     let second = h.bot(&["once"]).await;
     let delivered = server.delivered();
     assert_eq!(delivered.len(), 1, "{}", text(&second));
-    assert_eq!(file_part(&parse(&delivered[0])).get_body_raw().unwrap(), body);
+    assert_eq!(
+        file_part(&parse(&delivered[0])).get_body_raw().unwrap(),
+        body
+    );
     assert_no_leak(&[&text(&first), &text(&second)]);
 }
 
@@ -407,4 +439,156 @@ async fn the_download_url_and_token_never_reach_a_trace_log() {
     let error = outbox(&h)[0].3.clone().unwrap_or_default();
     assert!(error.contains("HTTP 500"), "{error}");
     assert_no_leak(&[&text(&out), &error]);
+}
+
+/// The parts of a `multipart/form-data` request: (name, filename, type, bytes).
+pub(crate) fn form_parts(
+    request: &wiremock::Request,
+) -> Vec<(String, Option<String>, String, Vec<u8>)> {
+    let content_type = request
+        .headers
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        content_type.starts_with("multipart/form-data"),
+        "{content_type}"
+    );
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .unwrap()
+        .trim_matches('"');
+    let delimiter = format!("--{boundary}");
+    let body = &request.body;
+    let mut parts = Vec::new();
+    let mut starts: Vec<usize> = body
+        .windows(delimiter.len())
+        .enumerate()
+        .filter(|(_, w)| *w == delimiter.as_bytes())
+        .map(|(i, _)| i)
+        .collect();
+    starts.dedup();
+    for pair in starts.windows(2) {
+        let part = &body[pair[0] + delimiter.len() + 2..pair[1] - 2];
+        let split = part.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&part[..split]).into_owned();
+        let field = |key: &str| {
+            head.split(&format!("{key}=\""))
+                .nth(1)
+                .map(|rest| rest.split('"').next().unwrap().to_string())
+        };
+        let kind = head
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Content-Type: ")
+                    .or_else(|| l.strip_prefix("content-type: "))
+            })
+            .unwrap_or_default()
+            .to_string();
+        parts.push((
+            field(" name").unwrap_or_default(),
+            field("filename"),
+            kind,
+            part[split + 4..].to_vec(),
+        ));
+    }
+    parts
+}
+
+/// A message with a file as a Discord fake received it: the payload, then
+/// the file's name, type and bytes.
+fn discord_upload(request: &wiremock::Request) -> (Value, String, String, Vec<u8>) {
+    let parts = form_parts(request);
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert_eq!(parts[0].0, "payload_json");
+    assert_eq!(parts[1].0, "files[0]");
+    let payload = serde_json::from_slice(&parts[0].3).unwrap();
+    let (_, name, kind, bytes) = parts[1].clone();
+    (payload, name.unwrap(), kind, bytes)
+}
+
+#[tokio::test]
+async fn one_download_serves_the_discord_webhook_the_discord_dm_and_the_mail() {
+    let h = Harness::start().await;
+    let smtp = SmtpServer::start(Security::Plain).await;
+    let discord = wiremock::MockServer::start().await;
+    let body = zip_bytes(200_000);
+    Mock::given(method("GET"))
+        .and(path(DOWNLOAD_7))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(body.clone()))
+        .expect(1)
+        .mount(&h.crayon)
+        .await;
+    let mail = attach_config(&smtp, "")
+        .replace("sinks = [\"mail\"]", "sinks = [\"mail\", \"hook\", \"dm\"]");
+    h.write_config(&format!(
+        "[sinks.hook]\nkind = \"discord\"\nattach = true\n\
+         webhook_url = \"https://discord.com/api/webhooks/42/hook-s3cret\"\napi_base = \"{uri}\"\n\
+         [sinks.dm]\nkind = \"discord\"\nattach = true\nbot_token = \"bot-s3cret\"\napi_base = \"{uri}\"\n\
+         {mail}\n[recipients.\"ann@example.com\"]\ndiscord_user_id = \"123456789012345678\"\n",
+        uri = discord.uri()
+    ));
+    Mock::given(method("POST"))
+        .and(path("/api/v10/webhooks/42/hook-s3cret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "1"})))
+        .expect(1)
+        .mount(&discord)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/v10/users/@me/channels"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "555", "type": 1})))
+        .mount(&discord)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/v10/channels/555/messages"))
+        .and(header("authorization", "Bot bot-s3cret"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "9"})))
+        .expect(1)
+        .mount(&discord)
+        .await;
+
+    let out = baseline_then(&h, vec![ready(7)]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let received = discord.received_requests().await.unwrap();
+    let name = "New Commerce License-based Report #7.zip";
+    for at in [
+        "/api/v10/webhooks/42/hook-s3cret",
+        "/api/v10/channels/555/messages",
+    ] {
+        let request = received.iter().find(|r| r.url.path() == at).unwrap();
+        let (payload, filename, kind, bytes) = discord_upload(request);
+        assert_eq!(payload["attachments"], json!([{"id": 0, "filename": name}]));
+        assert!(
+            payload["embeds"][0]["fields"]
+                .to_string()
+                .contains("Attached: "),
+            "{payload}"
+        );
+        assert_eq!(
+            (filename.as_str(), kind.as_str()),
+            (name, "application/zip")
+        );
+        assert!(
+            bytes == body,
+            "{at}: {} bytes, not the served {}",
+            bytes.len(),
+            body.len()
+        );
+    }
+    let delivered = smtp.delivered();
+    assert_eq!(
+        file_part(&parse(&delivered[0])).get_body_raw().unwrap(),
+        body
+    );
+    assert!(
+        outbox(&h).iter().all(|row| row.1 == "sent"),
+        "{:?}",
+        outbox(&h)
+    );
+    assert!(spool_files(&h).is_empty(), "{:?}", spool_files(&h));
+    let output = text(&out);
+    assert!(!output.contains("hook-s3cret") && !output.contains("bot-s3cret"));
+    assert_no_leak(&[&output]);
 }

@@ -48,7 +48,13 @@ impl Dispatcher {
         let action_name = context["item"]["action_name"].as_str().unwrap_or_default();
         let fetched = attacher
             .spool
-            .fetch(&attacher.client, &self.account, item, action_name, self.attach_cap)
+            .fetch(
+                &attacher.client,
+                &self.account,
+                item,
+                action_name,
+                self.attach_cap,
+            )
             .await;
         let (view, file) = match fetched {
             Ok(Fetched::Ready(file)) if file.size <= settings.max => {
