@@ -592,3 +592,105 @@ async fn one_download_serves_the_discord_webhook_the_discord_dm_and_the_mail() {
     assert!(!output.contains("hook-s3cret") && !output.contains("bot-s3cret"));
     assert_no_leak(&[&output]);
 }
+
+const SLACK_TOKEN: &str = "xoxb-1111-2222-sl4ckS3cret";
+
+#[tokio::test]
+async fn the_slack_app_uploads_the_exact_bytes_and_shares_them_into_the_dm() {
+    let h = Harness::start().await;
+    let slack = wiremock::MockServer::start().await;
+    let body = zip_bytes(150_000);
+    serve_file(&h, &body, Some("attachment; filename=\"licences.zip\"")).await;
+    h.write_config(&format!(
+        "[sinks.chat]\nkind = \"slack\"\nattach = true\nbot_token = \"{SLACK_TOKEN}\"\n\
+         api_base = \"{}/api/\"\n[[routes]]\nsinks = [\"chat\"]\n",
+        slack.uri()
+    ));
+    let upload_path = "/upload/v1/Zm9vYmFy-upload-s3cret";
+    let answers = [
+        (
+            "users.lookupByEmail",
+            json!({"ok": true, "user": {"id": "U0ANN"}}),
+        ),
+        (
+            "conversations.open",
+            json!({"ok": true, "channel": {"id": "D0ANNDM"}}),
+        ),
+        (
+            "files.getUploadURLExternal",
+            json!({"ok": true, "upload_url": format!("{}{upload_path}", slack.uri()), "file_id": "F0FILE"}),
+        ),
+        (
+            "files.completeUploadExternal",
+            json!({"ok": true, "files": [{"id": "F0FILE"}]}),
+        ),
+    ];
+    for (name, answer) in answers {
+        Mock::given(method("POST"))
+            .and(path(format!("/api/{name}")))
+            .and(header(
+                "authorization",
+                format!("Bearer {SLACK_TOKEN}").as_str(),
+            ))
+            .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+            .mount(&slack)
+            .await;
+    }
+    Mock::given(method("POST"))
+        .and(path(upload_path))
+        .respond_with(ResponseTemplate::new(200).set_body_string("OK - 150000"))
+        .expect(1)
+        .mount(&slack)
+        .await;
+
+    let out = baseline_then(&h, vec![ready(7)]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let received = slack.received_requests().await.unwrap();
+    let at = |p: &str| received.iter().find(|r| r.url.path() == p).cloned();
+    assert!(
+        at("/api/chat.postMessage").is_none(),
+        "the file message is the message"
+    );
+    let asked = at("/api/files.getUploadURLExternal").unwrap();
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&asked.body)
+        .into_owned()
+        .collect();
+    assert!(
+        form.contains(&("filename".into(), "licences.zip".into())),
+        "{form:?}"
+    );
+    assert!(
+        form.contains(&("length".into(), body.len().to_string())),
+        "{form:?}"
+    );
+    let upload = at(upload_path).unwrap();
+    assert!(
+        upload.body == body,
+        "uploaded {} bytes, served {}",
+        upload.body.len(),
+        body.len()
+    );
+    assert!(
+        upload.headers.get("authorization").is_none(),
+        "the token went to the upload URL"
+    );
+    let complete: Value =
+        serde_json::from_slice(&at("/api/files.completeUploadExternal").unwrap().body).unwrap();
+    assert_eq!(
+        complete["files"],
+        json!([{"id": "F0FILE", "title": "licences.zip"}])
+    );
+    assert_eq!(complete["channel_id"], "D0ANNDM");
+    let comment = complete["initial_comment"].as_str().unwrap();
+    assert!(
+        comment.starts_with("Export ready: New Commerce"),
+        "{comment}"
+    );
+    assert_eq!(outbox(&h)[0].1, "sent");
+    let output = text(&out);
+    assert!(
+        !output.contains(SLACK_TOKEN) && !output.contains("upload-s3cret"),
+        "{output}"
+    );
+    assert_no_leak(&[&output]);
+}

@@ -12,6 +12,7 @@ mod lookup;
 #[cfg(test)]
 mod lookup_tests;
 mod settings;
+mod upload;
 
 pub use app::SlackAppSink;
 pub use fit::fit;
