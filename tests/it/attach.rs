@@ -694,3 +694,31 @@ async fn the_slack_app_uploads_the_exact_bytes_and_shares_them_into_the_dm() {
     );
     assert_no_leak(&[&output]);
 }
+
+#[tokio::test]
+async fn render_and_the_html_preview_show_the_file_that_would_be_attached() {
+    let h = Harness::start().await;
+    let server = SmtpServer::start(Security::Plain).await;
+    h.write_config(&attach_config(&server, ""));
+    let out = h
+        .bot(&["render", "--event", "downloadable", "--sink", "mail"])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("The file is attached: ") && shown.contains(".zip (120.6 KiB)"),
+        "{shown}"
+    );
+    let page = h.dir.path().join("preview.html");
+    let out = h
+        .bot(&["render", "--html-preview", page.to_str().unwrap()])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let html = std::fs::read_to_string(page).unwrap();
+    assert!(
+        html.contains("would attach") && html.contains("120.6 KiB"),
+        "{html}"
+    );
+    // Nothing was downloaded to show it.
+    assert!(h.crayon.received_requests().await.unwrap().is_empty());
+}
