@@ -722,3 +722,34 @@ async fn render_and_the_html_preview_show_the_file_that_would_be_attached() {
     // Nothing was downloaded to show it.
     assert!(h.crayon.received_requests().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_demo_mails_carry_a_small_spreadsheet() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_crayon-export-bot"))
+        .args(["demo", "--cycles", "3", "--interval", "200ms"])
+        .current_dir(dir.path())
+        .env_remove("BOT_CONFIG")
+        .env("NO_PROXY", "*")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let mut attached = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("demo-out")).unwrap() {
+        let raw = std::fs::read(entry.unwrap().path()).unwrap();
+        let mail = mailparse::parse_mail(&raw).unwrap();
+        if mail.ctype.mimetype == "multipart/mixed" {
+            let file = file_part(&mail);
+            assert_eq!(file.ctype.mimetype, "text/csv");
+            let csv = String::from_utf8(file.get_body_raw().unwrap()).unwrap();
+            assert!(csv.starts_with("Subscription,Product,Quantity"), "{csv}");
+            attached.push(file.get_content_disposition().params["filename"].clone());
+        }
+    }
+    assert!(!attached.is_empty(), "{}", text(&out));
+    assert!(
+        attached.iter().all(|n| n.ends_with("-licences.csv")),
+        "{attached:?}"
+    );
+}
