@@ -54,6 +54,8 @@ type Slot = Arc<tokio::sync::Mutex<Option<Fetched>>>;
 pub struct Spool {
     dir: PathBuf,
     slots: Mutex<HashMap<(AccountId, ExportId), Slot>>,
+    /// Set once the leftovers of earlier runs are gone.
+    cleared: std::sync::Once,
 }
 
 impl Spool {
@@ -71,9 +73,10 @@ impl Spool {
         }
     }
 
-    /// Creates `dir` (mode 0700) and removes everything left in it: at
-    /// start-up no delivery of this process holds a file yet, so every
-    /// entry is an orphan of an earlier run (or a `.part-*` of one that died).
+    /// Creates `dir` (mode 0700). What an earlier run left in it is
+    /// removed by the first download ([`Spool::clear_leftovers`]), not
+    /// here: a process that builds its app and then finds the state locked
+    /// by a running one must not touch that one's files.
     pub fn open(dir: &Path) -> Result<Spool, SpoolError> {
         let failed = |source| SpoolError::Dir {
             path: dir.to_path_buf(),
@@ -81,24 +84,32 @@ impl Spool {
         };
         std::fs::create_dir_all(dir).map_err(failed)?;
         restrict(dir).map_err(failed)?;
-        let mut removed = 0usize;
-        for entry in std::fs::read_dir(dir).map_err(failed)? {
-            let path = entry.map_err(failed)?.path();
-            if path.is_file() && std::fs::remove_file(&path).is_ok() {
-                removed += 1;
-            }
-        }
-        if removed > 0 {
-            tracing::info!(
-                folder = %dir.display(),
-                removed,
-                "removed files left in the attachment spool"
-            );
-        }
         Ok(Spool {
             dir: dir.to_path_buf(),
             slots: Mutex::default(),
+            cleared: std::sync::Once::new(),
         })
+    }
+
+    /// Removes every file in the folder: before this process's first
+    /// download (it holds the state then) nothing in it is this process's,
+    /// so each entry is an orphan of an earlier run (or a `.part-*` of one
+    /// that died). Done once per process.
+    pub fn clear_leftovers(&self) {
+        self.cleared.call_once(|| {
+            let Ok(entries) = std::fs::read_dir(&self.dir) else {
+                return;
+            };
+            let removed = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && std::fs::remove_file(p).is_ok())
+                .count();
+            if removed > 0 {
+                tracing::info!(folder = %self.dir.display(), removed,
+                    "removed files left in the attachment spool");
+            }
+        });
     }
 
     /// The folder.
@@ -117,6 +128,7 @@ impl Spool {
         action_name: &str,
         cap: u64,
     ) -> Result<Fetched, SpoolError> {
+        self.clear_leftovers();
         let slot = self.slot(account, item);
         let mut known = slot.lock().await;
         match known.as_ref() {

@@ -28,13 +28,19 @@ fn a_name_already_in_the_spool_is_never_overwritten() {
 }
 
 #[test]
-fn opening_the_spool_removes_orphans_and_locks_the_folder() {
+fn the_first_download_removes_orphans_and_the_folder_is_private() {
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("state.db.spool");
     std::fs::create_dir(&spool_dir).unwrap();
     std::fs::write(spool_dir.join("left.zip"), b"old").unwrap();
     std::fs::write(spool_dir.join(".part-x1"), b"half").unwrap();
     let spool = Spool::open(&spool_dir).unwrap();
+    assert_eq!(
+        std::fs::read_dir(spool.dir()).unwrap().count(),
+        2,
+        "open leaves them"
+    );
+    spool.clear_leftovers();
     assert_eq!(std::fs::read_dir(spool.dir()).unwrap().count(), 0);
     #[cfg(unix)]
     {

@@ -753,3 +753,26 @@ async fn the_demo_mails_carry_a_small_spreadsheet() {
         "{attached:?}"
     );
 }
+
+#[tokio::test]
+async fn files_left_in_the_spool_by_an_earlier_run_are_removed_never_attached() {
+    let h = Harness::start().await;
+    let server = SmtpServer::start(Security::Plain).await;
+    h.write_config(&attach_config(&server, ""));
+    let spool = h.dir.path().join("state.db.spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let stale = spool.join("New Commerce License-based Report #7.zip");
+    std::fs::write(&stale, b"stale").unwrap();
+    std::fs::write(spool.join(".part-dead"), b"half").unwrap();
+    let body = zip_bytes(10_000);
+    serve_file(&h, &body, None).await;
+
+    let out = baseline_then(&h, vec![ready(7)]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let delivered = server.delivered();
+    assert_eq!(
+        file_part(&parse(&delivered[0])).get_body_raw().unwrap(),
+        body
+    );
+    assert!(spool_files(&h).is_empty(), "{:?}", spool_files(&h));
+}
