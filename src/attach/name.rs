@@ -141,8 +141,7 @@ fn parameters(value: &str) -> Vec<(String, String)> {
         Some(at) => rest = &rest[at + 1..],
         None => return out,
     }
-    loop {
-        let Some(eq) = rest.find('=') else { break };
+    while let Some(eq) = rest.find('=') {
         let key = rest[..eq].trim().to_ascii_lowercase();
         rest = rest[eq + 1..].trim_start();
         let (val, after) = if let Some(quoted) = rest.strip_prefix('"') {
