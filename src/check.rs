@@ -73,6 +73,7 @@ fn render_all(config: &Config, renderer: &Renderer, report: &mut CheckReport) {
                 recipient: RecipientView::new(requested_by, router.recipient(requested_by)),
                 portal: config.portal.as_str(),
                 now: chrono::Utc::now(),
+                account: Default::default(),
             };
             match renderer.render(sink, &input) {
                 Ok(_) => report.rendered += 1,

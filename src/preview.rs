@@ -90,6 +90,7 @@ pub fn render_message(
         recipient: RecipientView::new(requested_by, router.recipient(requested_by)),
         portal: config.portal.as_str(),
         now,
+        account: Default::default(),
     };
     let message = renderer.render(sink, &input)?;
     with_placeholder_file(renderer, sink, event, item, message)

@@ -2,15 +2,18 @@
 //! message through one sink, outside the outbox, never touching the fired
 //! records) and `check --online` (credentials, reachability; sends nothing).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
 use url::Url;
 
 use crate::app::crayon_settings;
-use crate::config::{Config, SinkKind};
+use crate::config::{AccountConfig, Config, SinkKind};
 use crate::crayon::CrayonClient;
-use crate::domain::{Delivery, DeliveryId, DeliveryStatus, EventKind, Subject};
+use crate::domain::{
+    AccountId, Delivery, DeliveryId, DeliveryStatus, EventKind, Snapshot, Subject,
+};
 use crate::preview;
 use crate::render::Renderer;
 use crate::route::{self, Router, Target};
@@ -115,12 +118,21 @@ pub struct OnlineCheck {
     pub result: Result<String, String>,
 }
 
-/// Gets a Crayon token and checks that each enabled sink's host answers.
+/// Logs in to every account (printing what its queue shows) and checks
+/// that each enabled sink's host answers.
 pub async fn online(config: &Config) -> Vec<OnlineCheck> {
-    let mut checks = vec![OnlineCheck {
-        what: "crayon credentials".into(),
-        result: crayon_token(config).await,
-    }];
+    let only_default =
+        config.accounts.len() == 1 && config.accounts[0].id == AccountId::default_account();
+    let mut checks = Vec::new();
+    for account in &config.accounts {
+        let what = if only_default {
+            "crayon credentials".to_string()
+        } else {
+            format!("crayon account {}", account.id)
+        };
+        let result = crayon_account(config, account).await;
+        checks.push(OnlineCheck { what, result });
+    }
     let http = match sinks::http_client(config) {
         Ok(http) => http,
         Err(e) => {
@@ -155,13 +167,46 @@ pub async fn online(config: &Config) -> Vec<OnlineCheck> {
     checks
 }
 
-async fn crayon_token(config: &Config) -> Result<String, String> {
-    let client = CrayonClient::new(crayon_settings(config)).map_err(|e| e.to_string())?;
+/// One account's login and queue: the token's lifetime, how many items the
+/// queue holds and the distinct RequestedBy domains, so an operator learns
+/// whether the login sees one user's queue or a whole organisation's.
+async fn crayon_account(config: &Config, account: &AccountConfig) -> Result<String, String> {
+    let client = CrayonClient::new(crayon_settings(config, account)).map_err(|e| e.to_string())?;
     let lifetime = client
         .check_credentials()
         .await
         .map_err(|e| e.to_string())?;
-    Ok(format!("token granted (valid {}s)", lifetime.as_secs()))
+    let granted = format!("token granted (valid {}s)", lifetime.as_secs());
+    let body = client
+        .fetch_queue()
+        .await
+        .map_err(|e| format!("{granted}, but the queue could not be read: {e}"))?;
+    let polled = Snapshot::parse_over(&body, &mut None)
+        .map_err(|e| format!("{granted}, but the queue answer is malformed: {e}"))?;
+    let items = polled.snapshot.items.values();
+    let domains: BTreeSet<String> = items
+        .filter_map(|i| i.requested_by.as_deref())
+        .map(requester_domain)
+        .collect();
+    let shown: Vec<&str> = domains.iter().map(String::as_str).collect();
+    Ok(format!(
+        "{granted}; {} item(s) in the queue; RequestedBy domains: {}",
+        polled.snapshot.items.len(),
+        if shown.is_empty() {
+            "(none)".to_string()
+        } else {
+            shown.join(", ")
+        }
+    ))
+}
+
+/// The domain part of a RequestedBy (lowercased), or the whole value when it
+/// is not an address.
+fn requester_domain(requested_by: &str) -> String {
+    let who = requested_by.trim();
+    who.rsplit_once('@')
+        .map_or(who, |(_, domain)| domain.trim_end_matches('>'))
+        .to_lowercase()
 }
 
 async fn host_answers(http: &reqwest::Client, origin: Url) -> Result<String, String> {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::domain::{AlertCondition, Delivery, ExportId};
+use crate::domain::{AccountId, AlertCondition, Delivery, ExportId};
 use crate::store::ItemHistory;
 
 /// One `outbox list --json` row: exactly the fields the spec names, plus
@@ -12,6 +12,8 @@ use crate::store::ItemHistory;
 #[derive(Debug, Serialize)]
 pub struct OutboxRow<'a> {
     pub id: i64,
+    /// The Crayon account whose event this is (`default` for `[crayon]` alone).
+    pub account: &'a str,
     pub sink: &'a str,
     pub item_id: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -27,10 +29,12 @@ pub struct OutboxRow<'a> {
     pub recipient: Option<&'a str>,
 }
 
-impl<'a> From<&'a Delivery> for OutboxRow<'a> {
-    fn from(d: &'a Delivery) -> Self {
+impl<'a> OutboxRow<'a> {
+    /// The row of `account`'s delivery `d`.
+    pub fn new(account: &'a AccountId, d: &'a Delivery) -> Self {
         OutboxRow {
             id: d.id.0,
+            account: account.as_str(),
             sink: &d.sink,
             item_id: d.subject.item().map(|id| id.0),
             alert: d.subject.alert(),
@@ -44,15 +48,28 @@ impl<'a> From<&'a Delivery> for OutboxRow<'a> {
     }
 }
 
-/// `outbox list --json`: an array of rows.
-pub fn outbox_json(deliveries: &[Delivery]) -> String {
-    let rows: Vec<OutboxRow<'_>> = deliveries.iter().map(OutboxRow::from).collect();
+/// `outbox list --json`: an array of rows, each naming its account.
+pub fn outbox_json(deliveries: &[(AccountId, Delivery)]) -> String {
+    let rows: Vec<OutboxRow<'_>> = deliveries
+        .iter()
+        .map(|(a, d)| OutboxRow::new(a, d))
+        .collect();
     serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into())
 }
 
-/// `outbox list`: one aligned row per delivery under a header.
-pub fn outbox_table(deliveries: &[Delivery]) -> String {
-    let mut out = format!(
+/// `outbox list`: one aligned row per delivery under a header; with rows
+/// of several accounts, each row starts with its account.
+pub fn outbox_table(deliveries: &[(AccountId, Delivery)]) -> String {
+    let several = deliveries.iter().any(|(a, _)| *a != deliveries[0].0);
+    let account = |name: &str| {
+        if several {
+            format!("{name:<14} ")
+        } else {
+            String::new()
+        }
+    };
+    let mut out = account("ACCOUNT");
+    out += &format!(
         "{:>6}  {:<14} {:>8}  {:<12} {:<8} {:>8}  {:<20}  {:<28}  {}\n",
         "ID",
         "SINK",
@@ -64,9 +81,10 @@ pub fn outbox_table(deliveries: &[Delivery]) -> String {
         "RECIPIENT",
         "LAST ERROR"
     );
-    for d in deliveries {
+    for (a, d) in deliveries {
         let subject = d.subject.to_string();
-        let row = OutboxRow::from(d);
+        let row = OutboxRow::new(a, d);
+        out.push_str(&account(row.account));
         out.push_str(&format!(
             "{:>6}  {:<14} {:>8}  {:<12} {:<8} {:>8}  {:<20}  {:<28}  {}\n",
             row.id,

@@ -8,7 +8,7 @@ use lettre::Address;
 
 use crate::address::{domain_allowed, single_address};
 use crate::config::{Config, EmailConfig, RecipientConfig, RouteConfig, SinkKind};
-use crate::domain::{EventKind, ExportItem};
+use crate::domain::{AccountId, EventKind, ExportItem};
 use crate::render::RecipientView;
 use crate::sinks::email::rcpt;
 use crate::text::shorten;
@@ -147,6 +147,8 @@ pub struct Router {
     enabled_sinks: Vec<String>,
     routes: Vec<CompiledRoute>,
     recipients: BTreeMap<String, RecipientConfig>,
+    /// Whose events this router routes (`routes[i].accounts` filters on it).
+    account: AccountId,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +157,7 @@ struct CompiledRoute {
     requested_by: Option<GlobMatcher>,
     action_name: Option<GlobMatcher>,
     sinks: Vec<String>,
+    accounts: Option<BTreeSet<AccountId>>,
 }
 
 impl Router {
@@ -170,7 +173,15 @@ impl Router {
                 .collect(),
             routes: config.routes.iter().map(compile).collect(),
             recipients: config.recipients.clone(),
+            account: AccountId::default_account(),
         }
+    }
+
+    /// The same routes for another account's events: a route listing
+    /// `accounts` takes only theirs.
+    pub fn for_account(mut self, account: &AccountId) -> Router {
+        self.account = account.clone();
+        self
     }
 
     /// Whether the event kind is watched at all (`watch.events`).
@@ -188,7 +199,11 @@ impl Router {
             return self.enabled_sinks.iter().map(String::as_str).collect();
         }
         let mut out: Vec<&str> = Vec::new();
-        for route in self.routes.iter().filter(|r| r.matches(kind, item)) {
+        for route in self
+            .routes
+            .iter()
+            .filter(|r| r.matches(kind, item, &self.account))
+        {
             for sink in &route.sinks {
                 if self.enabled_sinks.contains(sink) && !out.contains(&sink.as_str()) {
                     out.push(sink);
@@ -206,7 +221,10 @@ impl Router {
 }
 
 impl CompiledRoute {
-    fn matches(&self, kind: EventKind, item: &ExportItem) -> bool {
+    fn matches(&self, kind: EventKind, item: &ExportItem, account: &AccountId) -> bool {
+        if self.accounts.as_ref().is_some_and(|a| !a.contains(account)) {
+            return false;
+        }
         let event_ok = self.events.as_ref().is_none_or(|e| e.contains(&kind));
         let requester_ok = match (&self.requested_by, &item.requested_by) {
             (None, _) => true,
@@ -227,6 +245,7 @@ fn compile(route: &RouteConfig) -> CompiledRoute {
         requested_by: route.requested_by.as_deref().map(glob),
         action_name: route.action_name.as_deref().map(glob),
         sinks: route.sinks.clone(),
+        accounts: route.accounts.clone(),
     }
 }
 

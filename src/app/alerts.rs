@@ -76,11 +76,17 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    /// `None` without `[alerts]`. Remembers what was sent before a restart.
-    pub fn new(config: &Config, store: Arc<dyn Store>, renderer: Arc<Renderer>) -> Option<Alerts> {
+    /// `None` without `[alerts]`. Remembers what was sent before a restart
+    /// about `account` (each account alerts on its own).
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        renderer: Arc<Renderer>,
+        account: &AccountId,
+    ) -> Option<Alerts> {
         let alerts = config.alerts.clone()?;
         let sink = config.sinks.get(&alerts.sink)?.clone();
-        let account = AccountId::default_account();
+        let account = account.clone();
         let history = store.alert_history(&account).unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot read the alert history; alerts start afresh");
             Vec::new()
@@ -151,7 +157,8 @@ impl Alerts {
         since: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> NewAlert {
-        let view = view(condition, decision, seen, since);
+        let mut view = view(condition, decision, seen, since);
+        name_account(&mut view, &self.account);
         let (message, disposition) =
             match self
                 .renderer
@@ -205,6 +212,18 @@ fn remember(history: &[AlertRecord]) -> HashMap<Condition, Memory> {
         );
     }
     memory
+}
+
+/// Names the account in the alert (but not the only account of a v0.1
+/// config, `default`, whose alerts read as they always did).
+fn name_account(view: &mut AlertView, account: &AccountId) {
+    if *account != AccountId::default_account() {
+        view.summary = format!("Account {account}: {}", view.summary);
+        view.details = format!(
+            "Crayon account {account} ([accounts.{account}]). {}",
+            view.details
+        );
+    }
 }
 
 /// The alert's wording: what happened and what to do.

@@ -283,6 +283,21 @@ impl Dispatcher {
         self
     }
 
+    /// The same dispatcher draining `account`'s outbox: the sinks, their
+    /// limits (sends in flight, rate) and the record of sends in flight stay
+    /// shared, so every account's deliveries to one sink count against the
+    /// one `concurrency` and `rate_limit` of that sink.
+    pub fn for_account(&self, account: &AccountId) -> Self {
+        let mut this = self.clone();
+        this.account = account.clone();
+        this
+    }
+
+    /// Whose outbox this dispatcher drains.
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+
     /// The templates, for a message rendered again at send time.
     pub fn renderer(&self) -> &Arc<Renderer> {
         &self.renderer
@@ -305,7 +320,7 @@ impl Dispatcher {
     /// sends in flight, and the same limits for each sink whose `concurrency`
     /// and `rate_limit` did not change, so sends still running under the old
     /// config count against them.
-    fn succeeding(mut self, old: &Dispatcher) -> Self {
+    pub(crate) fn succeeding(mut self, old: &Dispatcher) -> Self {
         let limits = self
             .limits
             .iter()
@@ -387,9 +402,15 @@ impl Dispatcher {
     }
 }
 
-fn log_attempt(delivery: &Delivery, attempt: u32, outcome: &AttemptOutcome, latency: Duration) {
+fn log_attempt(
+    account: &AccountId,
+    delivery: &Delivery,
+    attempt: u32,
+    outcome: &AttemptOutcome,
+    latency: Duration,
+) {
     let latency_ms = latency.as_millis() as u64;
-    crate::app::telemetry::delivery_attempted(&delivery.sink, outcome.as_str());
+    crate::app::telemetry::delivery_attempted(account, &delivery.sink, outcome.as_str());
     let item = delivery.subject.to_string();
     let (id, sink, item, event) = (
         delivery.id.0,
@@ -400,6 +421,7 @@ fn log_attempt(delivery: &Delivery, attempt: u32, outcome: &AttemptOutcome, late
     match outcome {
         AttemptOutcome::Sent => tracing::info!(
             delivery = id,
+            account = %account,
             sink,
             item,
             event,
@@ -412,16 +434,16 @@ fn log_attempt(delivery: &Delivery, attempt: u32, outcome: &AttemptOutcome, late
             error,
             next_attempt_at,
         } => tracing::warn!(
-            delivery = id, sink, item, event, attempt, outcome = "retry", latency_ms,
+            delivery = id, account = %account, sink, item, event, attempt, outcome = "retry", latency_ms,
             error = %error, next_attempt_at = %next_attempt_at.to_rfc3339(),
             "delivery attempt"
         ),
         AttemptOutcome::Dead { error } => tracing::error!(
-            delivery = id, sink, item, event, attempt, outcome = "dead", latency_ms,
+            delivery = id, account = %account, sink, item, event, attempt, outcome = "dead", latency_ms,
             error = %error, "delivery attempt"
         ),
         AttemptOutcome::Skipped { reason } => tracing::info!(
-            delivery = id, sink, item, event, attempt, outcome = "skipped", latency_ms,
+            delivery = id, account = %account, sink, item, event, attempt, outcome = "skipped", latency_ms,
             reason = %reason, "delivery attempt"
         ),
     }

@@ -5,22 +5,26 @@
 
 pub mod alerts;
 pub mod dispatch;
+pub mod health;
 pub mod leading;
 pub mod poll;
 pub mod reload;
 mod run;
 pub mod server;
 pub mod telemetry;
+pub mod watch_loop;
 
 pub use run::Reloads;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
 
 use crate::app::dispatch::{Dispatcher, DrainSummary};
 use crate::app::poll::{PollError, PollReport, Watcher};
-use crate::config::{Config, ConfigError};
+use crate::app::watch_loop::AccountParts;
+use crate::config::{AccountConfig, Config, ConfigError};
 use crate::crayon::{CrayonClient, CrayonError, CrayonSettings};
 use crate::domain::AccountId;
 use crate::render::{RenderError, Renderer};
@@ -45,6 +49,13 @@ pub enum ServiceError {
     Locked(#[from] LockError),
     #[error(transparent)]
     Poll(#[from] PollError),
+    /// One account's poll failed in `once` with several accounts (the others
+    /// were polled and their deliveries attempted anyway).
+    #[error("account {account}: {source}")]
+    AccountPoll {
+        account: AccountId,
+        source: PollError,
+    },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -73,30 +84,40 @@ impl ServiceError {
     }
 }
 
+/// Every account's own Crayon client (and so its own token cache), by name.
+pub type Clients = BTreeMap<AccountId, Arc<CrayonClient>>;
+
 /// Everything one config needs at run time, built once.
 pub struct App {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
-    /// The account polled and delivered for (the single account of a v0.1 config).
+    /// The first account by name (the only one of a v0.1 config, `default`):
+    /// what [`App::watcher`], `client` and `dispatcher` serve.
     pub account: AccountId,
+    /// The first account's client.
     pub client: Arc<CrayonClient>,
     pub renderer: Arc<Renderer>,
+    /// The first account's dispatcher; [`Dispatcher::for_account`] makes
+    /// the others', sharing the sinks and their limits.
     pub dispatcher: Dispatcher,
+    /// Every account's client.
+    pub clients: Clients,
     /// The export files' spool, when a sink has `attach = true` (kept
     /// across reloads: its files belong to pending deliveries).
     pub spool: Option<Arc<crate::attach::Spool>>,
 }
 
 impl App {
-    /// Builds templates, sinks and the Crayon client, then opens the state.
+    /// Builds templates, sinks and every account's Crayon client, then
+    /// opens the state.
     pub fn build(config: Config) -> Result<App, ServiceError> {
-        let client = CrayonClient::new(crayon_settings(&config))?;
+        let clients = clients(&config)?;
         let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
         let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
         let store = crate::store::open(&config.watch.state)?;
         let spool = open_spool(&config, None)?;
         Ok(Self::assemble(
-            config, store, client, renderer, sinks, spool,
+            config, store, clients, renderer, sinks, spool,
         ))
     }
 
@@ -104,34 +125,40 @@ impl App {
     fn assemble(
         config: Config,
         store: Arc<dyn Store>,
-        client: CrayonClient,
+        clients: Clients,
         renderer: Renderer,
         sinks: Sinks,
         spool: Option<Arc<crate::attach::Spool>>,
     ) -> App {
         let config = Arc::new(config);
+        let (account, client) = clients
+            .iter()
+            .next()
+            .map(|(id, c)| (id.clone(), c.clone()))
+            .expect("a checked config has at least one account");
         let renderer = Arc::new(renderer);
-        let client = Arc::new(client);
+        let sinks = Arc::new(sinks);
         let mut dispatcher =
-            Dispatcher::new(&config, store.clone(), Arc::new(sinks), renderer.clone());
+            Dispatcher::new(&config, store.clone(), sinks, renderer.clone()).for_account(&account);
         if let Some(spool) = &spool {
             dispatcher = dispatcher.with_attacher(dispatch::Attacher {
-                client: client.clone(),
+                clients: clients.clone(),
                 spool: spool.clone(),
             });
         }
         App {
             config,
             store,
-            account: AccountId::default_account(),
+            account,
             client,
             renderer,
             dispatcher,
+            clients,
             spool,
         }
     }
 
-    /// A watcher over this app's parts, as `run` and `once` use it (public
+    /// A watcher over the first account, as `run` and `once` use it (public
     /// so benchmarks and load examples drive the very same cycle).
     pub fn watcher(&self) -> Watcher {
         Watcher::new(
@@ -140,6 +167,20 @@ impl App {
             self.store.clone(),
             self.renderer.clone(),
         )
+        .for_account(&self.account)
+    }
+
+    /// What `account`'s poll loop needs; `None` if it is not configured.
+    pub fn parts(&self, account: &AccountId) -> Option<AccountParts> {
+        let config = self.config.account(account)?;
+        Some(AccountParts {
+            id: account.clone(),
+            interval: config.interval,
+            config: self.config.clone(),
+            store: self.store.clone(),
+            renderer: self.renderer.clone(),
+            client: self.clients.get(account)?.clone(),
+        })
     }
 
     /// `once`: under the state lock (refused while `run` or another `once`
@@ -167,12 +208,47 @@ impl App {
         result
     }
 
+    /// Polls every account (at once), then one attempt for every due
+    /// delivery of every account, then the prune. With one account a failed
+    /// poll stops there, as in 0.1; with several, the others' polls and
+    /// deliveries still happen and the first failure is returned after.
     async fn once_leading(&self) -> Result<(PollReport, DrainSummary), ServiceError> {
-        let report = self.watcher().poll().await?;
-        let summary = self.dispatcher.drain_due().await.map_err(PollError::from)?;
+        let mut polls = tokio::task::JoinSet::new();
+        for id in self.clients.keys() {
+            let Some(parts) = self.parts(id) else {
+                continue;
+            };
+            polls.spawn(async move { (parts.id.clone(), parts.watcher().poll().await) });
+        }
+        let mut report = PollReport::default();
+        let mut failed = None;
+        while let Some(joined) = polls.join_next().await {
+            let Ok((id, result)) = joined else { continue };
+            match result {
+                Ok(r) => add_report(&mut report, &r),
+                Err(e) if self.clients.len() == 1 => return Err(e.into()),
+                Err(source) => {
+                    failed.get_or_insert(ServiceError::AccountPoll {
+                        account: id,
+                        source,
+                    });
+                }
+            }
+        }
+        let mut summary = DrainSummary::default();
+        for id in self.clients.keys() {
+            let one = self.dispatcher.for_account(id).drain_due().await;
+            let one = one.map_err(PollError::from)?;
+            summary.sent += one.sent;
+            summary.retrying += one.retrying;
+            summary.dead += one.dead;
+        }
         self.dispatcher.close_sinks().await;
         self.prune(1);
-        Ok((report, summary))
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((report, summary)),
+        }
     }
 
     /// A new App for `config`, sharing this one's state file.
@@ -185,24 +261,47 @@ impl App {
         if config.server_listen != self.config.server_listen {
             tracing::warn!("server.listen changes take effect at the next restart");
         }
-        let client = CrayonClient::new(crayon_settings(&config))?;
+        let clients = self.kept_clients(clients(&config)?, &config);
         let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
         let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
         let spool = open_spool(&config, self.spool.clone())?;
         Ok(Self::assemble(
             config,
             self.store.clone(),
-            client,
+            clients,
             renderer,
             sinks,
             spool,
         ))
     }
 
-    /// One bounded prune (`rounds` of [`retention::PRUNE_BATCH`] at most).
+    /// A reload keeps an account's client (and its token) when the account's
+    /// `[crayon]` settings did not change, so a reload costs no logins.
+    fn kept_clients(&self, fresh: Clients, config: &Config) -> Clients {
+        fresh
+            .into_iter()
+            .map(|(id, client)| {
+                let same = match (self.config.account(&id), config.account(&id)) {
+                    (Some(old), Some(new)) => same_login(old, new),
+                    _ => false,
+                };
+                match self.clients.get(&id) {
+                    Some(kept) if same && self.config.ca_file == config.ca_file => {
+                        (id, kept.clone())
+                    }
+                    _ => (id, client),
+                }
+            })
+            .collect()
+    }
+
+    /// One bounded prune per account (`rounds` of [`retention::PRUNE_BATCH`]
+    /// at most each).
     fn prune(&self, rounds: usize) {
         let (store, delivery) = (self.store.as_ref(), &self.config.delivery);
-        retention::prune(store, &self.account, delivery, Utc::now(), rounds);
+        for id in self.clients.keys() {
+            retention::prune(store, id, delivery, Utc::now(), rounds);
+        }
     }
 }
 
@@ -227,9 +326,46 @@ fn open_spool(
     Ok(Some(Arc::new(crate::attach::Spool::open(&dir)?)))
 }
 
-/// The Crayon client's settings from the checked config.
-pub fn crayon_settings(config: &Config) -> CrayonSettings {
-    let c = &config.crayon;
+/// Sums what polls of several accounts did (for `once`'s report).
+fn add_report(total: &mut PollReport, one: &PollReport) {
+    total.items += one.items;
+    total.events += one.events;
+    total.deliveries += one.deliveries;
+    total.rows_written += one.rows_written;
+    total.baseline |= one.baseline;
+    total.duplicates.extend(one.duplicates.iter().copied());
+}
+
+/// Whether two account configs log in the same way (same client settings).
+fn same_login(old: &AccountConfig, new: &AccountConfig) -> bool {
+    let (a, b) = (&old.crayon, &new.crayon);
+    a.base_url == b.base_url
+        && a.client_id == b.client_id
+        && a.client_secret.expose() == b.client_secret.expose()
+        && a.username == b.username
+        && a.password.expose() == b.password.expose()
+        && a.scope == b.scope
+        && a.timeout == b.timeout
+        && a.max_body == b.max_body
+}
+
+/// One Crayon client per account (each with its own token cache).
+fn clients(config: &Config) -> Result<Clients, ServiceError> {
+    config
+        .accounts
+        .iter()
+        .map(|a| {
+            Ok((
+                a.id.clone(),
+                Arc::new(CrayonClient::new(crayon_settings(config, a))?),
+            ))
+        })
+        .collect()
+}
+
+/// One account's Crayon client settings from the checked config.
+pub fn crayon_settings(config: &Config, account: &AccountConfig) -> CrayonSettings {
+    let c = &account.crayon;
     CrayonSettings {
         base_url: c.base_url.clone(),
         client_id: c.client_id.clone(),

@@ -15,7 +15,7 @@ use crate::domain::{
     AccountId, Change, Disposition, EventKind, ExportId, NewDelivery, RenderedMessage, Snapshot,
 };
 use crate::domain::{MalformedQueue, Polled};
-use crate::render::{MessageInput, RecipientView, Renderer};
+use crate::render::{AccountView, MessageInput, RecipientView, Renderer};
 use crate::route::{self, Router, Target};
 use crate::sinks::email::rcpt::REQUESTER_PART;
 use crate::store::{CommitStats, PollCommit, Store, StoreError};
@@ -66,6 +66,8 @@ pub struct Watcher {
     renderer: Arc<Renderer>,
     previous: Option<Snapshot>,
     loaded: bool,
+    /// The last poll's measure (duration, items), for the account's health.
+    measure: Option<crate::app::telemetry::Measure>,
 }
 
 impl Watcher {
@@ -86,14 +88,38 @@ impl Watcher {
             renderer,
             previous: None,
             loaded: false,
+            measure: None,
         }
+    }
+
+    /// The same watcher polling `account` (its snapshot, fired records and
+    /// outbox; routes listing `accounts` filter on it). Call before the
+    /// first poll; the client must be that account's.
+    pub fn for_account(mut self, account: &AccountId) -> Self {
+        self.router = self.router.for_account(account);
+        self.account = account.clone();
+        self.previous = None;
+        self.loaded = false;
+        self
+    }
+
+    /// The account this watcher polls.
+    pub fn account(&self) -> &AccountId {
+        &self.account
+    }
+
+    /// The last poll's duration and (when it succeeded) item count.
+    pub fn last_measure(&self) -> Option<crate::app::telemetry::Measure> {
+        self.measure
     }
 
     /// One poll; logs its summary line and returns what it did.
     pub async fn poll(&mut self) -> Result<PollReport, PollError> {
         let started = Instant::now();
         let result = self.poll_inner().await;
-        log_poll(&result, started.elapsed());
+        let elapsed = started.elapsed();
+        self.measure = Some((elapsed, result.as_ref().ok().map(|r| r.items)));
+        log_poll(&self.account, &result, elapsed);
         result
     }
 
@@ -134,7 +160,7 @@ impl Watcher {
         };
         let items = polled.snapshot.items.len();
         if baseline {
-            tracing::info!(items, "baseline: {items} items recorded");
+            tracing::info!(account = %self.account, items, "baseline: {items} items recorded");
         }
         for id in &polled.duplicates {
             tracing::warn!(
@@ -182,7 +208,7 @@ impl Watcher {
         let report = self.commit(polled, changes, &fired, &deliveries, now)?;
         fresh
             .iter()
-            .for_each(|e| crate::app::telemetry::event_fired(e.kind));
+            .for_each(|e| crate::app::telemetry::event_fired(&self.account, e.kind));
         Ok(report)
     }
 
@@ -233,6 +259,7 @@ impl Watcher {
             recipient: RecipientView::new(requested_by, entry),
             portal: self.config.portal.as_str(),
             now,
+            account: self.account_view(),
         };
         self.router
             .sinks_for(event.kind, event.item)
@@ -240,6 +267,15 @@ impl Watcher {
             .filter_map(|name| self.config.sinks.get(name))
             .flat_map(|sink| self.delivery(event, sink, &input))
             .collect()
+    }
+
+    /// What templates see as `account`: this account's name and `vars`.
+    fn account_view(&self) -> AccountView {
+        let vars = self.config.account(&self.account).map(|a| a.vars.clone());
+        AccountView {
+            name: self.account.to_string(),
+            vars: vars.unwrap_or_default(),
+        }
     }
 
     /// One sink's deliveries (one per recipient for email, else one):
@@ -308,12 +344,13 @@ fn targets(
     }
 }
 
-fn log_poll(result: &Result<PollReport, PollError>, elapsed: Duration) {
+fn log_poll(account: &AccountId, result: &Result<PollReport, PollError>, elapsed: Duration) {
     let duration_ms = elapsed.as_millis() as u64;
     match result {
         Ok(r) => {
-            crate::app::telemetry::poll_succeeded(elapsed, r.items, Utc::now());
+            crate::app::telemetry::poll_succeeded(account, elapsed, r.items, Utc::now());
             tracing::info!(
+                account = %account,
                 items = r.items,
                 events = r.events,
                 deliveries = r.deliveries,
@@ -323,8 +360,8 @@ fn log_poll(result: &Result<PollReport, PollError>, elapsed: Duration) {
             )
         }
         Err(e) => {
-            crate::app::telemetry::poll_failed(elapsed);
-            tracing::debug!(error = %e, duration_ms, "poll failed")
+            crate::app::telemetry::poll_failed(account, elapsed);
+            tracing::debug!(account = %account, error = %e, duration_ms, "poll failed")
         }
     }
 }

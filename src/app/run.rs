@@ -1,42 +1,37 @@
-//! The `run` loop: poll every interval (backing off while the API fails),
-//! deliver continuously through one dispatcher, reload on request, and stop
-//! cleanly, letting sends in flight finish within the grace period.
+//! The `run` loop: one poll loop per account (`watch_loop`), one dispatcher
+//! loop per account's outbox sharing the sinks' limits, reloads that add
+//! and remove accounts, and a clean stop that lets sends in flight finish
+//! within the grace period.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::app::alerts::{Alerts, Observation};
 use crate::app::dispatch::Dispatcher;
 use crate::app::leading::Leading;
-use crate::app::poll::{PollError, PollReport, Watcher};
 use crate::app::server;
 use crate::app::telemetry::Health;
+use crate::app::watch_loop::{AccountLoop, Shared};
 use crate::config::{Config, ConfigError};
 use crate::domain::AccountId;
 use crate::leadership::{self, holder_id};
 use crate::state_lock::StateLock;
-use crate::store::{Store, StoreError};
 
 use super::{App, ServiceError};
 
-/// How often `run` prunes old sent deliveries and fired records.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-/// Prune rounds `run` does at start and hourly: enough to catch up on a
-/// large backlog (`once` does one per call).
-const RUN_PRUNE_ROUNDS: usize = 100;
-
 impl App {
-    /// `run`: polls every interval and delivers continuously until
-    /// `shutdown`; then lets sends in flight finish within the grace period.
+    /// `run`: polls every account on its own schedule and delivers every
+    /// account's outbox continuously until `shutdown`; then lets sends in
+    /// flight finish within the grace period.
     /// Each request on `reloads` re-reads config and templates: a bad one is
     /// refused (the running config stays), a good one takes effect at the
     /// next poll, pending deliveries untouched; sends in flight finish (and
-    /// are recorded) under the config they started with.
+    /// are recorded) under the config they started with. A reload adds and
+    /// removes accounts; a removed account's pending deliveries still go.
     pub async fn run(
         mut self,
         shutdown: CancellationToken,
@@ -44,31 +39,34 @@ impl App {
     ) -> Result<(), ServiceError> {
         let _lock = StateLock::acquire(&self.config.watch.state)?;
         log_startup(&self.config);
-        let health = Arc::new(Health::new(self.config.watch.interval));
+        let health = Arc::new(Health::for_accounts(self.intervals()));
         let lease = Lease::start(&self, &health);
         self.dispatcher = self.dispatcher.clone().with_leading(lease.leading.clone());
         let server = self.serve(&health, &shutdown).await?;
-        let wake = Arc::new(Notify::new());
-        let deliveries = self.spawn_dispatcher(&shutdown, &wake);
-        let mut poller = Poller::new(&self, lease.leading.clone(), None);
+        let mut deliveries = DeliverySet::new(self.dispatcher.clone());
+        deliveries.sync(&self, &shutdown);
+        let mut loops = LoopSet::default();
+        loops
+            .sync(&self, &lease.leading, &health, &deliveries, &shutdown, true)
+            .await;
         loop {
             let requests = reloads.as_mut().map(|r| &mut r.requests);
-            match self
-                .poll_loop(&mut poller, &shutdown, &wake, &health, requests)
-                .await
-            {
-                LoopExit::Shutdown => break,
-                LoopExit::Reload => {
-                    let Some(next) = reloads.as_ref().and_then(|r| self.reload(r)) else {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                true = next_request(requests) => {
+                    let Some(mut next) = reloads.as_ref().and_then(|r| self.reload(r)) else {
                         continue;
                     };
-                    deliveries.reconfigure(&next);
+                    next.dispatcher = next.dispatcher.clone().with_leading(lease.leading.clone());
+                    health.set_accounts(next.intervals());
+                    deliveries.sync(&next, &shutdown);
+                    loops.sync(&next, &lease.leading, &health, &deliveries, &shutdown, false).await;
                     self = next;
-                    poller = Poller::new(&self, lease.leading.clone(), poller.last_prune);
                     tracing::info!("config reloaded; it applies from this poll on");
                 }
             }
         }
+        loops.stop().await;
         health.stopped();
         deliveries.stop().await;
         lease.stop().await;
@@ -77,6 +75,12 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// Every account with its poll interval.
+    fn intervals(&self) -> Vec<(AccountId, Duration)> {
+        let accounts = self.config.accounts.iter();
+        accounts.map(|a| (a.id.clone(), a.interval)).collect()
     }
 
     async fn serve(
@@ -99,19 +103,6 @@ impl App {
         .map_err(|source| ServiceError::Listen { listen, source })
     }
 
-    /// Starts the one dispatcher loop of this `run`; reloads hand it their
-    /// new dispatcher through [`Deliveries::reconfigure`].
-    fn spawn_dispatcher(&self, shutdown: &CancellationToken, wake: &Arc<Notify>) -> Deliveries {
-        let stop = shutdown.child_token();
-        let dispatcher = self.dispatcher.clone();
-        let (swap, reloads) = watch::channel(dispatcher.clone());
-        let task = tokio::spawn({
-            let (stop, wake) = (stop.clone(), wake.clone());
-            async move { dispatcher.run_with_reloads(stop, wake, reloads).await }
-        });
-        Deliveries { stop, swap, task }
-    }
-
     /// Loads and builds the new config; `None` (with an error log) when it
     /// is refused.
     fn reload(&self, reloads: &Reloads) -> Option<App> {
@@ -126,62 +117,118 @@ impl App {
             }
         }
     }
+}
 
-    async fn poll_loop(
-        &self,
-        poller: &mut Poller,
-        shutdown: &CancellationToken,
-        wake: &Notify,
-        health: &Health,
-        mut reload: Option<&mut mpsc::Receiver<()>>,
-    ) -> LoopExit {
-        let interval = self.config.watch.interval;
-        loop {
-            let standby = !poller.leading.open();
-            let wait = if standby {
-                interval
-            } else {
-                self.poll_once(poller, wake, health).await
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => return LoopExit::Shutdown,
-                true = next_request(reload.as_deref_mut()) => return LoopExit::Reload,
-                () = poller.leading.changed(), if standby => {}
-                _ = tokio::time::sleep(wait) => {}
+/// Every account's dispatcher loop, by account. They share the sinks and
+/// each sink's limits; an account removed by a reload keeps its loop, so
+/// its pending deliveries still go.
+struct DeliverySet {
+    /// The dispatcher every account's is made from (the latest config's,
+    /// carrying on the limits and sends in flight of the previous one).
+    base: Dispatcher,
+    running: BTreeMap<AccountId, Deliveries>,
+}
+
+impl DeliverySet {
+    fn new(base: Dispatcher) -> Self {
+        DeliverySet {
+            base,
+            running: BTreeMap::new(),
+        }
+    }
+
+    /// Hands every running loop `app`'s dispatcher and starts one for each
+    /// account that has none yet.
+    fn sync(&mut self, app: &App, shutdown: &CancellationToken) {
+        if !self.running.is_empty() {
+            self.base = app.dispatcher.clone().succeeding(&self.base);
+        }
+        for (id, deliveries) in &self.running {
+            deliveries.reconfigure(self.base.for_account(id));
+        }
+        for account in &app.config.accounts {
+            if !self.running.contains_key(&account.id) {
+                let dispatcher = self.base.for_account(&account.id);
+                let deliveries = Deliveries::spawn(dispatcher, shutdown);
+                self.running.insert(account.id.clone(), deliveries);
             }
         }
     }
 
-    /// One poll as the leader (with the hourly prune); returns the wait
-    /// until the next one. A poll refused because the lease was lost is no
-    /// failure: no alert, no backoff, the new leader polls.
-    async fn poll_once(&self, poller: &mut Poller, wake: &Notify, health: &Health) -> Duration {
-        let interval = self.config.watch.interval;
-        if poller
-            .last_prune
-            .is_none_or(|at| at.elapsed() >= PRUNE_EVERY)
-        {
-            self.prune(RUN_PRUNE_ROUNDS);
-            poller.last_prune = Some(tokio::time::Instant::now());
+    /// The wake-up of `account`'s dispatcher loop.
+    fn wake(&self, account: &AccountId) -> Arc<Notify> {
+        self.running
+            .get(account)
+            .map(|d| d.wake.clone())
+            .unwrap_or_default()
+    }
+
+    /// Stops taking new deliveries everywhere, then waits for every
+    /// account's sends in flight (all within one grace period).
+    async fn stop(self) {
+        self.running.values().for_each(|d| d.stop.cancel());
+        for deliveries in self.running.into_values() {
+            deliveries.stop().await;
         }
-        let result = poller.watcher.poll().await;
-        if let Err(PollError::State(e @ StoreError::Fenced { .. })) = &result {
-            tracing::warn!(error = %e, "lost the leader lease; this poll was not committed");
-            return interval;
-        }
-        health.polled(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-        if poller.observe(&result, &*self.store, &self.account) {
-            wake.notify_one();
-        }
-        match result {
-            Ok(report) => {
-                poller.streak.succeeded();
-                if report.deliveries > 0 {
-                    wake.notify_one();
-                }
-                interval
+    }
+}
+
+/// Every account's poll loop, by account.
+#[derive(Default)]
+struct LoopSet {
+    running: BTreeMap<AccountId, AccountLoop>,
+}
+
+impl LoopSet {
+    /// Starts a loop for each new account (at start: spread over the
+    /// interval), reconfigures the kept ones and stops the removed ones.
+    async fn sync(
+        &mut self,
+        app: &App,
+        leading: &Leading,
+        health: &Arc<Health>,
+        deliveries: &DeliverySet,
+        shutdown: &CancellationToken,
+        spread: bool,
+    ) {
+        let removed: Vec<AccountId> = (self.running.keys())
+            .filter(|id| app.config.account(id).is_none())
+            .cloned()
+            .collect();
+        for id in removed {
+            if let Some(gone) = self.running.remove(&id) {
+                tracing::info!(account = %id, "account removed; its pending deliveries still go");
+                gone.stop().await;
             }
-            Err(e) => poller.streak.failed(&e, interval),
+        }
+        let count = app.config.accounts.len() as u32;
+        for (i, account) in app.config.accounts.iter().enumerate() {
+            let Some(parts) = app.parts(&account.id) else {
+                continue;
+            };
+            if let Some(running) = self.running.get(&account.id) {
+                running.reconfigure(parts);
+                continue;
+            }
+            let first_in = if spread {
+                account.interval * i as u32 / count.max(1)
+            } else {
+                Duration::ZERO
+            };
+            let shared = Shared {
+                leading: leading.clone(),
+                health: health.clone(),
+                wake: deliveries.wake(&account.id),
+            };
+            let started = AccountLoop::spawn(parts, shared, first_in, shutdown);
+            self.running.insert(account.id.clone(), started);
+        }
+    }
+
+    async fn stop(self) {
+        self.running.values().for_each(AccountLoop::cancel);
+        for running in self.running.into_values() {
+            running.stop().await;
         }
     }
 }
@@ -225,74 +272,6 @@ pub struct Reloads {
     pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
 }
 
-/// Why the poll loop returned.
-enum LoopExit {
-    Shutdown,
-    Reload,
-}
-
-/// The poll loop's state, kept across refused reloads.
-struct Poller {
-    watcher: Watcher,
-    streak: FailureStreak,
-    /// The last prune; `None` until the first poll as the leader.
-    last_prune: Option<tokio::time::Instant>,
-    /// Polls run only while this process leads.
-    leading: Leading,
-    alerts: Option<Alerts>,
-    seen: Observation,
-}
-
-impl Poller {
-    fn new(app: &App, leading: Leading, last_prune: Option<tokio::time::Instant>) -> Self {
-        let last_success = app.store.last_success_at(&app.account).ok().flatten();
-        Poller {
-            watcher: app.watcher(),
-            streak: FailureStreak::default(),
-            last_prune,
-            leading,
-            alerts: Alerts::new(&app.config, app.store.clone(), app.renderer.clone()),
-            seen: Observation {
-                last_success: last_success.or_else(|| Some(Utc::now())),
-                ..Observation::default()
-            },
-        }
-    }
-
-    /// Feeds one poll's outcome to the alerts; true when alerts were queued.
-    fn observe(
-        &mut self,
-        result: &Result<PollReport, PollError>,
-        store: &dyn Store,
-        account: &AccountId,
-    ) -> bool {
-        let Some(alerts) = self.alerts.as_mut() else {
-            return false;
-        };
-        let now = Utc::now();
-        match result {
-            Ok(_) => {
-                self.seen.last_success = Some(now);
-                self.seen.last_error = None;
-                self.seen.credentials_refused = false;
-            }
-            Err(e) => {
-                self.seen.last_error = Some(e.to_string());
-                self.seen.credentials_refused =
-                    matches!(e, PollError::Api(c) if c.is_credentials());
-            }
-        }
-        self.seen.dead = store.dead_count(account, alerts.sink()).unwrap_or_default();
-        match alerts.evaluate(&self.seen, now) {
-            Ok(n) => n > 0,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot queue an alert");
-                false
-            }
-        }
-    }
-}
-
 /// The running dispatcher loop. It lives as long as `run`: a reload swaps
 /// the dispatcher it starts new sends with, so sends in flight are never
 /// abandoned (and sent again) because the config changed.
@@ -300,12 +279,33 @@ struct Deliveries {
     stop: CancellationToken,
     swap: watch::Sender<Dispatcher>,
     task: tokio::task::JoinHandle<()>,
+    /// Notified when a poll or an alert put something in the outbox.
+    wake: Arc<Notify>,
 }
 
 impl Deliveries {
-    /// New sends use `app`'s sinks, limits and retry policy from now on.
-    fn reconfigure(&self, app: &App) {
-        self.swap.send_replace(app.dispatcher.clone());
+    /// Starts `dispatcher`'s loop (one account's outbox).
+    fn spawn(dispatcher: Dispatcher, shutdown: &CancellationToken) -> Deliveries {
+        let stop = shutdown.child_token();
+        let wake = Arc::new(Notify::new());
+        let (swap, reloads) = watch::channel(dispatcher.clone());
+        let span = tracing::info_span!("deliveries", account = %dispatcher.account());
+        let task = tokio::spawn({
+            let (stop, wake) = (stop.clone(), wake.clone());
+            async move { dispatcher.run_with_reloads(stop, wake, reloads).await }.instrument(span)
+        });
+        Deliveries {
+            stop,
+            swap,
+            task,
+            wake,
+        }
+    }
+
+    /// New sends use this dispatcher's sinks, limits and retry policy from
+    /// now on.
+    fn reconfigure(&self, dispatcher: Dispatcher) {
+        self.swap.send_replace(dispatcher);
     }
 
     /// Stops taking new deliveries and waits for sends in flight (bounded
@@ -328,37 +328,6 @@ async fn next_request(rx: Option<&mut mpsc::Receiver<()>>) -> bool {
             None => std::future::pending().await,
         },
         None => std::future::pending().await,
-    }
-}
-
-/// Tracks a run of failed polls: one warning when it starts (with the cause),
-/// quieter logs while it lasts, the wait doubling up to 10 × interval.
-#[derive(Debug, Default)]
-struct FailureStreak {
-    failures: u32,
-}
-
-impl FailureStreak {
-    fn failed(&mut self, error: &PollError, interval: Duration) -> Duration {
-        self.failures += 1;
-        let credentials = matches!(error, PollError::Api(e) if e.is_credentials());
-        match (self.failures, credentials) {
-            (1, true) => tracing::error!(
-                error = %error,
-                "the Crayon API refuses the credentials; fix [crayon] and reload or restart"
-            ),
-            (1, false) => tracing::warn!(error = %error, "poll failed; retrying with backoff"),
-            _ => tracing::debug!(error = %error, failures = self.failures, "poll failed again"),
-        }
-        let factor = 2u32.saturating_pow(self.failures.min(4)).min(10);
-        interval.saturating_mul(factor)
-    }
-
-    fn succeeded(&mut self) {
-        if self.failures > 0 {
-            tracing::info!(failures = self.failures, "polls work again");
-        }
-        self.failures = 0;
     }
 }
 

@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::telemetry::{self, Health, Verdict};
 use crate::config::Config;
-use crate::domain::AccountId;
 use crate::secret::Secret;
 use crate::status::{self, StatusSource};
 use crate::store::Store;
@@ -28,8 +27,6 @@ struct Shared {
     health: Arc<Health>,
     metrics: Option<PrometheusHandle>,
     store: Arc<dyn Store>,
-    /// Whose outbox `/metrics` counts (the single account of a v0.1 config).
-    account: AccountId,
     sinks: Arc<Vec<String>>,
 }
 
@@ -66,11 +63,10 @@ pub async fn serve(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let account = AccountId::default_account();
     let page = status::http::routes(StatusSource {
         store: store.clone(),
         health: health.clone(),
-        accounts: vec![account.clone()],
+        accounts: Vec::new(),
         timezone: settings.timezone,
     })
     .map_err(std::io::Error::other)?;
@@ -79,7 +75,6 @@ pub async fn serve(
         health,
         metrics: telemetry::install(),
         store,
-        account,
         sinks: Arc::new(settings.sinks),
     };
     let guarded = Router::new()
@@ -119,8 +114,9 @@ async fn livez(State(s): State<Shared>) -> impl IntoResponse {
     }
 }
 
-/// 200 while leading with recent successful polls, or standing by (a
-/// standby polls nothing, by design); the body names the role.
+/// 200 while leading with recent successful polls of every account, or
+/// standing by (a standby polls nothing, by design); the body names the
+/// role and, when failing, the failing accounts.
 async fn healthz(State(s): State<Shared>) -> impl IntoResponse {
     let role = s.health.role();
     match s.health.verdict() {
@@ -130,16 +126,22 @@ async fn healthz(State(s): State<Shared>) -> impl IntoResponse {
             Json(json!({"status": "starting", "role": role})),
         ),
         Verdict::Standby => (StatusCode::OK, Json(json!({"status": "ok", "role": role}))),
-        Verdict::Failing(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "failing", "reason": reason, "role": role})),
-        ),
+        Verdict::Failing(reason) => {
+            let accounts: Vec<_> = (s.health.failing().into_iter())
+                .map(|(account, reason)| json!({"account": account.as_str(), "reason": reason}))
+                .collect();
+            let body =
+                json!({"status": "failing", "reason": reason, "role": role, "accounts": accounts});
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+        }
     }
 }
 
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
-    if let Ok(counts) = s.store.outbox_counts(&s.account) {
-        telemetry::outbox_counts(&counts, &s.sinks);
+    for account in s.health.accounts() {
+        if let Ok(counts) = s.store.outbox_counts(&account) {
+            telemetry::outbox_counts(&account, &counts, &s.sinks);
+        }
     }
     let body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)

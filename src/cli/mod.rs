@@ -144,6 +144,10 @@ pub enum Command {
     Why {
         /// The export queue item id.
         item_id: i64,
+        /// The account (`[accounts.NAME]`) whose item it is; needed only
+        /// when the Id exists in more than one account.
+        #[arg(long)]
+        account: Option<String>,
     },
 }
 
@@ -294,16 +298,19 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Command::SendTest { sink, to } => send_test::send_test(&path, &sink, to.as_deref()).await,
         Command::Outbox { action } => outbox::outbox(&path, action),
-        Command::Why { item_id } => why::why(&path, item_id),
+        Command::Why { item_id, account } => why::why(&path, item_id, account),
         Command::State { action } => state::state(action),
         Command::Demo { cycles, interval } => demo::demo(cycles, interval, cli.config).await,
     }
 }
 
 /// Opens the state file named by the config, without taking the run lock.
-pub(super) fn open_store(path: &std::path::Path) -> Result<std::sync::Arc<dyn Store>, Failure> {
+pub(super) fn open_store(
+    path: &std::path::Path,
+) -> Result<(Config, std::sync::Arc<dyn Store>), Failure> {
     let config = load(path)?;
-    crate::store::open(&config.watch.state).map_err(|e| Failure::Runtime(e.into()))
+    let store = crate::store::open(&config.watch.state).map_err(|e| Failure::Runtime(e.into()))?;
+    Ok((config, store))
 }
 
 /// Loads the config; any problem in it exits 2.

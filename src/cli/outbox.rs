@@ -2,18 +2,18 @@
 
 use crate::domain::{AccountId, DeliveryId};
 use crate::report;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 use super::{open_store, Failure, OutboxAction};
 
-/// Runs one `outbox` action against the account's rows.
+/// Runs one `outbox` action against every configured account's rows.
 pub(super) fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
-    let store = open_store(path)?;
-    let account = AccountId::default_account();
+    let (config, store) = open_store(path)?;
+    let accounts: Vec<AccountId> = config.accounts.iter().map(|a| a.id.clone()).collect();
     let runtime = |e: StoreError| Failure::Runtime(e.into());
     match action {
         OutboxAction::List { status, json } => {
-            let deliveries = store.list_deliveries(&account, status).map_err(runtime)?;
+            let deliveries = list(&*store, &accounts, status).map_err(runtime)?;
             if json {
                 outln!("{}", report::outbox_json(&deliveries));
             } else {
@@ -22,9 +22,12 @@ pub(super) fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(),
         }
         OutboxAction::Retry { id, all_dead } => {
             let id = if all_dead { None } else { id.map(DeliveryId) };
-            let n = store
-                .retry_dead(&account, id, chrono::Utc::now())
-                .map_err(runtime)?;
+            let mut n = 0;
+            for account in &accounts {
+                n += store
+                    .retry_dead(account, id, chrono::Utc::now())
+                    .map_err(runtime)?;
+            }
             if n == 0 {
                 let what = id.map_or("no dead deliveries".to_string(), |id| {
                     format!("delivery {id} is not dead (or does not exist)")
@@ -40,11 +43,30 @@ pub(super) fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(),
         OutboxAction::Purge { sent_before } => {
             let cutoff = crate::retention::cutoff(chrono::Utc::now(), sent_before);
             let keep_fired = chrono::DateTime::<chrono::Utc>::MIN_UTC;
-            let (n, _) = store
-                .prune(&account, cutoff, keep_fired, usize::MAX)
-                .map_err(runtime)?;
+            let mut n = 0;
+            for account in &accounts {
+                let (pruned, _) = store
+                    .prune(account, cutoff, keep_fired, usize::MAX)
+                    .map_err(runtime)?;
+                n += pruned;
+            }
             outln!("{n} sent or skipped delivery(ies) deleted");
         }
     }
     Ok(())
+}
+
+/// Every account's deliveries (or those with one status), newest first.
+fn list(
+    store: &dyn Store,
+    accounts: &[AccountId],
+    status: Option<crate::domain::DeliveryStatus>,
+) -> Result<Vec<(AccountId, crate::domain::Delivery)>, StoreError> {
+    let mut rows = Vec::new();
+    for account in accounts {
+        let deliveries = store.list_deliveries(account, status)?;
+        rows.extend(deliveries.into_iter().map(|d| (account.clone(), d)));
+    }
+    rows.sort_by(|(_, a), (_, b)| b.created_at.cmp(&a.created_at).then(b.id.0.cmp(&a.id.0)));
+    Ok(rows)
 }

@@ -2,17 +2,18 @@
 //! it from the raw file: durations, URLs, time zones, sink kinds and routes are
 //! parsed here, so every later module works with values that are known good.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 pub use super::checks::{check_webhook_url, is_loopback, parse_url, require_https_unless_loopback};
 use super::checks::{is_snake_case, nonzero, parse_events, parse_rate};
-use super::raw::{RawConfig, RawCrayon, RawDelivery, RawRoute, RawServer, RawSink, RawWatch};
+use super::raw::{RawConfig, RawDelivery, RawRoute, RawServer, RawSink, RawWatch};
 pub use super::settings::*;
 use super::ConfigError;
 use crate::address::single_address;
+use crate::domain::AccountId;
 use crate::secret::Secret;
 pub use crate::sinks::email::{EmailConfig, SmtpSecurity};
 use crate::sinks::registry;
@@ -23,6 +24,9 @@ pub use crate::sinks::SinkKind;
 pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
     let delivery = check_delivery(raw.delivery)?;
+    let interval = nonzero("watch.interval", raw.watch.interval)?;
+    let accounts = super::accounts::check_accounts(raw.crayon, raw.accounts, interval)?;
+    let names = super::accounts::names(&accounts);
     let sinks = raw
         .sinks
         .into_iter()
@@ -32,13 +36,13 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         .routes
         .into_iter()
         .enumerate()
-        .map(|(i, route)| check_route(i, route, &sinks))
+        .map(|(i, route)| check_route(i, route, &sinks, &names))
         .collect::<Result<Vec<_>, _>>()?;
     let alerts = raw.alerts.map(|a| check_alerts(a, &sinks)).transpose()?;
     warn_unrouted(&sinks, &routes, alerts.as_ref(), &mut warnings);
     let (server_listen, server_token) = check_server(raw.server)?;
     Ok(Config {
-        crayon: check_crayon(raw.crayon)?,
+        accounts,
         watch: check_watch(raw.watch, base_dir, raw.tls.ca_file.as_deref())?,
         delivery,
         portal: parse_url("links.portal", &raw.links.portal)?,
@@ -103,42 +107,6 @@ fn check_server(
         ));
     }
     Ok((Some(listen), token))
-}
-
-fn check_crayon(raw: RawCrayon) -> Result<CrayonConfig, ConfigError> {
-    let mut base_url = parse_url("crayon.base_url", &raw.base_url)?;
-    if !base_url.path().ends_with('/') {
-        base_url.set_path(&format!("{}/", base_url.path()));
-    }
-    require_https_unless_loopback("crayon.base_url", &base_url)?;
-    for (key, value) in [
-        ("crayon.client_id", &raw.client_id),
-        ("crayon.username", &raw.username),
-    ] {
-        if value.trim().is_empty() {
-            return Err(ConfigError::invalid(key, "must not be empty"));
-        }
-    }
-    let max_body = raw
-        .max_body
-        .parse::<bytesize::ByteSize>()
-        .map_err(|_| {
-            ConfigError::invalid(
-                "crayon.max_body",
-                format!("{:?} is not a size (e.g. \"64MiB\")", raw.max_body),
-            )
-        })?
-        .as_u64();
-    Ok(CrayonConfig {
-        base_url,
-        client_id: raw.client_id,
-        client_secret: raw.client_secret,
-        username: raw.username,
-        password: raw.password,
-        scope: raw.scope,
-        timeout: nonzero("crayon.timeout", raw.timeout)?,
-        max_body,
-    })
 }
 
 fn check_watch(
@@ -300,6 +268,7 @@ fn check_route(
     index: usize,
     raw: RawRoute,
     sinks: &BTreeMap<String, SinkConfig>,
+    accounts: &BTreeSet<AccountId>,
 ) -> Result<RouteConfig, ConfigError> {
     let key = |k: &str| format!("routes[{index}].{k}");
     if raw.sinks.is_empty() {
@@ -332,7 +301,37 @@ fn check_route(
         requested_by: raw.requested_by,
         action_name: raw.action_name,
         sinks: raw.sinks,
+        accounts: route_accounts(index, raw.accounts, accounts)?,
     })
+}
+
+/// `routes[i].accounts`: every name a configured account.
+fn route_accounts(
+    index: usize,
+    listed: Option<Vec<String>>,
+    accounts: &BTreeSet<AccountId>,
+) -> Result<Option<BTreeSet<AccountId>>, ConfigError> {
+    let Some(listed) = listed else {
+        return Ok(None);
+    };
+    let key = format!("routes[{index}].accounts");
+    if listed.is_empty() {
+        return Err(ConfigError::invalid(
+            key,
+            "must name at least one account (or be left out)",
+        ));
+    }
+    listed
+        .iter()
+        .map(|name| match AccountId::new(name) {
+            Ok(id) if accounts.contains(&id) => Ok(id),
+            _ => Err(ConfigError::invalid(
+                &key,
+                format!("no account named {name:?} (define [accounts.{name}])"),
+            )),
+        })
+        .collect::<Result<BTreeSet<_>, _>>()
+        .map(Some)
 }
 
 /// The alert sink must exist and be able to send without a requester.

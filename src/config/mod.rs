@@ -5,6 +5,7 @@
 //! Loading is the only I/O here (reading the file and the environment);
 //! [`validate`] is pure.
 
+mod accounts;
 mod checked;
 mod checks;
 mod expand;
@@ -13,6 +14,7 @@ mod settings;
 
 use std::path::{Path, PathBuf};
 
+pub use accounts::RawAccount;
 pub use checked::*;
 pub use expand::expand_str;
 pub use raw::{RawConfig, RawSink};
@@ -84,6 +86,15 @@ pub fn load_from_str(
     // Recipient keys are e-mail addresses: their dots would be read as path
     // separators by the layering, so the table is taken from the file as is.
     let recipients = table.remove("recipients");
+    if let Some(toml::Value::Table(accounts)) = table.get("accounts") {
+        if let Some(Err(e)) = accounts
+            .keys()
+            .map(|n| accounts::check_name(n))
+            .find(Result::is_err)
+        {
+            return Err(e);
+        }
+    }
     let mut raw = layer(table, env_overrides).map_err(located)?;
     if let Some(recipients) = recipients {
         raw.recipients = serde_path_to_error::deserialize(recipients).map_err(|e| {
@@ -139,3 +150,6 @@ fn locate_key(text: &str, path: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod accounts_tests;

@@ -15,8 +15,13 @@ use crate::secret::Secret;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// `[crayon]`: the API and its credentials (required).
+    /// `[crayon]`: the API and its credentials (the account `default`), or
+    /// the defaults of every `[accounts.NAME]`.
+    #[serde(default)]
     pub crayon: RawCrayon,
+    /// `[accounts.NAME]`: several Crayon logins, each over `[crayon]`'s keys.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, super::accounts::RawAccount>,
     /// `[watch]`: polling and which events fire.
     #[serde(default)]
     pub watch: RawWatch,
@@ -50,39 +55,29 @@ pub struct RawConfig {
     pub recipients: BTreeMap<String, RawRecipient>,
 }
 
-/// `[crayon]`: where the API is and the password-grant credentials.
-#[derive(Debug, Deserialize)]
+/// `[crayon]`: where the API is and the password-grant credentials; with
+/// `[accounts]`, the defaults every account takes (each key optional here,
+/// required once merged: validation names the missing one).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCrayon {
     /// The API root, e.g. `https://api.crayon.com/`.
-    pub base_url: String,
+    pub base_url: Option<String>,
     /// OAuth2 client id (password grant).
-    pub client_id: String,
+    pub client_id: Option<String>,
     /// OAuth2 client secret; usually `${VAR}`.
-    pub client_secret: Secret,
+    pub client_secret: Option<Secret>,
     /// The Crayon user the bot signs in as.
-    pub username: String,
+    pub username: Option<String>,
     /// That user's password; usually `${VAR}`.
-    pub password: Secret,
+    pub password: Option<Secret>,
     /// OAuth2 scope (default `CustomerApi`).
-    #[serde(default = "default_scope")]
-    pub scope: String,
+    pub scope: Option<String>,
     /// Per-request timeout (default `30s`).
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
     /// Largest queue answer read, e.g. `64MiB` (the default); bigger fails the poll.
-    #[serde(default = "default_max_body")]
-    pub max_body: String,
-}
-
-fn default_scope() -> String {
-    "CustomerApi".into()
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_body() -> String {
-    "64MiB".into()
+    pub max_body: Option<String>,
 }
 
 /// `[watch]`: how often to poll and what to notify about.
@@ -321,6 +316,8 @@ pub struct RawRoute {
     pub action_name: Option<String>,
     /// Sinks (by name) that receive the matching events.
     pub sinks: Vec<String>,
+    /// Only these accounts' events (default every account).
+    pub accounts: Option<Vec<String>>,
 }
 
 /// `[recipients."addr"]`: per-requester addresses on each platform.

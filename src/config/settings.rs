@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::domain::EventKind;
+use crate::domain::{AccountId, EventKind};
 use crate::secret::Secret;
 use crate::sinks::SinkKind;
 
 /// The whole checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub crayon: CrayonConfig,
+    /// Every Crayon account polled, sorted by name (one, `default`, for a
+    /// config with `[crayon]` alone).
+    pub accounts: Vec<AccountConfig>,
     pub watch: WatchConfig,
     pub delivery: DeliveryConfig,
     pub portal: Url,
@@ -33,6 +35,25 @@ pub struct Config {
     pub recipients: BTreeMap<String, RecipientConfig>,
     /// Things that are allowed but probably not meant (printed by `check`).
     pub warnings: Vec<String>,
+}
+
+/// One account (`[accounts.NAME]` over `[crayon]`, or `[crayon]` alone as
+/// `default`), checked: its login, its schedule and its template variables.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    pub id: AccountId,
+    pub crayon: CrayonConfig,
+    /// Time between this account's polls (`interval`, else `watch.interval`).
+    pub interval: Duration,
+    /// What templates see as `account.vars`.
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// The account named `id`, if configured.
+    pub fn account(&self, id: &AccountId) -> Option<&AccountConfig> {
+        self.accounts.iter().find(|a| &a.id == id)
+    }
 }
 
 /// `[crayon]`, checked.
@@ -116,6 +137,8 @@ pub struct RouteConfig {
     pub requested_by: Option<String>,
     pub action_name: Option<String>,
     pub sinks: Vec<String>,
+    /// Only these accounts' events (`None`: every account's).
+    pub accounts: Option<BTreeSet<AccountId>>,
 }
 
 /// One `[recipients."addr"]` entry.

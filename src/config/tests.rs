@@ -34,10 +34,13 @@ fn load_str(text: &str, overrides: &[(&str, &str)]) -> Result<Config, ConfigErro
 #[test]
 fn minimal_config_gets_the_spec_defaults() {
     let config = load_str(MINIMAL, &[]).unwrap();
-    assert_eq!(config.crayon.base_url.as_str(), "https://api.crayon.com/");
-    assert_eq!(config.crayon.password.expose(), "pass&word=+");
-    assert_eq!(config.crayon.scope, "CustomerApi");
-    assert_eq!(config.crayon.max_body, 64 * 1024 * 1024);
+    assert_eq!(
+        config.accounts[0].crayon.base_url.as_str(),
+        "https://api.crayon.com/"
+    );
+    assert_eq!(config.accounts[0].crayon.password.expose(), "pass&word=+");
+    assert_eq!(config.accounts[0].crayon.scope, "CustomerApi");
+    assert_eq!(config.accounts[0].crayon.max_body, 64 * 1024 * 1024);
     assert_eq!(config.watch.interval.as_secs(), 60);
     assert_eq!(config.watch.first_run, FirstRun::Baseline);
     assert_eq!(config.watch.state, Path::new("/etc/bot/state.db"));
@@ -69,7 +72,7 @@ fn environment_overrides_scalars_and_keeps_strings_verbatim() {
     .unwrap();
     assert_eq!(config.watch.interval.as_secs(), 30);
     assert_eq!(config.delivery.max_attempts, 3);
-    assert_eq!(config.crayon.username, "00123");
+    assert_eq!(config.accounts[0].crayon.username, "00123");
     assert!(!config.sinks["audit"].enabled);
 }
 

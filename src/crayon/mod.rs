@@ -79,6 +79,15 @@ impl CrayonClient {
     /// the password to another host, and a redirected queue answer from
     /// another host is not the queue.
     pub fn new(settings: CrayonSettings) -> Result<Self, CrayonError> {
+        let http = Self::http_client(&settings)?;
+        Ok(Self::with_http_client(settings, http))
+    }
+
+    /// The HTTP client [`CrayonClient::new`] builds for `settings` (only
+    /// its `timeout` and `ca_file` matter). Public so that several accounts
+    /// share one (one connection pool, one TLS root store: a thousand
+    /// accounts must not hold a thousand), each keeping its own token.
+    pub fn http_client(settings: &CrayonSettings) -> Result<reqwest::Client, CrayonError> {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .redirect(reqwest::redirect::Policy::none())
@@ -91,10 +100,9 @@ impl CrayonClient {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        let http = builder.build().map_err(|e| CrayonError::HttpClient {
+        builder.build().map_err(|e| CrayonError::HttpClient {
             source: e.without_url(),
-        })?;
-        Ok(Self::with_http_client(settings, http))
+        })
     }
 
     /// Uses a ready HTTP client (tests pass one built with `.no_proxy()`).

@@ -55,6 +55,7 @@ fn render(sink: &SinkConfig, event: EventKind, item: &ExportItem, who: Recipient
         recipient: who,
         portal: PORTAL,
         now: "2024-05-30T14:00:00Z".parse().unwrap(),
+        account: Default::default(),
     };
     let message = renderer.render(sink, &input).unwrap();
     serde_json::from_str(message.part("json")).unwrap()
@@ -326,6 +327,7 @@ fn user_templates_that_ignore_the_limits_are_cut_too() {
             recipient: unmapped(&item),
             portal: PORTAL,
             now: "2024-05-30T14:00:00Z".parse().unwrap(),
+            account: Default::default(),
         };
         let text = renderer
             .render(&sink, &input)
@@ -428,6 +430,19 @@ fn teams_shows_item_text_only_in_text_runs_which_are_never_markdown() {
                     .any(|r| r["type"] == "TextRun" && r["text"] == **wanted),
                 "{event}: {wanted} not in a TextRun: {runs:?}"
             );
+        }
+    }
+}
+
+#[test]
+fn a_failure_counts_its_attempts_in_words() {
+    for (attempts, wanted) in [(1, "after 1 attempt."), (3, "after 3 attempts.")] {
+        let mut item = sample();
+        item.attempts = attempts;
+        for sink in chat_sinks() {
+            let body = render(&sink, EventKind::Failed, &item, unmapped(&item)).to_string();
+            assert!(body.contains(wanted), "{}: {body}", sink.name);
+            assert!(!body.contains("attempt(s)"), "{}: {body}", sink.name);
         }
     }
 }

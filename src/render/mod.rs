@@ -3,6 +3,8 @@
 //! `slack_escape`, `discord_escape`, `date` in `display.timezone`) and the context every
 //! template sees. Pure once built: rendering does no I/O.
 
+use std::collections::BTreeMap;
+
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -59,6 +61,27 @@ pub struct MessageInput<'a> {
     pub recipient: RecipientView,
     pub portal: &'a str,
     pub now: DateTime<Utc>,
+    /// The Crayon account the item belongs to (templates: `account`).
+    pub account: AccountView,
+}
+
+/// The `account` template variable: which Crayon account the event is
+/// from (`[accounts.NAME]`, or `default`) and its `vars`, so one template
+/// can serve several customers.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountView {
+    pub name: String,
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Default for AccountView {
+    /// The account of a config with `[crayon]` alone.
+    fn default() -> Self {
+        AccountView {
+            name: crate::domain::AccountId::default_account().to_string(),
+            vars: BTreeMap::new(),
+        }
+    }
 }
 
 /// The `recipient` template variable.
@@ -297,6 +320,7 @@ fn context(sink: &SinkConfig, input: &MessageInput<'_>) -> Json {
         "event": input.event.as_str(),
         "event_reason": input.reason.map(RemovedReason::as_str),
         "recipient": input.recipient,
+        "account": input.account,
         "sink": { "name": sink.name, "kind": sink.kind.name(), "vars": sink.vars },
         "links": { "portal": input.portal },
         "bot": { "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") },

@@ -239,6 +239,7 @@ proptest! {
                 recipient: RecipientView::new(item.requested_by.as_deref(), None),
                 portal: "https://cloudiq.crayon.com/",
                 now: Utc::now(),
+                account: Default::default(),
             };
             let ordinary = in_date_range(item.created_date)
                 && in_date_range(item.expires_at(days));

@@ -41,6 +41,7 @@ fn input(event: EventKind, item: &ExportItem) -> MessageInput<'_> {
         recipient: RecipientView::new(item.requested_by.as_deref(), None),
         portal: "https://cloudiq.crayon.com/",
         now: "2024-05-30T14:00:00Z".parse().unwrap(),
+        account: Default::default(),
     }
 }
 

@@ -38,7 +38,7 @@ pub enum SendError {
     #[error("{0}")]
     Retryable(String),
     /// The server said when to come back (429 Retry-After, Discord retry_after).
-    #[error("{message} (retry after {}s)", after.as_secs())]
+    #[error("{message} (retry after {})", whole_millis(*after))]
     RetryAfter { after: Duration, message: String },
     /// Retrying cannot help (4xx other than 408/429, a refused address).
     #[error("{0}")]
@@ -63,6 +63,13 @@ impl SendError {
             SendError::Skip(m) => SendError::Skip(f(m)),
         }
     }
+}
+
+/// A server's wait as people read it, to the millisecond (`1s 500ms`, not
+/// `1s` and not `1s 500ms 123us`).
+fn whole_millis(wait: Duration) -> humantime::FormattedDuration {
+    let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    humantime::format_duration(Duration::from_millis(millis))
 }
 
 /// Why a sink could not be built from its config.
@@ -176,4 +183,26 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client, BuildError> {
         sink: "http".into(),
         message: e.without_url().to_string(),
     })
+}
+
+#[cfg(test)]
+mod send_error_tests {
+    use super::*;
+
+    #[test]
+    fn a_sub_second_wait_is_shown_not_rounded_to_zero() {
+        let shown = |after| {
+            SendError::RetryAfter {
+                after,
+                message: "429".into(),
+            }
+            .to_string()
+        };
+        assert_eq!(shown(Duration::from_millis(250)), "429 (retry after 250ms)");
+        assert_eq!(
+            shown(Duration::from_secs_f64(1.5002)),
+            "429 (retry after 1s 500ms)"
+        );
+        assert_eq!(shown(Duration::from_secs(30)), "429 (retry after 30s)");
+    }
 }

@@ -48,7 +48,8 @@ pub struct StatusSource {
     pub store: Arc<dyn Store>,
     /// The poll loop's health, holding the last poll's facts.
     pub health: Arc<Health>,
-    /// The accounts shown (one per `[crayon]` today).
+    /// The accounts shown; empty: every account `health` follows (what
+    /// `run` passes, so a reload's accounts show up without a restart).
     pub accounts: Vec<AccountId>,
     /// `display.timezone`: the zone the HTML page shows times in.
     pub timezone: chrono_tz::Tz,
@@ -151,15 +152,18 @@ pub struct SinkView {
 /// Reads the facts for every account of `source`. Blocking (store reads):
 /// call it off the async workers (`spawn_blocking`).
 pub fn gather(source: &StatusSource, now: DateTime<Utc>) -> Result<StatusView, StatusError> {
-    let accounts = source
-        .accounts
+    let listed = if source.accounts.is_empty() {
+        source.health.accounts()
+    } else {
+        source.accounts.clone()
+    };
+    let accounts = listed
         .iter()
         .map(|account| {
-            gather_account(&*source.store, account, source.health.last_poll()).map_err(|e| {
-                StatusError::Store {
-                    account: account.as_str().to_owned(),
-                    source: e,
-                }
+            let last_poll = source.health.last_poll_of(account);
+            gather_account(&*source.store, account, last_poll).map_err(|e| StatusError::Store {
+                account: account.as_str().to_owned(),
+                source: e,
             })
         })
         .collect::<Result<_, _>>()?;

@@ -31,6 +31,13 @@ pub enum QueueAnswer {
 pub struct Queue(Arc<Mutex<QueueAnswer>>);
 
 impl Queue {
+    /// A queue answering an empty list until set.
+    pub fn empty() -> Queue {
+        Queue(Arc::new(Mutex::new(QueueAnswer::Json(
+            json!({"Items": [], "NrOfDays": 7}),
+        ))))
+    }
+
     pub fn set(&self, answer: QueueAnswer) {
         *self.0.lock().unwrap() = answer;
     }

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary against fakes on loopback (wiremock as
 //! the Crayon API and as webhook receivers, an SMTP server for email).
 
+mod accounts;
 mod attach;
 mod chat;
 mod chat_text;

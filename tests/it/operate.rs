@@ -192,7 +192,7 @@ async fn metrics_parse_and_count_a_flip() {
         0.0
     );
     assert!(
-        after.contains("crayon_export_bot_outbox_dead{sink=\"audit\"} 0"),
+        after.contains("crayon_export_bot_outbox_dead{account=\"default\",sink=\"audit\"} 0"),
         "{after}"
     );
     let out = {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use super::Dispatcher;
 use crate::attach::{human_size, Attachment, AttachmentView, Fetched, Spool};
-use crate::crayon::CrayonClient;
 use crate::domain::{Delivery, DeliveryStatus, EventKind};
 use crate::sinks::SendError;
 
@@ -18,8 +17,9 @@ use crate::sinks::SendError;
 /// download) and the spool; shared across reloads.
 #[derive(Clone)]
 pub struct Attacher {
-    /// Downloads with the queue's token.
-    pub client: Arc<CrayonClient>,
+    /// Every account's client: an item's file is downloaded with its own
+    /// account's token.
+    pub clients: crate::app::Clients,
     /// Where the files wait for their sends.
     pub spool: Arc<Spool>,
 }
@@ -46,15 +46,12 @@ impl Dispatcher {
             return Ok((delivery, None));
         };
         let action_name = context["item"]["action_name"].as_str().unwrap_or_default();
+        let Some(client) = attacher.clients.get(&self.account) else {
+            return Ok((delivery, None));
+        };
         let fetched = attacher
             .spool
-            .fetch(
-                &attacher.client,
-                &self.account,
-                item,
-                action_name,
-                self.attach_cap,
-            )
+            .fetch(client, &self.account, item, action_name, self.attach_cap)
             .await;
         let (view, file) = match fetched {
             Ok(Fetched::Ready(file)) if file.size <= settings.max => {

@@ -75,7 +75,7 @@ impl Dispatcher {
         let attempt = delivery.attempts + 1;
         let now = self.clock.now();
         let outcome = self.policy.outcome(attempt, &result, now);
-        log_attempt(&delivery, attempt, &outcome, latency);
+        log_attempt(&self.account, &delivery, attempt, &outcome, latency);
         let recorded = self.record(&delivery, &outcome, now, latency, stop).await;
         self.release_unneeded(&delivery);
         self.in_flight
