@@ -353,3 +353,67 @@ async fn files_left_in_the_spool_by_an_earlier_run_are_removed_never_attached() 
     );
     assert!(spool_files(&h).is_empty(), "{:?}", spool_files(&h));
 }
+
+#[tokio::test]
+async fn the_same_id_in_two_accounts_gets_each_accounts_own_file() {
+    let h = Harness::start().await;
+    let server = SmtpServer::start(Security::Plain).await;
+    let other = wiremock::MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/connect/token/"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"AccessToken": "other-token", "ExpiresIn": 3600})),
+        )
+        .mount(&other)
+        .await;
+    let mut theirs = ready(7);
+    theirs["ActionName"] = json!("Contoso licences");
+    let their_queue = crate::helpers::Queue::empty();
+    Mock::given(method("GET"))
+        .and(path("/api/v1/exports/"))
+        .respond_with(their_queue.clone())
+        .mount(&other)
+        .await;
+    let (ours_body, theirs_body) = (zip_bytes(9000), zip_bytes(12_000));
+    serve_file(&h, &ours_body, Some("attachment; filename=\"report.zip\"")).await;
+    Mock::given(method("GET"))
+        .and(path(DOWNLOAD_7))
+        .and(header("Authorization", "Bearer other-token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("Content-Disposition", "attachment; filename=\"report.zip\"")
+                .set_body_bytes(theirs_body.clone()),
+        )
+        .mount(&other)
+        .await;
+    let contoso = format!(
+        "[accounts.contoso]\nbase_url = \"{}\"\nusername = \"bot@contoso.example\"\n",
+        other.uri()
+    );
+    h.write_config(&format!("{}\n{contoso}", attach_config(&server, "")));
+    h.queue.set_items(vec![]);
+    let first = h.bot(&["once"]).await;
+    assert!(first.status.success(), "{}", text(&first));
+    h.queue.set_items(vec![ready(7)]);
+    their_queue.set_items(vec![theirs]);
+    let out = h.bot(&["once"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    let delivered = server.delivered();
+    assert_eq!(delivered.len(), 2, "{}", text(&out));
+    for sent in &delivered {
+        let mail = parse(sent);
+        let subject = mail.headers.get_first_value("Subject").unwrap_or_default();
+        let expected = if subject.contains("Contoso") {
+            &theirs_body
+        } else {
+            &ours_body
+        };
+        assert!(
+            file_part(&mail).get_body_raw().unwrap() == *expected,
+            "{subject}"
+        );
+    }
+    assert!(spool_files(&h).is_empty(), "{:?}", spool_files(&h));
+}
