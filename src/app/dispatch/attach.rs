@@ -85,14 +85,21 @@ impl Dispatcher {
         Ok((delivery, file))
     }
 
-    /// After an attempt: removes the item's file from the spool when no
-    /// pending delivery of an attaching sink needs it any more.
+    /// After an attempt: removes from the spool every file of this account
+    /// that no pending delivery of an attaching sink needs any more (this
+    /// delivery's, and any whose deliveries were purged meanwhile).
     pub(super) fn release_unneeded(&self, delivery: &Delivery) {
-        let (Some(attacher), Some(item)) = (&self.attacher, delivery.subject.item()) else {
+        let Some(attacher) = &self.attacher else {
             return;
         };
-        let held = attacher.spool.held();
-        if !held.iter().any(|(a, i)| *a == self.account && *i == item) {
+        let held: Vec<_> = attacher
+            .spool
+            .held()
+            .into_iter()
+            .filter(|(account, _)| *account == self.account)
+            .map(|(_, item)| item)
+            .collect();
+        if held.is_empty() || delivery.subject.item().is_none() {
             return;
         }
         let pending = match self
@@ -101,18 +108,21 @@ impl Dispatcher {
         {
             Ok(pending) => pending,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot check whether the export file is still needed");
+                tracing::warn!(error = %e, "cannot check whether export files are still needed");
                 return;
             }
         };
-        let needed = pending.iter().any(|d| {
-            d.subject.item() == Some(item)
-                && self
-                    .configs
-                    .get(&d.sink)
-                    .is_some_and(|s| s.attach.is_some())
-        });
-        if !needed {
+        let attaching = |d: &&Delivery| {
+            self.configs
+                .get(&d.sink)
+                .is_some_and(|s| s.attach.is_some())
+        };
+        let needed: std::collections::HashSet<_> = pending
+            .iter()
+            .filter(attaching)
+            .filter_map(|d| d.subject.item())
+            .collect();
+        for item in held.into_iter().filter(|item| !needed.contains(item)) {
             attacher.spool.release(&self.account, item);
         }
     }
