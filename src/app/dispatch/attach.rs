@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::Dispatcher;
 use crate::attach::{human_size, Attachment, AttachmentView, Fetched, Spool};
 use crate::domain::{Delivery, DeliveryStatus, EventKind};
-use crate::sinks::SendError;
+use crate::sinks::{SendError, Sink};
 
 /// What the dispatcher needs to attach files: the Crayon client (the
 /// download) and the spool; shared across reloads.
@@ -24,8 +24,43 @@ pub struct Attacher {
     pub spool: Arc<Spool>,
 }
 
-/// The message to send and the file to send with it, if any.
-pub(super) type Prepared = (Delivery, Option<Arc<Attachment>>);
+/// The message to send, the file to send with it, and the same message
+/// rendered without the file for when the platform refuses the file.
+pub(super) struct Prepared {
+    pub delivery: Delivery,
+    pub file: Option<Arc<Attachment>>,
+    pub without_file: Option<Delivery>,
+}
+
+impl Prepared {
+    fn plain(delivery: Delivery) -> Self {
+        Prepared {
+            delivery,
+            file: None,
+            without_file: None,
+        }
+    }
+}
+
+/// The reason a message gives when the platform refused the file itself.
+const REFUSED: &str = "the file was not accepted by the receiving service";
+
+/// Sends the prepared delivery. If the platform refuses the message with
+/// the file for good (413, an upload error), the message goes again at
+/// once without it, saying so: a file is never why a delivery goes dead.
+pub(super) async fn send(sink: &dyn Sink, prepared: &Prepared) -> Result<(), SendError> {
+    let result = sink
+        .send_with(&prepared.delivery, prepared.file.as_deref())
+        .await;
+    match (result, &prepared.without_file) {
+        (Err(SendError::Permanent(why)), Some(plain)) => {
+            tracing::warn!(delivery = plain.id.0, sink = %plain.sink, error = %why,
+                "the message with the export file was refused; sending it without the file");
+            sink.send(plain).await
+        }
+        (result, _) => result,
+    }
+}
 
 impl Dispatcher {
     /// The delivery as it goes out: unchanged unless its sink attaches and
@@ -35,7 +70,7 @@ impl Dispatcher {
     pub(super) async fn prepare(&self, delivery: Delivery) -> Result<Prepared, SendError> {
         let (Some(attacher), Some(sink)) = (&self.attacher, self.configs.get(&delivery.sink))
         else {
-            return Ok((delivery, None));
+            return Ok(Prepared::plain(delivery));
         };
         let (Some(settings), Some(item), Some(context), EventKind::Downloadable) = (
             sink.attach,
@@ -43,11 +78,11 @@ impl Dispatcher {
             delivery.message.context.clone(),
             delivery.event,
         ) else {
-            return Ok((delivery, None));
+            return Ok(Prepared::plain(delivery));
         };
         let action_name = context["item"]["action_name"].as_str().unwrap_or_default();
         let Some(client) = attacher.clients.get(&self.account) else {
-            return Ok((delivery, None));
+            return Ok(Prepared::plain(delivery));
         };
         let fetched = attacher
             .spool
@@ -73,16 +108,36 @@ impl Dispatcher {
             tracing::info!(delivery = delivery.id.0, sink = %delivery.sink, item = item.0,
                 reason = %reason, "sending without the export file");
         }
-        let mut context = context;
-        context["attachment"] = serde_json::to_value(&view).unwrap_or_default();
-        let mut delivery = delivery;
+        let without_file = file.as_ref().map(|_| {
+            self.rendered_with(&delivery, sink, &context, &AttachmentView::missing(REFUSED))
+        });
+        let delivery = self.rendered_with(&delivery, sink, &context, &view);
+        Ok(Prepared {
+            delivery,
+            file,
+            without_file,
+        })
+    }
+
+    /// `delivery` rendered again with `attachment` = `view` (the stored
+    /// message when the templates fail now).
+    fn rendered_with(
+        &self,
+        delivery: &Delivery,
+        sink: &crate::config::SinkConfig,
+        context: &serde_json::Value,
+        view: &AttachmentView,
+    ) -> Delivery {
+        let mut context = context.clone();
+        context["attachment"] = serde_json::to_value(view).unwrap_or_default();
+        let mut delivery = delivery.clone();
         match self.renderer.rerender(delivery.event, sink, context) {
             Ok(message) => delivery.message = message,
             Err(e) => tracing::warn!(delivery = delivery.id.0, sink = %delivery.sink,
                 error = %e, "cannot render the message again with the attachment; \
                 sending the stored one"),
         }
-        Ok((delivery, file))
+        delivery
     }
 
     /// After an attempt: removes from the spool every file of this account

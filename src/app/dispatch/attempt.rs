@@ -104,14 +104,14 @@ impl Dispatcher {
     /// The sink's send in a task of its own, so a panic inside the sink
     /// becomes a retryable failure instead of a lost attempt.
     async fn send_guarded(&self, delivery: &Delivery) -> Result<(), SendError> {
-        let (owned, file) = self.prepare(delivery.clone()).await?;
+        let prepared = self.prepare(delivery.clone()).await?;
         let sinks = self.sinks.clone();
         let mut task = AbortOnDrop(tokio::spawn(async move {
-            match sinks.get(&owned.sink) {
-                Some(sink) => sink.send_with(&owned, file.as_deref()).await,
+            match sinks.get(&prepared.delivery.sink) {
+                Some(sink) => super::attach::send(sink, &prepared).await,
                 None => Err(SendError::Permanent(format!(
                     "sink {:?} is not configured or is disabled",
-                    owned.sink
+                    prepared.delivery.sink
                 ))),
             }
         }));

@@ -255,3 +255,48 @@ async fn the_slack_app_uploads_the_exact_bytes_and_shares_them_into_the_dm() {
     );
     assert_no_leak(&[&output]);
 }
+
+#[tokio::test]
+async fn a_file_the_platform_refuses_goes_as_the_message_alone_never_dead() {
+    let h = Harness::start().await;
+    let discord = wiremock::MockServer::start().await;
+    serve_file(&h, &zip_bytes(30_000), None).await;
+    h.write_config(&format!(
+        "[sinks.hook]\nkind = \"discord\"\nattach = true\n\
+         webhook_url = \"https://discord.com/api/webhooks/42/hook-s3cret\"\napi_base = \"{}\"\n\
+         [[routes]]\nsinks = [\"hook\"]\n",
+        discord.uri()
+    ));
+    let at = "/api/v10/webhooks/42/hook-s3cret";
+    Mock::given(method("POST"))
+        .and(path(at))
+        .and(wiremock::matchers::header_regex(
+            "content-type",
+            "^multipart/",
+        ))
+        .respond_with(
+            ResponseTemplate::new(413)
+                .set_body_json(json!({"code": 40005, "message": "Request entity too large"})),
+        )
+        .expect(1)
+        .mount(&discord)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(at))
+        .and(header("content-type", "application/json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "1"})))
+        .expect(1)
+        .mount(&discord)
+        .await;
+
+    let out = baseline_then(&h, vec![ready(7)]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let received = discord.received_requests().await.unwrap();
+    let plain: Value = serde_json::from_slice(&received.last().unwrap().body).unwrap();
+    let fields = plain["embeds"][0]["fields"].to_string();
+    assert!(
+        fields.contains("Not attached: the file was not accepted"),
+        "{fields}"
+    );
+    assert_eq!(outbox(&h)[0].1, "sent");
+}
