@@ -34,7 +34,29 @@ pub fn check(config: &Config) -> CheckReport {
     };
     render_all(config, &renderer, &mut report);
     render_alerts(config, &renderer, &mut report);
+    render_digests(config, &renderer, &mut report);
     report
+}
+
+/// A sink with a `digest` must render its digest message too.
+fn render_digests(config: &Config, renderer: &Renderer, report: &mut CheckReport) {
+    let (snapshot, _) = Snapshot::parse(SAMPLE_QUEUE).expect("the built-in sample parses");
+    let Some(item) = snapshot.items.values().next() else {
+        return;
+    };
+    let sinks = config
+        .sinks
+        .values()
+        .filter(|s| s.enabled && s.digest.is_some());
+    for sink in sinks {
+        let now = chrono::Utc::now();
+        match crate::digest::sample(config, renderer, sink, (item, snapshot.nr_of_days), now) {
+            Ok(_) => report.rendered += 1,
+            Err(e) => report
+                .problems
+                .push(format!("sink {}: digest: {e}", sink.name)),
+        }
+    }
 }
 
 /// The alert sink must render the bot's own alerts too.

@@ -158,6 +158,9 @@ fn vanish_reason(item: &ExportItem, nr_of_days: u32, now: DateTime<Utc>) -> Remo
     }
 }
 
+mod expiring;
+pub use expiring::expiring;
+
 #[cfg(test)]
 mod props;
 #[cfg(test)]

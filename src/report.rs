@@ -27,6 +27,10 @@ pub struct OutboxRow<'a> {
     /// address, one row per recipient); absent for channel sinks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recipient: Option<&'a str>,
+    /// Where it stands with its digest ("waiting for digest until …",
+    /// "sent in digest #N …"; see `crate::digest::note`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 impl<'a> OutboxRow<'a> {
@@ -44,22 +48,38 @@ impl<'a> OutboxRow<'a> {
             next_attempt_at: d.next_attempt_at.map(time),
             last_error: d.last_error.as_deref(),
             recipient: d.recipient.as_deref(),
+            digest: None,
         }
     }
 }
 
-/// `outbox list --json`: an array of rows, each naming its account.
-pub fn outbox_json(deliveries: &[(AccountId, Delivery)]) -> String {
-    let rows: Vec<OutboxRow<'_>> = deliveries
+/// The rows of `deliveries`, each naming its account, with its digest note
+/// (`notes` parallel; missing notes are none).
+fn noted<'a>(
+    deliveries: &'a [(AccountId, Delivery)],
+    notes: &[Option<String>],
+) -> Vec<OutboxRow<'a>> {
+    deliveries
         .iter()
-        .map(|(a, d)| OutboxRow::new(a, d))
-        .collect();
+        .enumerate()
+        .map(|(i, (a, d))| OutboxRow {
+            digest: notes.get(i).cloned().flatten(),
+            ..OutboxRow::new(a, d)
+        })
+        .collect()
+}
+
+/// `outbox list --json`: an array of rows, each naming its account (with
+/// their digest notes).
+pub fn outbox_json(deliveries: &[(AccountId, Delivery)], notes: &[Option<String>]) -> String {
+    let rows = noted(deliveries, notes);
     serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into())
 }
 
 /// `outbox list`: one aligned row per delivery under a header; with rows
-/// of several accounts, each row starts with its account.
-pub fn outbox_table(deliveries: &[(AccountId, Delivery)]) -> String {
+/// of several accounts, each row starts with its account; a digest note
+/// comes before the last error.
+pub fn outbox_table(deliveries: &[(AccountId, Delivery)], notes: &[Option<String>]) -> String {
     let several = deliveries.iter().any(|(a, _)| *a != deliveries[0].0);
     let account = |name: &str| {
         if several {
@@ -79,12 +99,16 @@ pub fn outbox_table(deliveries: &[(AccountId, Delivery)]) -> String {
         "ATTEMPTS",
         "NEXT ATTEMPT",
         "RECIPIENT",
-        "LAST ERROR"
+        "NOTE / LAST ERROR"
     );
-    for (a, d) in deliveries {
+    for ((_, d), row) in deliveries.iter().zip(noted(deliveries, notes)) {
         let subject = d.subject.to_string();
-        let row = OutboxRow::new(a, d);
         out.push_str(&account(row.account));
+        let last = match (&row.digest, row.last_error) {
+            (Some(note), Some(error)) => format!("{note}; {error}"),
+            (Some(note), None) => note.clone(),
+            (None, error) => error.unwrap_or("-").to_string(),
+        };
         out.push_str(&format!(
             "{:>6}  {:<14} {:>8}  {:<12} {:<8} {:>8}  {:<20}  {:<28}  {}\n",
             row.id,
@@ -95,15 +119,22 @@ pub fn outbox_table(deliveries: &[(AccountId, Delivery)]) -> String {
             row.attempts,
             row.next_attempt_at.unwrap_or_else(|| "-".into()),
             row.recipient.unwrap_or("-"),
-            row.last_error.unwrap_or("-"),
+            last,
         ));
     }
     out
 }
 
 /// `why ITEM_ID`: the item's stored state, the events fired for it, and each
-/// delivery with its attempts.
-pub fn why(id: ExportId, history: &ItemHistory) -> String {
+/// delivery with its attempts and digest note (`notes` parallel to the
+/// deliveries); `waiting` says what a pending delivery waits for, when the
+/// config knows (e.g. "quiet hours until …").
+pub fn why(
+    id: ExportId,
+    history: &ItemHistory,
+    notes: &[Option<String>],
+    waiting: &dyn Fn(&Delivery) -> Option<String>,
+) -> String {
     let mut out = format!("item {id}\n");
     match &history.item {
         Some(item) => out.push_str(&format!(
@@ -124,9 +155,10 @@ pub fn why(id: ExportId, history: &ItemHistory) -> String {
     for (event, at) in &history.fired {
         out.push_str(&format!("  event {event} fired at {}\n", time(*at)));
     }
-    for (d, attempts) in &history.deliveries {
+    for (i, (d, attempts)) in history.deliveries.iter().enumerate() {
+        let note = notes.get(i).cloned().flatten();
         out.push_str(&format!(
-            "  delivery {} to {} ({}){}: {}, {} attempt{}{}\n",
+            "  delivery {} to {} ({}){}: {}{}, {} attempt{}{}\n",
             d.id,
             d.sink,
             d.event,
@@ -135,6 +167,7 @@ pub fn why(id: ExportId, history: &ItemHistory) -> String {
                 .map(|r| format!(" for {r}"))
                 .unwrap_or_default(),
             d.status.as_str(),
+            note.map(|n| format!(" ({n})")).unwrap_or_default(),
             d.attempts,
             if d.attempts == 1 { "" } else { "s" },
             d.last_error
@@ -142,6 +175,9 @@ pub fn why(id: ExportId, history: &ItemHistory) -> String {
                 .map(|e| format!(", last error: {e}"))
                 .unwrap_or_default()
         ));
+        if let Some(note) = waiting(d) {
+            out.push_str(&format!("    waiting: {note}\n"));
+        }
         for a in attempts {
             out.push_str(&format!(
                 "    {} {} after {} ms{}\n",

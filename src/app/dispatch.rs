@@ -9,8 +9,13 @@
 
 mod attach;
 mod attempt;
+mod digest;
 mod lanes;
+mod quiet;
 mod run;
+mod writer;
+
+pub use quiet::QuietPlan;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
@@ -196,6 +201,9 @@ pub struct Dispatcher {
     /// The templates, for messages rendered again at send time (from the
     /// context stored with each delivery).
     renderer: Arc<Renderer>,
+    /// The sinks with a `digest` window, by name (their config: kind and
+    /// templates for the digest message).
+    digests: Arc<HashMap<String, SinkConfig>>,
     policy: RetryPolicy,
     limits: Arc<HashMap<String, Arc<SinkLimits>>>,
     in_flight: Arc<Mutex<HashSet<DeliveryId>>>,
@@ -209,6 +217,12 @@ pub struct Dispatcher {
     attacher: Option<Attacher>,
     /// The largest `attach_max` of any sink: the one download serves all.
     attach_cap: u64,
+    /// Finished attempts waiting to be written, in batches (`writer`).
+    writes: Arc<writer::Writes>,
+    /// Each sink's quiet time, per recipient zone.
+    quiet: Arc<QuietPlan>,
+    /// The deliveries held for quiet hours (the gauge), kept across reloads.
+    held: quiet::Held,
 }
 
 /// What one round of `drain_due` did.
@@ -217,6 +231,8 @@ pub struct DrainSummary {
     pub sent: usize,
     pub retrying: usize,
     pub dead: usize,
+    /// Not attempted: held until their quiet hours end (not a failure).
+    pub deferred: usize,
 }
 
 impl DrainSummary {
@@ -259,6 +275,14 @@ impl Dispatcher {
             account: AccountId::default_account(),
             sinks,
             renderer,
+            digests: Arc::new(
+                config
+                    .sinks
+                    .values()
+                    .filter(|s| s.digest.is_some())
+                    .map(|s| (s.name.clone(), s.clone()))
+                    .collect(),
+            ),
             policy: RetryPolicy::from(&config.delivery),
             limits: Arc::new(limits),
             in_flight: Arc::default(),
@@ -273,6 +297,9 @@ impl Dispatcher {
                 .unwrap_or(0),
             configs: Arc::new(config.sinks.clone()),
             attacher: None,
+            writes: Arc::default(),
+            quiet: Arc::new(QuietPlan::new(config)),
+            held: quiet::Held::default(),
         }
     }
 
@@ -333,6 +360,8 @@ impl Dispatcher {
         self.in_flight = old.in_flight.clone();
         self.clock = old.clock.clone();
         self.leading = old.leading.clone();
+        self.writes = old.writes.clone();
+        self.held = old.held.clone();
         self
     }
 
@@ -355,6 +384,10 @@ impl Dispatcher {
             let mut tasks = JoinSet::new();
             for delivery in batch {
                 attempted.insert(delivery.id);
+                if self.hold_if_quiet(&delivery)?.is_some() {
+                    summary.deferred += 1;
+                    continue;
+                }
                 let this = self.clone();
                 tasks.spawn(async move { this.deliver(delivery).await });
             }
@@ -395,7 +428,10 @@ impl Dispatcher {
             .await
     }
 
-    /// One attempt for one delivery, recorded in the outbox and logged.
+    /// One attempt for one delivery, recorded in the outbox and logged. A
+    /// member of a digest window that is not sent now (still gathering, or
+    /// led by another member) records nothing and comes back `Skipped`
+    /// with the reason, so no summary counts it as a failure.
     pub async fn deliver(&self, delivery: Delivery) -> Result<AttemptOutcome, StoreError> {
         self.deliver_until(delivery, &CancellationToken::new())
             .await
@@ -449,6 +485,8 @@ fn log_attempt(
     }
 }
 
+#[cfg(test)]
+mod digest_tests;
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]

@@ -66,6 +66,9 @@ pub struct Watcher {
     renderer: Arc<Renderer>,
     previous: Option<Snapshot>,
     loaded: bool,
+    /// Items of the snapshot whose `expiring` is known to have fired, so a
+    /// poll does not ask the state about them again every time.
+    expiring_fired: std::sync::Mutex<std::collections::HashSet<ExportId>>,
     /// The last poll's measure (duration, items), for the account's health.
     measure: Option<crate::app::telemetry::Measure>,
 }
@@ -88,6 +91,7 @@ impl Watcher {
             renderer,
             previous: None,
             loaded: false,
+            expiring_fired: Default::default(),
             measure: None,
         }
     }
@@ -146,7 +150,18 @@ impl Watcher {
             polled.prior().is_none() && self.config.watch.first_run == FirstRun::Baseline;
         let changes = polled.changes();
         let committed = if baseline {
-            self.commit(&polled, &changes, &[], &[], now)
+            let close = self.expiring_events(&polled.snapshot, now);
+            let seen: Vec<(ExportId, EventKind)> =
+                close.iter().map(|e| (e.item.id, e.kind)).collect();
+            // Recorded, not notified: the report counts no events.
+            let report = self.commit(&polled, &changes, &seen, &[], now);
+            if report.is_ok() {
+                self.remember_expiring(&seen);
+            }
+            report.map(|report| PollReport {
+                events: 0,
+                ..report
+            })
         } else {
             self.notify(&polled, &changes, now)
         };
@@ -194,10 +209,12 @@ impl Watcher {
         )
         .into_iter()
         .filter(|e| self.router.watches(e.kind))
+        .chain(self.expiring_events(snapshot, now))
         .collect();
         let pairs: Vec<(ExportId, EventKind)> =
             events.iter().map(|e| (e.item.id, e.kind)).collect();
         let fired = self.store.already_fired(&self.account, &pairs)?;
+        self.remember_expiring(fired.iter());
         let fresh: Vec<&Event<'_>> = unfired(&events, &fired);
         let nr_of_days = snapshot.nr_of_days;
         let deliveries: Vec<NewDelivery> = fresh
@@ -206,10 +223,42 @@ impl Watcher {
             .collect();
         let fired: Vec<(ExportId, EventKind)> = fresh.iter().map(|e| (e.item.id, e.kind)).collect();
         let report = self.commit(polled, changes, &fired, &deliveries, now)?;
+        self.remember_expiring(&fired);
         fresh
             .iter()
             .for_each(|e| crate::app::telemetry::event_fired(&self.account, e.kind));
         Ok(report)
+    }
+
+    /// The `expiring` events of this poll, when watched (else nothing is
+    /// looked at). At the baseline they are recorded as fired without a
+    /// message: an item already that close to expiry is not news.
+    fn expiring_events<'a>(&self, snapshot: &'a Snapshot, now: DateTime<Utc>) -> Vec<Event<'a>> {
+        if !self.router.watches(EventKind::Expiring) {
+            return Vec::new();
+        }
+        let mut known = self
+            .expiring_fired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        known.retain(|id| snapshot.items.contains_key(id));
+        let mut events = crate::diff::expiring(snapshot, now, self.config.watch.remind_before);
+        events.retain(|e| !known.contains(&e.item.id));
+        events
+    }
+
+    /// Notes the `expiring` pairs among `fired` (recorded in the state).
+    fn remember_expiring<'p>(&self, fired: impl IntoIterator<Item = &'p (ExportId, EventKind)>) {
+        let mut known = self
+            .expiring_fired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        known.extend(
+            fired
+                .into_iter()
+                .filter(|(_, kind)| *kind == EventKind::Expiring)
+                .map(|(id, _)| *id),
+        );
     }
 
     fn commit(

@@ -28,6 +28,8 @@ struct Shared {
     metrics: Option<PrometheusHandle>,
     store: Arc<dyn Store>,
     sinks: Arc<Vec<String>>,
+    /// The sinks with a `digest` window, for the deferred gauge.
+    digest_sinks: Arc<Vec<String>>,
 }
 
 /// What the server takes from the config and the app besides the shared
@@ -37,6 +39,8 @@ struct Shared {
 pub struct Settings {
     /// The configured sinks' names.
     pub sinks: Vec<String>,
+    /// Those with a `digest` window.
+    pub digest_sinks: Vec<String>,
     /// `server.token`.
     pub token: Option<Secret>,
     /// `display.timezone`.
@@ -48,6 +52,12 @@ impl Settings {
     pub fn from_config(config: &Config) -> Settings {
         Settings {
             sinks: config.sinks.keys().cloned().collect(),
+            digest_sinks: config
+                .sinks
+                .values()
+                .filter(|s| s.digest.is_some())
+                .map(|s| s.name.clone())
+                .collect(),
             token: config.server_token.clone(),
             timezone: config.timezone,
         }
@@ -76,6 +86,7 @@ pub async fn serve(
         metrics: telemetry::install(),
         store,
         sinks: Arc::new(settings.sinks),
+        digest_sinks: Arc::new(settings.digest_sinks),
     };
     let guarded = Router::new()
         .route("/metrics", get(metrics))
@@ -141,6 +152,12 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     for account in s.health.accounts() {
         if let Ok(counts) = s.store.outbox_counts(&account) {
             telemetry::outbox_counts(&account, &counts, &s.sinks);
+        }
+    }
+    let now = chrono::Utc::now();
+    for account in s.health.accounts() {
+        if let Ok(n) = s.store.digests_waiting(&account, &s.digest_sinks, now) {
+            telemetry::deliveries_deferred(&account, "digest", n);
         }
     }
     let body = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();

@@ -104,6 +104,14 @@ pub fn outbox_counts(
     }
 }
 
+/// How many of the account's deliveries wait for `reason` (`digest`:
+/// gathering in a digest window or waiting with their claimed digest), as a
+/// gauge (quiet hours set `reason="quiet_hours"` on the same metric).
+pub fn deliveries_deferred(account: &AccountId, reason: &'static str, count: u64) {
+    metrics::gauge!("crayon_deliveries_deferred", "account" => account.to_string(), "reason" => reason)
+        .set(count as f64);
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::health::facts;

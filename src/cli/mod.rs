@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::domain::{DeliveryStatus, EventKind};
+use crate::domain::DeliveryStatus;
 use crate::store::Store;
 
 /// Writes a command's result to stdout. A reader that went away
@@ -96,9 +96,9 @@ pub enum Command {
     },
     /// Print what a sink would send for an event, or write an HTML preview page.
     Render {
-        /// downloadable, failed, queued or removed.
+        /// downloadable, failed, queued, removed or expiring; or digest (a sample of 3).
         #[arg(long, required_unless_present = "html_preview")]
-        event: Option<EventKind>,
+        event: Option<render::RenderEvent>,
         /// The sink's name in the config.
         #[arg(long, required_unless_present = "html_preview")]
         sink: Option<String>,
@@ -290,9 +290,11 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             html_preview,
         } => {
             let config = load(&path)?;
-            let now = now.unwrap_or_else(chrono::Utc::now);
             match html_preview {
-                Some(out) => render::render_page(&config, item.as_deref(), now, &out),
+                Some(out) => {
+                    let now = now.unwrap_or_else(chrono::Utc::now);
+                    render::render_page(&config, item.as_deref(), now, &out)
+                }
                 None => render::render_one(&config, event, sink, item.as_deref(), now),
             }
         }

@@ -1,6 +1,7 @@
 //! `outbox list|retry|purge`: inspect and repair the outbox.
 
-use crate::domain::{AccountId, DeliveryId};
+use crate::config::Config;
+use crate::domain::{AccountId, Delivery, DeliveryId};
 use crate::report;
 use crate::store::{Store, StoreError};
 
@@ -14,10 +15,12 @@ pub(super) fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(),
     match action {
         OutboxAction::List { status, json } => {
             let deliveries = list(&*store, &accounts, status).map_err(runtime)?;
+            let notes = digest_notes(&*store, &config, deliveries.iter().map(|(a, d)| (a, d)))
+                .map_err(runtime)?;
             if json {
-                outln!("{}", report::outbox_json(&deliveries));
+                outln!("{}", report::outbox_json(&deliveries, &notes));
             } else {
-                out!("{}", report::outbox_table(&deliveries));
+                out!("{}", report::outbox_table(&deliveries, &notes));
             }
         }
         OutboxAction::Retry { id, all_dead } => {
@@ -69,4 +72,27 @@ fn list(
     }
     rows.sort_by(|(_, a), (_, b)| b.created_at.cmp(&a.created_at).then(b.id.0.cmp(&a.id.0)));
     Ok(rows)
+}
+
+/// Each delivery's digest note (`crate::digest::note`), read for the
+/// deliveries of sinks with a digest only.
+pub(super) fn digest_notes<'a>(
+    store: &dyn Store,
+    config: &Config,
+    deliveries: impl IntoIterator<Item = (&'a AccountId, &'a Delivery)>,
+) -> Result<Vec<Option<String>>, StoreError> {
+    deliveries
+        .into_iter()
+        .map(|(account, d)| {
+            let gathering = config
+                .sinks
+                .get(&d.sink)
+                .is_some_and(|s| s.digest.is_some());
+            if !gathering {
+                return Ok(None);
+            }
+            let membership = store.digest_of(account, d.id)?;
+            Ok(crate::digest::note(d, membership.as_ref(), gathering))
+        })
+        .collect()
 }

@@ -21,13 +21,37 @@ fn renderer(config: &Config) -> Result<Renderer, Failure> {
         .map_err(|e| Failure::Usage(e.into()))
 }
 
-/// `render --event E --sink S`: the message on stdout as the terminal shows it.
+/// What `render --event` shows: one event's message, or a digest.
+#[derive(Debug, Clone, Copy)]
+pub enum RenderEvent {
+    /// The message of one event.
+    Event(EventKind),
+    /// The sink's digest of three sample entries (`digest`).
+    Digest,
+}
+
+impl std::str::FromStr for RenderEvent {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "digest" => Ok(RenderEvent::Digest),
+            other => other
+                .parse()
+                .map(RenderEvent::Event)
+                .map_err(|e: String| format!("{e}, or digest")),
+        }
+    }
+}
+
+/// `render --event E --sink S`: the message on stdout as the terminal shows
+/// it. Without `--now`, now; for `expiring`, 20 hours before the item
+/// expires (the sample item is old, and "expires now" shows nothing).
 pub(super) fn render_one(
     config: &Config,
-    event: Option<EventKind>,
+    event: Option<RenderEvent>,
     sink: Option<String>,
     item: Option<&std::path::Path>,
-    now: chrono::DateTime<chrono::Utc>,
+    now: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), Failure> {
     let usage = |e: preview::PreviewError| Failure::Usage(e.into());
     let (event, sink) = event.zip(sink).ok_or_else(|| {
@@ -37,9 +61,20 @@ pub(super) fn render_one(
     })?;
     let sink = preview::sink(config, &sink).map_err(usage)?;
     let (item, days) = preview::load_item(item).map_err(usage)?;
-    let message =
-        preview::render_message(config, &renderer(config)?, sink, event, (&item, days), now)
-            .map_err(|e| Failure::Usage(e.into()))?;
+    let now = now.unwrap_or_else(|| match event {
+        RenderEvent::Event(EventKind::Expiring) => {
+            item.expires_at(days) - chrono::Duration::hours(20)
+        }
+        _ => chrono::Utc::now(),
+    });
+    let renderer = renderer(config)?;
+    let message = match event {
+        RenderEvent::Event(event) => {
+            preview::render_message(config, &renderer, sink, event, (&item, days), now)
+        }
+        RenderEvent::Digest => crate::digest::sample(config, &renderer, sink, (&item, days), now),
+    }
+    .map_err(|e| Failure::Usage(e.into()))?;
     outln!("{}", preview::format_for_terminal(&message));
     Ok(())
 }

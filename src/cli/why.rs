@@ -2,6 +2,7 @@
 //! deliveries. The same Id may exist in several accounts; `--account` is
 //! needed only then.
 
+use crate::app::dispatch::QuietPlan;
 use crate::domain::{AccountId, ExportId};
 use crate::report;
 use crate::store::{ItemHistory, Store};
@@ -9,7 +10,8 @@ use crate::store::{ItemHistory, Store};
 use super::{open_store, Failure};
 
 /// Prints the item's history from the store, of `account` or of the one
-/// configured account that knows the item.
+/// configured account that knows the item, and what a pending delivery
+/// waits for by the config (quiet hours).
 pub(super) fn why(
     path: &std::path::Path,
     item_id: i64,
@@ -35,7 +37,15 @@ pub(super) fn why(
     if accounts.len() > 1 || account != AccountId::default_account() {
         outln!("account {account}");
     }
-    out!("{}", report::why(id, &history));
+    let runtime = |e: crate::store::StoreError| Failure::Runtime(e.into());
+    let deliveries = history.deliveries.iter().map(|(d, _)| (&account, d));
+    let notes = super::outbox::digest_notes(&*store, &config, deliveries).map_err(runtime)?;
+    let quiet = QuietPlan::new(&config);
+    let now = chrono::Utc::now();
+    out!(
+        "{}",
+        report::why(id, &history, &notes, &|d| quiet.waiting_note(d, now))
+    );
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use super::checks::{check_webhook_url, is_loopback, parse_url, require_https_unless_loopback};
-use super::checks::{is_snake_case, nonzero, parse_events, parse_rate};
+use super::checks::{is_snake_case, nonzero, parse_digest, parse_events, parse_rate};
 use super::raw::{RawConfig, RawDelivery, RawRoute, RawServer, RawSink, RawWatch};
 pub use super::settings::*;
 use super::ConfigError;
@@ -24,6 +24,15 @@ pub use crate::sinks::SinkKind;
 pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
     let delivery = check_delivery(raw.delivery)?;
+    let quiet = raw
+        .sinks
+        .iter()
+        .filter_map(|(name, sink)| {
+            super::quiet::check_sink_quiet(name, sink)
+                .map(|q| q.map(|q| (name.clone(), q)))
+                .transpose()
+        })
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
     let interval = nonzero("watch.interval", raw.watch.interval)?;
     let accounts = super::accounts::check_accounts(raw.crayon, raw.accounts, interval)?;
     let names = super::accounts::names(&accounts);
@@ -46,15 +55,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         watch: check_watch(raw.watch, base_dir, raw.tls.ca_file.as_deref())?,
         delivery,
         portal: parse_url("links.portal", &raw.links.portal)?,
-        timezone: raw.display.timezone.parse().map_err(|_| {
-            ConfigError::invalid(
-                "display.timezone",
-                format!(
-                    "{:?} is not an IANA time zone (e.g. \"Europe/Oslo\" or \"UTC\")",
-                    raw.display.timezone
-                ),
-            )
-        })?,
+        timezone: super::quiet::parse_zone("display.timezone", &raw.display.timezone)?,
         ca_file: raw.tls.ca_file.map(|p| base_dir.join(p)),
         server_listen,
         server_token,
@@ -62,6 +63,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         templates_dir: raw.templates.dir.map(|p| base_dir.join(p)),
         sinks,
         routes,
+        quiet,
         recipients: raw
             .recipients
             .into_iter()
@@ -71,6 +73,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
                     slack_user_id: r.slack_user_id,
                     teams_upn: r.teams_upn,
                     email: check_recipient_email(&addr, r.email)?,
+                    timezone: super::quiet::check_recipient_zone(&addr, r.timezone.as_deref())?,
                 };
                 Ok((addr.trim().to_lowercase(), entry))
             })
@@ -131,6 +134,7 @@ fn check_watch(
         first_run,
         events: parse_events("watch.events", &raw.events)?,
         max_age: raw.max_age,
+        remind_before: nonzero("watch.remind_before", raw.remind_before)?,
         reload: raw.reload,
     })
 }
@@ -237,6 +241,10 @@ fn check_sink(
     };
     let kind = (spec.check)(&name, &raw)?;
     let attach = crate::attach::check_config(&name, &raw, kind.attach_limit())?;
+    let digest = match &raw.digest {
+        Some(text) => Some(parse_digest(&key("digest"), text)?),
+        None => None,
+    };
     let sink = SinkConfig {
         kind,
         attach,
@@ -244,6 +252,7 @@ fn check_sink(
         enabled: raw.enabled.unwrap_or(true),
         concurrency,
         rate_limit,
+        digest,
         vars: raw.vars,
     };
     Ok((name, sink))

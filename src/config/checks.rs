@@ -89,6 +89,21 @@ pub(super) fn parse_rate(key: &str, text: &str) -> Result<(u32, Duration), Confi
     Ok((count, period))
 }
 
+/// A sink's `digest` window: a humantime duration above 0 and at most 24h
+/// (a longer wait is a message lost in practice).
+pub(super) fn parse_digest(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let window = humantime::parse_duration(text.trim()).map_err(|_| {
+        ConfigError::invalid(key, format!("{text:?} is not a duration (e.g. \"15m\")"))
+    })?;
+    if window.is_zero() || window > crate::digest::MAX_WINDOW {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{text:?} must be more than 0 and at most 24h"),
+        ));
+    }
+    Ok(window)
+}
+
 pub(super) fn nonzero(key: &str, d: Duration) -> Result<Duration, ConfigError> {
     if d.is_zero() {
         Err(ConfigError::invalid(

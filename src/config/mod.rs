@@ -9,6 +9,7 @@ mod accounts;
 mod checked;
 mod checks;
 mod expand;
+mod quiet;
 mod raw;
 mod settings;
 

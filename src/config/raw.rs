@@ -95,8 +95,11 @@ pub struct RawWatch {
     pub lease: Duration,
     /// With no stored state: `baseline` (record, notify nothing; default) or `notify`.
     pub first_run: String,
-    /// Events that fire: downloadable, failed, queued, removed (default the first two).
+    /// Events that fire: downloadable, failed, queued, removed, expiring (default the first two).
     pub events: Vec<String>,
+    /// `expiring` fires when a downloadable item leaves the queue within this (default `1d`).
+    #[serde(with = "humantime_serde")]
+    pub remind_before: Duration,
     /// Items created longer ago than this fire no downloadable/failed/queued (default `3d`).
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
@@ -113,6 +116,7 @@ impl Default for RawWatch {
             first_run: "baseline".into(),
             events: vec!["downloadable".into(), "failed".into()],
             max_age: Duration::from_secs(3 * 86_400),
+            remind_before: Duration::from_secs(86_400),
             reload: false,
         }
     }
@@ -255,9 +259,20 @@ pub struct RawSink {
     pub concurrency: Option<usize>,
     /// At most this many sends, e.g. `1/s`.
     pub rate_limit: Option<String>,
+    /// Gather this sink's messages per recipient for this long (e.g.
+    /// `15m`), then send one; every kind.
+    pub digest: Option<String>,
     /// Free-form values templates see as `sink.vars`.
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
+    /// Quiet time, local, wrapping midnight: `{ from = "19:00", to = "07:30" }`;
+    /// a delivery due inside it waits until it ends.
+    pub quiet_hours: Option<RawQuietHours>,
+    /// Whole quiet days, e.g. `["sat", "sun"]`.
+    pub quiet_days: Option<Vec<String>>,
+    /// IANA zone of this sink's quiet time (default `display.timezone`; a
+    /// per-person sink uses the recipient's `[recipients]` zone first).
+    pub timezone: Option<String>,
     // slack, teams, webhook
     /// slack, teams, webhook: the endpoint (a secret: it authorizes posting).
     pub url: Option<Secret>,
@@ -304,6 +319,16 @@ pub struct RawSink {
     pub attach_max: Option<String>,
 }
 
+/// `quiet_hours = { from, to }` of a sink, as written (`HH:MM`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuietHours {
+    /// When quiet time starts, e.g. `19:00`.
+    pub from: String,
+    /// When it ends, e.g. `07:30` (earlier than `from`: the next day).
+    pub to: String,
+}
+
 /// `[[routes]]`: which events go to which sinks.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -332,6 +357,8 @@ pub struct RawRecipient {
     pub teams_upn: Option<String>,
     /// Address to mail instead of RequestedBy.
     pub email: Option<String>,
+    /// This person's IANA zone: per-person sinks read their quiet time in it.
+    pub timezone: Option<String>,
 }
 
 impl RawSink {

@@ -33,6 +33,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Keyed on the lowercased requester address.
     pub recipients: BTreeMap<String, RecipientConfig>,
+    /// Each sink's quiet time, by sink name (only sinks that set one).
+    pub quiet: BTreeMap<String, SinkQuiet>,
     /// Things that are allowed but probably not meant (printed by `check`).
     pub warnings: Vec<String>,
 }
@@ -90,6 +92,8 @@ pub struct WatchConfig {
     pub first_run: FirstRun,
     pub events: BTreeSet<EventKind>,
     pub max_age: Duration,
+    /// `expiring` fires when a downloadable item leaves the queue within this.
+    pub remind_before: Duration,
     pub reload: bool,
 }
 
@@ -124,6 +128,8 @@ pub struct SinkConfig {
     pub concurrency: usize,
     /// At most this many sends per period.
     pub rate_limit: Option<(u32, Duration)>,
+    /// `digest`: gather messages per recipient this long, then send one.
+    pub digest: Option<Duration>,
     pub vars: BTreeMap<String, String>,
     /// `attach = true`: the export's file goes with the message, up to
     /// this many bytes (`attach_max`); `None` when off.
@@ -149,4 +155,14 @@ pub struct RecipientConfig {
     /// The requester's Teams user principal name, mentioned in Teams cards.
     pub teams_upn: Option<String>,
     pub email: Option<String>,
+    /// This person's zone: per-person sinks read quiet time in it.
+    pub timezone: Option<chrono_tz::Tz>,
+}
+
+/// One sink's `quiet_hours`/`quiet_days`, and the zone they are read in
+/// when the recipient has none of their own (`None`: `display.timezone`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkQuiet {
+    pub window: crate::quiet::QuietWindow,
+    pub timezone: Option<chrono_tz::Tz>,
 }

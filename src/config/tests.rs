@@ -274,6 +274,33 @@ fn rate_limits_parse() {
     );
 }
 
+#[test]
+fn digest_windows_parse_on_every_kind_and_bad_ones_name_the_key() {
+    let with = |value: &str| {
+        let text = MINIMAL.replace(
+            "kind = \"webhook\"",
+            &format!("kind = \"webhook\"\ndigest = \"{value}\""),
+        );
+        load_str(&text, &[])
+    };
+    let config = with("15m").unwrap();
+    assert_eq!(
+        config.sinks["audit"].digest,
+        Some(std::time::Duration::from_secs(900))
+    );
+    assert_eq!(load_str(MINIMAL, &[]).unwrap().sinks["audit"].digest, None);
+    for bad in ["0s", "25h", "soon"] {
+        let err = with(bad).unwrap_err().to_string();
+        assert!(err.contains("sinks.audit.digest"), "{bad}: {err}");
+    }
+    let console = format!("{MINIMAL}\n[sinks.out]\nkind = \"console\"\ndigest = \"24h\"\n");
+    let config = load_str(&console, &[]).unwrap();
+    assert_eq!(
+        config.sinks["out"].digest,
+        Some(std::time::Duration::from_secs(86400))
+    );
+}
+
 fn email_sink(lines: &str) -> Result<Config, ConfigError> {
     let text = format!(
         "{MINIMAL}\n[sinks.mail]\nkind = \"email\"\nfrom = \"Export Bot <exports@example.com>\"\n{lines}\n"

@@ -14,17 +14,21 @@ pub enum EventKind {
     Failed,
     Queued,
     Removed,
+    /// A downloadable item is less than `watch.remind_before` from leaving
+    /// the queue (off unless listed in `watch.events`).
+    Expiring,
     /// Not a queue event: the bot's own alert (`[alerts]`), which travels
     /// through the same outbox. Never watched, never fired by the diff.
     Alert,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::Downloadable,
         EventKind::Failed,
         EventKind::Queued,
         EventKind::Removed,
+        EventKind::Expiring,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +37,7 @@ impl EventKind {
             Self::Failed => "failed",
             Self::Queued => "queued",
             Self::Removed => "removed",
+            Self::Expiring => "expiring",
             Self::Alert => "alert",
         }
     }
@@ -52,7 +57,7 @@ impl FromStr for EventKind {
             .chain([EventKind::Alert])
             .find(|kind| kind.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown event {s:?} (expected downloadable, failed, queued or removed)")
+                format!("unknown event {s:?} (expected downloadable, failed, queued, removed or expiring)")
             })
     }
 }

@@ -12,6 +12,14 @@ macro_rules! builtin {
 /// the email HTML layout are the same for every event; every event has one per chat kind, because
 /// `check` renders every watched event for every sink.
 pub const BUILTINS: &[(&str, &str)] = &[
+    builtin!("digest.console.text.tera"),
+    builtin!("digest.webhook.json.tera"),
+    builtin!("digest.slack.json.tera"),
+    builtin!("digest.teams.json.tera"),
+    builtin!("digest.discord.json.tera"),
+    builtin!("digest.email.subject.tera"),
+    builtin!("digest.email.text.tera"),
+    builtin!("digest.email.html.tera"),
     builtin!("alert.console.text.tera"),
     builtin!("alert.webhook.json.tera"),
     builtin!("alert.slack.json.tera"),
@@ -24,18 +32,22 @@ pub const BUILTINS: &[(&str, &str)] = &[
     builtin!("failed.slack.json.tera"),
     builtin!("queued.slack.json.tera"),
     builtin!("removed.slack.json.tera"),
+    builtin!("expiring.slack.json.tera"),
     builtin!("downloadable.teams.json.tera"),
     builtin!("failed.teams.json.tera"),
     builtin!("queued.teams.json.tera"),
     builtin!("removed.teams.json.tera"),
+    builtin!("expiring.teams.json.tera"),
     builtin!("downloadable.discord.json.tera"),
     builtin!("failed.discord.json.tera"),
     builtin!("queued.discord.json.tera"),
     builtin!("removed.discord.json.tera"),
+    builtin!("expiring.discord.json.tera"),
     builtin!("downloadable.console.text.tera"),
     builtin!("failed.console.text.tera"),
     builtin!("queued.console.text.tera"),
     builtin!("removed.console.text.tera"),
+    builtin!("expiring.console.text.tera"),
     builtin!("downloadable.email.subject.tera"),
     builtin!("downloadable.email.text.tera"),
     (
@@ -60,6 +72,12 @@ pub const BUILTINS: &[(&str, &str)] = &[
         "removed.email.html.tera",
         include_str!("../../templates/email.html.tera"),
     ),
+    builtin!("expiring.email.subject.tera"),
+    builtin!("expiring.email.text.tera"),
+    (
+        "expiring.email.html.tera",
+        include_str!("../../templates/email.html.tera"),
+    ),
     (
         "downloadable.webhook.json.tera",
         include_str!("../../templates/webhook.json.tera"),
@@ -74,6 +92,10 @@ pub const BUILTINS: &[(&str, &str)] = &[
     ),
     (
         "removed.webhook.json.tera",
+        include_str!("../../templates/webhook.json.tera"),
+    ),
+    (
+        "expiring.webhook.json.tera",
         include_str!("../../templates/webhook.json.tera"),
     ),
 ];

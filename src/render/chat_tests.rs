@@ -22,6 +22,7 @@ fn sink(kind: SinkKind) -> SinkConfig {
         enabled: true,
         concurrency: 1,
         rate_limit: None,
+        digest: None,
         vars: BTreeMap::new(),
         attach: None,
     }
@@ -206,6 +207,7 @@ fn only_the_mapped_requester_is_mentioned() {
         discord_user_id: Some("123456789012345678".into()),
         teams_upn: None,
         email: None,
+        timezone: None,
     };
     let who = RecipientView::new(item.requested_by.as_deref(), Some(&entry));
     let [slack, _, discord] = chat_sinks();

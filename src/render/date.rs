@@ -26,7 +26,7 @@ pub fn date(value: &Value, kwargs: Kwargs, default_zone: Tz) -> TeraResult<Strin
 }
 
 /// The instant a template value names.
-fn instant(value: &Value) -> TeraResult<DateTime<Utc>> {
+pub(super) fn instant(value: &Value) -> TeraResult<DateTime<Utc>> {
     if let Some(text) = value.as_str() {
         return parse(text).ok_or_else(|| {
             tera::Error::message(format!(

@@ -32,6 +32,7 @@ pub fn register_filters(tera: &mut Tera, timezone: chrono_tz::Tz) {
         },
     );
     tera.register_filter("date", super::date::filter(timezone));
+    tera.register_filter("time_left", super::time_left::filter(timezone));
 }
 
 /// `escape(text)` in at most `max` characters (all of it without `max`):

@@ -172,7 +172,7 @@ impl Renderer {
         input: &MessageInput<'_>,
         fit: Fit,
     ) -> Result<RenderedMessage, RenderError> {
-        self.render_parts(input.event, sink, context(sink, input), fit)
+        self.render_parts(&self.names(input.event), sink, context(sink, input), fit)
     }
 
     /// Renders the sink's message again from a context an earlier render
@@ -185,7 +185,38 @@ impl Renderer {
         sink: &SinkConfig,
         context: Json,
     ) -> Result<RenderedMessage, RenderError> {
-        self.render_parts(event, sink, context, sink.kind.fit())
+        self.render_parts(&self.names(event), sink, context, sink.kind.fit())
+    }
+
+    /// Renders a digest from its context (`crate::digest::context`) with
+    /// `digest.S.P.tera`, else `digest.K.P.tera`, cut by `fit` (the
+    /// platform's budget, or a no-op to measure the full size).
+    pub fn render_digest(
+        &self,
+        sink: &SinkConfig,
+        context: Json,
+        fit: Fit,
+    ) -> Result<RenderedMessage, RenderError> {
+        let name = |sink: &SinkConfig, part: &str| {
+            let tried = [
+                format!("digest.{}.{part}.tera", sink.name),
+                format!("digest.{}.{part}.tera", sink.kind.name()),
+            ];
+            let found = tried.iter().find(|n| self.tera.contains_template(n));
+            found.cloned().ok_or_else(|| RenderError::Template {
+                name: tried[1].clone(),
+                message: format!("not found (nor {})", tried[0]),
+            })
+        };
+        self.render_parts(&name, sink, context, fit)
+    }
+
+    /// The template lookup of `event` ([`Renderer::template_for`]) for one part.
+    fn names(
+        &self,
+        event: EventKind,
+    ) -> impl Fn(&SinkConfig, &str) -> Result<String, RenderError> + '_ {
+        move |sink, part| self.template_for(event, sink, part)
     }
 
     /// Renders the bot's own alert (`alert.S.P.tera`, `alert.K.P.tera`).
@@ -204,12 +235,12 @@ impl Renderer {
             "bot": { "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") },
             "now": rfc3339(now),
         });
-        self.render_parts(EventKind::Alert, sink, value, sink.kind.fit())
+        self.render_parts(&self.names(EventKind::Alert), sink, value, sink.kind.fit())
     }
 
     fn render_parts(
         &self,
-        event: EventKind,
+        name_of: &dyn Fn(&SinkConfig, &str) -> Result<String, RenderError>,
         sink: &SinkConfig,
         value: Json,
         fit: Fit,
@@ -217,7 +248,7 @@ impl Renderer {
         let context = Context::from_serialize(&value).unwrap_or_default();
         let mut message = RenderedMessage::default();
         for part in sink.kind.parts() {
-            let name = self.template_for(event, sink, part)?;
+            let name = name_of(sink, part)?;
             let text = self
                 .tera
                 .render(&name, &context)
@@ -369,3 +400,4 @@ mod filters;
 mod props;
 #[cfg(test)]
 mod tests;
+mod time_left;

@@ -33,6 +33,7 @@ fn sink(name: &str, kind: SinkKind) -> SinkConfig {
         enabled: true,
         concurrency: 1,
         rate_limit: None,
+        digest: None,
         vars: BTreeMap::new(),
         attach: None,
     }

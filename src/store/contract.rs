@@ -21,6 +21,9 @@ use crate::domain::{
 #[path = "contract_outbox.rs"]
 mod outbox;
 pub(crate) use outbox::*;
+#[path = "contract_digest.rs"]
+mod digest;
+pub(crate) use digest::*;
 #[path = "contract_status.rs"]
 mod status;
 pub(crate) use status::*;
@@ -38,6 +41,8 @@ macro_rules! store_contract {
             due_deliveries_respect_time_limit_and_exclusions,
             attempts_move_deliveries_through_their_states,
             recording_an_unknown_delivery_is_an_error,
+            record_attempts_writes_each_attempt_of_a_batch,
+            defer_moves_a_pending_delivery_without_an_attempt,
             retry_dead_all_touches_only_dead_ones,
             prune_removes_old_sent_and_fired_but_keeps_the_rest,
             prune_deletes_at_most_limit_rows_per_call,
@@ -48,6 +53,8 @@ macro_rules! store_contract {
             sink_activity_has_the_latest_success_and_failure_per_sink,
             item_names_are_those_still_in_the_snapshot,
             slack_lookups_are_per_sink_case_insensitive_and_expire,
+            digest_windows_wait_then_claim_every_member_once,
+            a_failed_digest_retries_whole_and_dies_whole,
         );
     };
     (@each $fresh:path; $($case:ident),* $(,)?) => {

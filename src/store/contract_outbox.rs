@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{baseline_with, commit_for, me, new_delivery, sample, t, with_pending};
 use crate::domain::{AccountId, DeliveryId, DeliveryStatus, EventKind, ExportId};
-use crate::store::{AttemptOutcome, Store, StoreError};
+use crate::store::{AttemptOutcome, AttemptWrite, Store, StoreError};
 
 fn dead(error: &str) -> AttemptOutcome {
     AttemptOutcome::Dead {
@@ -36,6 +36,31 @@ pub(crate) fn due_deliveries_respect_time_limit_and_exclusions(store: &dyn Store
     assert_eq!(due2.len(), 1);
     assert_eq!(due2[0].sink, "b");
     assert_eq!(store.next_due_at(&me()).unwrap(), Some(t(0)));
+}
+
+pub(crate) fn defer_moves_a_pending_delivery_without_an_attempt(store: &dyn Store) {
+    let id = with_pending(store);
+    assert!(store.defer(&me(), id, t(600)).unwrap());
+    let d = store.get_delivery(&me(), id).unwrap().unwrap();
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0));
+    assert_eq!(d.next_attempt_at, Some(t(600)));
+    assert_eq!(d.last_error, None);
+    assert!(all_due(store, &me(), 599).is_empty());
+    assert_eq!(all_due(store, &me(), 600), [id]);
+    let other = AccountId::new("other").unwrap();
+    assert!(
+        !store.defer(&other, id, t(900)).unwrap(),
+        "another account's"
+    );
+    store
+        .record_attempt(&me(), id, &dead("HTTP 404"), t(601), Duration::ZERO)
+        .unwrap();
+    assert!(
+        !store.defer(&me(), id, t(900)).unwrap(),
+        "no longer pending"
+    );
+    let d = store.get_delivery(&me(), id).unwrap().unwrap();
+    assert_eq!((d.status, d.next_attempt_at), (DeliveryStatus::Dead, None));
 }
 
 pub(crate) fn attempts_move_deliveries_through_their_states(store: &dyn Store) {
@@ -104,6 +129,74 @@ pub(crate) fn recording_an_unknown_delivery_is_an_error(store: &dyn Store) {
         ),
         "{err:?}"
     );
+}
+
+/// Many attempts in one call (the dispatcher's batched writes): each moves
+/// its delivery as `record_attempt` would, with one attempt row each; one
+/// that is not the account's fails alone, the others are written.
+pub(crate) fn record_attempts_writes_each_attempt_of_a_batch(store: &dyn Store) {
+    let other = AccountId::new("other").unwrap();
+    let deliveries = [
+        new_delivery(2439, "a", None),
+        new_delivery(2439, "b", None),
+        new_delivery(2438, "c", None),
+    ];
+    baseline_with(store, &me(), &deliveries);
+    baseline_with(store, &other, &[new_delivery(2439, "x", None)]);
+    let ids = all_due(store, &me(), 0);
+    let theirs = all_due(store, &other, 0)[0];
+    let write = |id, outcome, ms| AttemptWrite {
+        id,
+        outcome,
+        at: t(5),
+        latency: Duration::from_millis(ms),
+    };
+    let retry = AttemptOutcome::Retry {
+        error: "HTTP 503".to_owned(),
+        next_attempt_at: t(30),
+    };
+    let batch = [
+        write(ids[0], AttemptOutcome::Sent, 11),
+        write(theirs, AttemptOutcome::Sent, 12),
+        write(ids[1], retry, 13),
+        write(ids[2], dead("HTTP 404"), 14),
+    ];
+    let results = store.record_attempts(&me(), &batch).unwrap();
+    assert_eq!(results.len(), 4);
+    assert!(results[0].is_ok() && results[2].is_ok() && results[3].is_ok());
+    assert!(
+        matches!(&results[1], Err(StoreError::UnknownDelivery { id, .. }) if *id == theirs),
+        "{results:?}"
+    );
+    let state = |id| {
+        let d = store.get_delivery(&me(), id).unwrap().unwrap();
+        (d.status, d.attempts, d.next_attempt_at, d.last_error)
+    };
+    assert_eq!(state(ids[0]), (DeliveryStatus::Sent, 1, None, None));
+    let retrying = (
+        DeliveryStatus::Pending,
+        1,
+        Some(t(30)),
+        Some("HTTP 503".into()),
+    );
+    assert_eq!(state(ids[1]), retrying);
+    let gone = (DeliveryStatus::Dead, 1, None, Some("HTTP 404".into()));
+    assert_eq!(state(ids[2]), gone);
+    let untouched = store.get_delivery(&other, theirs).unwrap().unwrap();
+    assert_eq!(
+        (untouched.status, untouched.attempts),
+        (DeliveryStatus::Pending, 0)
+    );
+
+    let history = store.item_history(&me(), ExportId(2439)).unwrap();
+    let logs: Vec<(&str, i64)> = history
+        .deliveries
+        .iter()
+        .flat_map(|(_, attempts)| attempts.iter())
+        .map(|a| (a.outcome.as_str(), a.latency_ms))
+        .collect();
+    assert_eq!(logs, [("sent", 11), ("retry", 13)]);
+    assert!(store.record_attempts(&me(), &[]).unwrap().is_empty());
 }
 
 pub(crate) fn retry_dead_all_touches_only_dead_ones(store: &dyn Store) {

@@ -107,6 +107,7 @@ pub const TABLES: &[Table] = &[
             ("last_error", Text),
             ("created_at", Int),
             ("updated_at", Int),
+            ("digest_id", Int),
         ],
         has_id: true,
     },

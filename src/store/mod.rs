@@ -123,6 +123,75 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         latency: Duration,
     ) -> Result<(), StoreError>;
 
+    /// Records many attempts in ONE transaction, each as [`record_attempt`](Store::record_attempt)
+    /// would: the dispatcher's batched writes (one commit per batch, not per
+    /// delivery). The inner results follow `attempts` in order; one that is
+    /// not the account's is [`StoreError::UnknownDelivery`] and writes
+    /// nothing while the others are written. An outer error writes nothing.
+    fn record_attempts(
+        &self,
+        account: &AccountId,
+        attempts: &[AttemptWrite],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
+
+    /// For a due item delivery `member` of a sink with a digest: in one
+    /// transaction, either keeps its window open (every unclaimed pending
+    /// member of the window waits until the first one's `created_at` +
+    /// `length`), or claims the window (all its unclaimed pending members,
+    /// whatever their own next attempt, get the digest id `member`; all but
+    /// `member` lose their own `next_attempt_at`, so only the leader comes
+    /// due) and returns it; a member already claimed returns its digest's
+    /// members again if it leads it (after a crash or a retry).
+    fn gather_digest(
+        &self,
+        account: &AccountId,
+        member: DeliveryId,
+        window: &DigestWindow<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Gathered, StoreError>;
+
+    /// Records one attempt of digest `digest` for every pending member in
+    /// one transaction (as [`Store::record_attempt`] does for one: attempts,
+    /// status, an attempt-log row each; a retry time only on the leader).
+    /// Returns how many members; none is [`StoreError::UnknownDelivery`].
+    fn record_digest(
+        &self,
+        account: &AccountId,
+        digest: DeliveryId,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+        latency: Duration,
+    ) -> Result<usize, StoreError>;
+
+    /// The digest delivery `id` was claimed into, if any, and when that
+    /// digest is next tried (`outbox list`, `why`).
+    fn digest_of(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+    ) -> Result<Option<DigestMembership>, StoreError>;
+
+    /// How many of the account's item deliveries wait for a digest: those
+    /// of `sinks` (the sinks with a digest) gathering in an open window,
+    /// and the members of claimed digests waiting with their leader
+    /// (`/metrics`).
+    fn digests_waiting(
+        &self,
+        account: &AccountId,
+        sinks: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// Moves one of the account's pending deliveries to `until` without
+    /// counting an attempt (quiet hours: nothing was tried). False when it
+    /// is not the account's, or no longer pending (sent or dead meanwhile).
+    fn defer(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
     /// One of the account's deliveries by id.
     fn get_delivery(
         &self,

@@ -56,6 +56,21 @@ pub struct CommitStats {
     pub deliveries: usize,
 }
 
+/// One finished attempt to write, as [`Store::record_attempts`](super::Store::record_attempts)
+/// takes many at once: the dispatcher batches its writes so a burst costs
+/// one commit per batch instead of one per delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptWrite {
+    /// The delivery attempted.
+    pub id: crate::domain::DeliveryId,
+    /// What the attempt ended with.
+    pub outcome: AttemptOutcome,
+    /// When it ended (the attempt log's `at`, the delivery's `updated_at`).
+    pub at: DateTime<Utc>,
+    /// How long the send took.
+    pub latency: std::time::Duration,
+}
+
 /// The result of one delivery attempt, as the delivery worker decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
@@ -208,4 +223,47 @@ impl<'a> NewRow<'a> {
             disposition: &d.disposition,
         }
     }
+}
+
+/// The digest window a due member belongs to ([`Store::gather_digest`]):
+/// one sink's pending item deliveries, for one recipient or (`None`, a
+/// channel sink) all of them, gathered for `length` after the first.
+#[derive(Debug, Clone, Copy)]
+pub struct DigestWindow<'a> {
+    /// The sink's name.
+    pub sink: &'a str,
+    /// The person, for a per-person sink; `None`: every recipient.
+    pub recipient: Option<&'a str>,
+    /// The sink's `digest` setting.
+    pub length: std::time::Duration,
+}
+
+/// What [`Store::gather_digest`] decided for a due member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gathered {
+    /// The window is still open: its members wait until then (written).
+    Wait { until: DateTime<Utc> },
+    /// Send these members (oldest first) as one message: the digest
+    /// `digest` (its leading member's id), claimed in the store, so the
+    /// same members go again after a crash and no other digest takes them.
+    Send {
+        digest: crate::domain::DeliveryId,
+        members: Vec<Delivery>,
+    },
+    /// Nothing for this member to send: it is in a digest another member
+    /// leads, or no longer pending.
+    Elsewhere,
+}
+
+/// Where a delivery stands with respect to digests, for `outbox list` and
+/// `why` ([`Store::digest_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DigestMembership {
+    /// The digest (its leading member's id).
+    pub digest: crate::domain::DeliveryId,
+    /// When the digest is next tried (its leader's `next_attempt_at`).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// How many deliveries the digest holds (1: it went as the ordinary
+    /// message).
+    pub members: u64,
 }

@@ -218,9 +218,13 @@ async fn a_sigkilled_leader_is_replaced_within_the_lease_and_nothing_is_lost() {
     assert_eq!(out.status.code(), Some(0));
     let duplicates = h.hook_bodies().await.len() - BURST as usize;
     eprintln!("failover: {at_kill} sent before the kill, takeover after {takeover:?}, {duplicates} duplicate(s)");
+    // Sent but not recorded when the leader died: the sends in flight, plus
+    // at most one wave whose outcomes were waiting for their batched write
+    // (a write takes far less than the receiver's 300 ms).
     assert!(
-        duplicates <= CONCURRENCY,
-        "duplicates {duplicates} exceed the sends in flight ({CONCURRENCY})"
+        duplicates <= 2 * CONCURRENCY,
+        "duplicates {duplicates} exceed the sends in flight plus one batch being written ({})",
+        2 * CONCURRENCY
     );
 }
 

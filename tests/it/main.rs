@@ -3,10 +3,12 @@
 
 mod accounts;
 mod attach;
+mod batched_writes;
 mod chat;
 mod chat_text;
 mod check;
 mod demo;
+mod digest;
 mod email;
 mod email_recipients;
 mod failover;
@@ -17,6 +19,7 @@ mod operate;
 mod pg_cluster;
 mod postgres;
 mod preview;
+mod quiet;
 mod redirects;
 mod reliability;
 mod render_cli;

@@ -30,7 +30,7 @@ async fn wait_for(mut done: impl AsyncFnMut() -> bool, limit: Duration) -> bool 
 }
 
 #[tokio::test]
-async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_the_concurrency() {
+async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_two_waves() {
     let h = Harness::start().await;
     Mock::given(method("POST"))
         .and(path(HOOK_PATH))
@@ -82,9 +82,12 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_the_concurrency(
     let total = h.hook_bodies().await.len();
     let duplicates = total - 20;
     eprintln!("crash test: {at_kill} requests before the kill, {duplicates} duplicate(s)");
+    // Sent but not recorded when the process died: the sends in flight (the
+    // concurrency, 4), plus at most one wave whose outcomes were waiting for
+    // their batched write (a write takes far less than the 300 ms send).
     assert!(
-        duplicates <= 4,
-        "duplicates {duplicates} exceed the concurrency (4)"
+        duplicates <= 8,
+        "duplicates {duplicates} exceed the concurrency plus one batch being written (8)"
     );
 }
 

@@ -33,7 +33,8 @@ pub(super) struct Prepared {
 }
 
 impl Prepared {
-    fn plain(delivery: Delivery) -> Self {
+    /// The delivery as it is, without a file (digests, old rows).
+    pub(super) fn plain(delivery: Delivery) -> Self {
         Prepared {
             delivery,
             file: None,
@@ -67,7 +68,10 @@ impl Dispatcher {
     /// the stored message has its context (rows older than #16 go as they
     /// are, without a file). `Err` only for a transient download failure
     /// before the delivery's last attempt (retried with its backoff).
-    pub(super) async fn prepare(&self, delivery: Delivery) -> Result<Prepared, SendError> {
+    pub(super) async fn prepare_attachment(
+        &self,
+        delivery: Delivery,
+    ) -> Result<Prepared, SendError> {
         let (Some(attacher), Some(sink)) = (&self.attacher, self.configs.get(&delivery.sink))
         else {
             return Ok(Prepared::plain(delivery));

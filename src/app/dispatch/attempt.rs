@@ -10,10 +10,11 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::digest::Gather;
 use super::{log_attempt, Dispatcher};
 use crate::domain::Delivery;
 use crate::sinks::SendError;
-use crate::store::{AttemptOutcome, StoreError};
+use crate::store::{AttemptOutcome, AttemptWrite, StoreError};
 
 /// The reason recorded when a sink's send panicked (the panic message itself
 /// goes to stderr; it may quote anything the sink held).
@@ -48,6 +49,14 @@ impl Dispatcher {
         delivery: Delivery,
         stop: &CancellationToken,
     ) -> Result<AttemptOutcome, StoreError> {
+        let (delivery, prepared, digest) = match self.gather(delivery) {
+            Gather::Send {
+                delivery,
+                message,
+                digest,
+            } => (*delivery, message, digest),
+            Gather::Done(result) => return result,
+        };
         let limits = self.limits.get(&delivery.sink).cloned();
         let permit = match &limits {
             Some(limits) => Some(limits.in_flight.clone().acquire_owned().await),
@@ -69,14 +78,21 @@ impl Dispatcher {
             attempt = delivery.attempts + 1,
             "sending"
         );
-        let result = self.send_guarded(&delivery).await;
+        let result = match prepared {
+            // Digests go without attachments (README).
+            Ok(()) => self.send_guarded(&delivery, digest.is_none()).await,
+            Err(e) => Err(e),
+        };
         drop(permit);
         let latency = started.elapsed();
         let attempt = delivery.attempts + 1;
         let now = self.clock.now();
         let outcome = self.policy.outcome(attempt, &result, now);
+        let outcome = self.retry_after_quiet(&delivery, outcome);
         log_attempt(&self.account, &delivery, attempt, &outcome, latency);
-        let recorded = self.record(&delivery, &outcome, now, latency, stop).await;
+        let recorded = self
+            .record(&delivery, digest, &outcome, now, latency, stop)
+            .await;
         self.release_unneeded(&delivery);
         self.in_flight
             .lock()
@@ -103,8 +119,11 @@ impl Dispatcher {
 
     /// The sink's send in a task of its own, so a panic inside the sink
     /// becomes a retryable failure instead of a lost attempt.
-    async fn send_guarded(&self, delivery: &Delivery) -> Result<(), SendError> {
-        let prepared = self.prepare(delivery.clone()).await?;
+    async fn send_guarded(&self, delivery: &Delivery, attach: bool) -> Result<(), SendError> {
+        let prepared = match attach {
+            true => self.prepare_attachment(delivery.clone()).await?,
+            false => super::attach::Prepared::plain(delivery.clone()),
+        };
         let sinks = self.sinks.clone();
         let mut task = AbortOnDrop(tokio::spawn(async move {
             match sinks.get(&prepared.delivery.sink) {
@@ -135,6 +154,7 @@ impl Dispatcher {
     async fn record(
         &self,
         delivery: &Delivery,
+        digest: Option<crate::domain::DeliveryId>,
         outcome: &AttemptOutcome,
         at: DateTime<Utc>,
         latency: Duration,
@@ -143,13 +163,25 @@ impl Dispatcher {
         let started = tokio::time::Instant::now();
         let mut wait = RECORD_WAIT;
         loop {
-            let error = match self.store.record_attempt(
-                &self.account,
-                delivery.id,
-                outcome,
-                at,
-                latency,
-            ) {
+            // The one place an attempt is marked: a digest marks all its
+            // members together, in one transaction; single deliveries share
+            // batched writes.
+            let written = match digest {
+                Some(digest) => self
+                    .store
+                    .record_digest(&self.account, digest, outcome, at, latency)
+                    .map(drop),
+                None => {
+                    let write = AttemptWrite {
+                        id: delivery.id,
+                        outcome: outcome.clone(),
+                        at,
+                        latency,
+                    };
+                    self.writes.write(&self.store, &self.account, write).await
+                }
+            };
+            let error = match written {
                 Ok(()) => return Ok(()),
                 Err(e @ StoreError::UnknownDelivery { .. }) => return Err(e),
                 Err(e @ StoreError::Fenced { .. }) => {

@@ -71,7 +71,8 @@ async fn drain_due_records_a_panicking_send_as_a_failed_attempt() {
         DrainSummary {
             sent: 0,
             retrying: 1,
-            dead: 0
+            dead: 0,
+            ..DrainSummary::default()
         }
     );
     let d = delivery(&dispatcher, 1);
@@ -218,6 +219,7 @@ async fn a_sink_stuck_behind_its_rate_limit_holds_back_no_other_sink() {
     dispatcher.sinks = Arc::new(Sinks::from_sinks(sinks.into()));
     let once_an_hour = SinkConfig {
         rate_limit: Some((1, Duration::from_secs(3600))),
+        digest: None,
         ..sink_config("s", 4)
     };
     let limits = [("s".to_string(), Arc::new(SinkLimits::new(&once_an_hour)))];
@@ -244,6 +246,7 @@ fn sink_config(name: &str, concurrency: usize) -> SinkConfig {
         enabled: true,
         concurrency,
         rate_limit: None,
+        digest: None,
         vars: Default::default(),
         attach: None,
     }

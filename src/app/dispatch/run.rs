@@ -62,6 +62,7 @@ impl Runner {
         mut reloads: Option<watch::Receiver<Dispatcher>>,
     ) {
         let mut leading = self.current.leading.clone();
+        self.current.count_held();
         loop {
             if leading.open() && std::mem::take(&mut self.look) {
                 self.scan(&shutdown);
@@ -105,7 +106,7 @@ impl Runner {
             let key = (delivery.sink.clone(), delivery.id);
             let task = self
                 .tasks
-                .spawn(async move { this.deliver_until(delivery, &stop).await });
+                .spawn(async move { this.deliver_unless_quiet(delivery, &stop).await });
             self.running.insert(task.id(), key);
         }
     }

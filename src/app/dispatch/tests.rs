@@ -48,6 +48,7 @@ pub(super) fn dispatcher_over(
         account: AccountId::default_account(),
         sinks: Arc::new(sinks),
         renderer: Arc::new(crate::render::Renderer::new(None, chrono_tz::UTC).unwrap()),
+        digests: Arc::default(),
         policy: policy(),
         limits: Arc::default(),
         in_flight: Arc::default(),
@@ -57,6 +58,9 @@ pub(super) fn dispatcher_over(
         configs: Arc::default(),
         attacher: None,
         attach_cap: 0,
+        writes: Arc::default(),
+        quiet: Arc::default(),
+        held: Default::default(),
     };
     (dispatcher, sink)
 }
@@ -127,6 +131,7 @@ fn a_rate_limit_allows_its_burst_then_holds_back() {
         enabled: true,
         concurrency: 2,
         rate_limit: Some((3, Duration::from_secs(60))),
+        digest: None,
         vars: Default::default(),
         attach: None,
     };

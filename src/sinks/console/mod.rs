@@ -66,7 +66,7 @@ fn colour_first_line(text: &str, event: EventKind) -> String {
     let code = match event {
         EventKind::Downloadable => "1;32",
         EventKind::Failed => "1;31",
-        EventKind::Queued | EventKind::Alert => "1;33",
+        EventKind::Queued | EventKind::Alert | EventKind::Expiring => "1;33",
         EventKind::Removed => "2",
     };
     let (first, rest) = text.split_once('\n').unwrap_or((text, ""));

@@ -28,6 +28,12 @@ use crate::store::StoreError;
 /// (`connect_timeout=`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The server ends a session left idle inside a transaction this long. The
+/// bot never pauses inside one, but a leader that is frozen (SIGSTOP, a
+/// stalled VM) in the middle of a write would otherwise hold its row locks,
+/// the lease row's included, and no standby could ever take over.
+const IDLE_IN_TRANSACTION: &str = "-c idle_in_transaction_session_timeout=2000";
+
 /// One database connection, re-opened on the next call after it broke.
 pub(super) struct Conn {
     url: PgUrl,
@@ -134,6 +140,11 @@ impl Conn {
         if config.get_application_name().is_none() {
             config.application_name("crayon-export-bot");
         }
+        let options = match config.get_options() {
+            Some(given) => format!("{given} {IDLE_IN_TRANSACTION}"),
+            None => IDLE_IN_TRANSACTION.to_string(),
+        };
+        config.options(&options);
         let client = config
             .connect(self.tls.clone())
             .map_err(|err| connect_err(self.masked(&err)))?;

@@ -20,11 +20,13 @@ use crate::domain::{
 };
 use crate::store::location::PgUrl;
 use crate::store::{
-    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, Store, StoreError,
+    AlertRecord, AttemptOutcome, AttemptWrite, CommitStats, DigestMembership, DigestWindow,
+    Gathered, ItemHistory, NewAlert, PollCommit, Store, StoreError,
 };
 
 mod alerts;
 mod conn;
+mod digest;
 mod dump;
 mod lease;
 mod outbox;
@@ -151,16 +153,83 @@ impl Store for PostgresStore {
         at: DateTime<Utc>,
         latency: Duration,
     ) -> Result<(), StoreError> {
-        let found =
-            self.fenced_tx(|tx| outbox::record_attempt(tx, account, id, outcome, at, latency))?;
-        if found {
-            Ok(())
-        } else {
-            Err(StoreError::UnknownDelivery {
+        let write = AttemptWrite {
+            id,
+            outcome: outcome.clone(),
+            at,
+            latency,
+        };
+        let mut results = self.record_attempts(account, std::slice::from_ref(&write))?;
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    fn record_attempts(
+        &self,
+        account: &AccountId,
+        attempts: &[AttemptWrite],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let found = self.fenced_tx(|tx| outbox::record_attempts(tx, account, attempts))?;
+        let result = |(a, found): (&AttemptWrite, bool)| match found {
+            true => Ok(()),
+            false => Err(StoreError::UnknownDelivery {
                 path: self.location().into(),
-                id,
-            })
+                id: a.id,
+            }),
+        };
+        Ok(attempts.iter().zip(found).map(result).collect())
+    }
+
+    fn gather_digest(
+        &self,
+        account: &AccountId,
+        member: DeliveryId,
+        window: &DigestWindow<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Gathered, StoreError> {
+        self.fenced_tx(|tx| digest::gather(tx, account, member, window, now))
+    }
+
+    fn record_digest(
+        &self,
+        account: &AccountId,
+        digest: DeliveryId,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+        latency: Duration,
+    ) -> Result<usize, StoreError> {
+        match self.fenced_tx(|tx| digest::record(tx, account, digest, outcome, at, latency))? {
+            0 => Err(StoreError::UnknownDelivery {
+                path: self.location().into(),
+                id: digest,
+            }),
+            members => Ok(members),
         }
+    }
+
+    fn digest_of(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+    ) -> Result<Option<DigestMembership>, StoreError> {
+        self.conn.with(|c| digest::membership(c, account, id))
+    }
+
+    fn digests_waiting(
+        &self,
+        account: &AccountId,
+        sinks: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.conn.with(|c| digest::waiting(c, account, sinks, now))
+    }
+
+    fn defer(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.fenced_tx(|tx| outbox::defer(tx, account, id, until))
     }
 
     fn get_delivery(

@@ -2,7 +2,6 @@
 //! log (`attempts_log`). Every query names the account.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use postgres::{GenericClient, Statement, Transaction};
@@ -14,7 +13,7 @@ use super::rows::{
 use crate::domain::{
     AccountId, Delivery, DeliveryId, DeliveryStatus, Disposition, ExportId, NewDelivery,
 };
-use crate::store::{AttemptOutcome, AttemptRecord, NewRow, RowSubject};
+use crate::store::{AttemptRecord, AttemptWrite, NewRow, RowSubject};
 
 /// Inserts item deliveries; returns how many.
 pub(super) fn insert_deliveries(
@@ -116,45 +115,66 @@ pub(super) fn next_due_at(
     ms.map(|ms| from_ms(ms, "next_attempt_at")).transpose()
 }
 
-/// See [`crate::store::Store::record_attempt`]; false when the delivery is
-/// not the account's.
-pub(super) fn record_attempt(
+/// See [`crate::store::Store::record_attempts`]: every attempt in the
+/// caller's transaction, with the two statements prepared once; one flag per
+/// attempt (false when the delivery is not the account's, nothing written).
+pub(super) fn record_attempts(
+    tx: &mut Transaction<'_>,
+    account: &AccountId,
+    attempts: &[AttemptWrite],
+) -> PgResult<Vec<bool>> {
+    let update = tx.prepare(
+        "UPDATE outbox SET attempts = attempts + 1, status = $3, next_attempt_at = $4, \
+         last_error = COALESCE($5, last_error), updated_at = $6 WHERE id = $1 AND account = $2",
+    )?;
+    let log = tx.prepare(
+        "INSERT INTO attempts_log (delivery_id, at, outcome, error, latency_ms) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )?;
+    let mut found = Vec::with_capacity(attempts.len());
+    for a in attempts {
+        let (outcome, at) = (&a.outcome, to_ms(a.at));
+        let next = outcome.next_attempt_at().map(to_ms);
+        let changed = tx.execute(
+            &update,
+            &[
+                &a.id.0,
+                &account.as_str(),
+                &outcome.status().as_str(),
+                &next,
+                &outcome.error(),
+                &at,
+            ],
+        )?;
+        found.push(changed > 0);
+        if changed > 0 {
+            let latency_ms = i64::try_from(a.latency.as_millis()).unwrap_or(i64::MAX);
+            let args: [&(dyn postgres::types::ToSql + Sync); 5] = [
+                &a.id.0,
+                &at,
+                &outcome.as_str(),
+                &outcome.error(),
+                &latency_ms,
+            ];
+            tx.execute(&log, &args)?;
+        }
+    }
+    Ok(found)
+}
+
+/// See [`crate::store::Store::defer`].
+pub(super) fn defer(
     tx: &mut Transaction<'_>,
     account: &AccountId,
     id: DeliveryId,
-    outcome: &AttemptOutcome,
-    at: DateTime<Utc>,
-    latency: Duration,
+    until: DateTime<Utc>,
 ) -> PgResult<bool> {
-    let next = outcome.next_attempt_at().map(to_ms);
-    let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
     let changed = tx.execute(
-        "UPDATE outbox SET attempts = attempts + 1, status = $3, next_attempt_at = $4, \
-         last_error = COALESCE($5, last_error), updated_at = $6 WHERE id = $1 AND account = $2",
-        &[
-            &id.0,
-            &account.as_str(),
-            &outcome.status().as_str(),
-            &next,
-            &outcome.error(),
-            &to_ms(at),
-        ],
+        "UPDATE outbox SET next_attempt_at = $3 \
+         WHERE id = $1 AND account = $2 AND status = 'pending'",
+        &[&id.0, &account.as_str(), &to_ms(until)],
     )?;
-    if changed == 0 {
-        return Ok(false);
-    }
-    tx.execute(
-        "INSERT INTO attempts_log (delivery_id, at, outcome, error, latency_ms) \
-         VALUES ($1, $2, $3, $4, $5)",
-        &[
-            &id.0,
-            &to_ms(at),
-            &outcome.as_str(),
-            &outcome.error(),
-            &latency_ms,
-        ],
-    )?;
-    Ok(true)
+    Ok(changed > 0)
 }
 
 /// See [`crate::store::Store::get_delivery`].
@@ -198,7 +218,7 @@ pub(super) fn retry_dead(
 ) -> PgResult<usize> {
     let n = db.execute(
         "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = $1, \
-         updated_at = $1 WHERE account = $2 AND status = 'dead' AND ($3::BIGINT IS NULL OR id = $3)",
+         digest_id = NULL, updated_at = $1 WHERE account = $2 AND status = 'dead' AND ($3::BIGINT IS NULL OR id = $3)",
         &[&to_ms(now), &account.as_str(), &id.map(|id| id.0)],
     )?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))

@@ -12,7 +12,7 @@ use super::rows::PgResult;
 use crate::store::StoreError;
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock key that serialises migrations ("crayon" in ASCII).
 pub(super) const MIGRATION_LOCK: i64 = 0x63_72_61_79_6f_6e;
@@ -95,6 +95,11 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
         expires_at BIGINT NOT NULL,
         PRIMARY KEY (sink, address)
     );",
+    // 2: digests, as the SQLite file's schema 5: the members of a digest
+    // claimed for one send carry its id (the leading member's).
+    "ALTER TABLE outbox ADD COLUMN digest_id BIGINT NULL;
+    CREATE INDEX outbox_by_digest ON outbox (account, digest_id);
+    CREATE INDEX outbox_digest_window ON outbox (account, sink, status, digest_id);",
 ];
 
 /// Checks the version and applies what is missing; the steps of

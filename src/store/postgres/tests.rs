@@ -182,3 +182,32 @@ fn a_dropped_connection_is_reopened_on_the_next_call() {
     }
     assert_eq!(store.next_due_at(&me()).unwrap(), None, "reconnected");
 }
+
+#[test]
+fn a_schema_1_database_gets_digest_ids_and_keeps_its_pending_rows() {
+    use crate::store::{DigestWindow, Gathered};
+    let Some((url, store)) = fresh() else { return };
+    store
+        .enqueue(&me(), &[new_delivery(2439, "mail", None)], t(0))
+        .unwrap();
+    store
+        .conn
+        .with(|c| {
+            Ok(c.batch_execute(
+                "ALTER TABLE outbox DROP COLUMN digest_id; UPDATE crayon_schema SET version = 1",
+            )?)
+        })
+        .unwrap();
+    drop(store);
+    let store = PostgresStore::open(&url).unwrap();
+    assert_eq!(store.conn.with(schema::version).unwrap(), SCHEMA_VERSION);
+    let old = store.list_deliveries(&me(), None).unwrap()[0].clone();
+    assert_eq!(store.digest_of(&me(), old.id).unwrap(), None);
+    let window = DigestWindow {
+        sink: "mail",
+        recipient: old.recipient.as_deref(),
+        length: std::time::Duration::from_secs(60),
+    };
+    let gathered = store.gather_digest(&me(), old.id, &window, t(60)).unwrap();
+    assert!(matches!(gathered, Gathered::Send { members, .. } if members == [old]));
+}

@@ -15,11 +15,12 @@ use crate::domain::{
     AccountId, Delivery, DeliveryId, DeliveryStatus, EventKind, ExportId, NewDelivery, Snapshot,
 };
 use crate::store::{
-    AlertRecord, AttemptOutcome, CommitStats, ItemHistory, NewAlert, PollCommit, SinkActivity,
-    SlackLookup, Store, StoreError,
+    AlertRecord, AttemptOutcome, AttemptWrite, CommitStats, DigestMembership, DigestWindow,
+    Gathered, ItemHistory, NewAlert, PollCommit, SinkActivity, SlackLookup, Store, StoreError,
 };
 
 mod alerts;
+mod digest;
 mod dump;
 mod outbox;
 mod rows;
@@ -141,16 +142,83 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
         latency: Duration,
     ) -> Result<(), StoreError> {
-        let found =
-            self.with(|conn| outbox::record_attempt(conn, account, id, outcome, at, latency))?;
-        if found {
-            Ok(())
-        } else {
-            Err(StoreError::UnknownDelivery {
+        let write = AttemptWrite {
+            id,
+            outcome: outcome.clone(),
+            at,
+            latency,
+        };
+        let mut results = self.record_attempts(account, std::slice::from_ref(&write))?;
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    fn record_attempts(
+        &self,
+        account: &AccountId,
+        attempts: &[AttemptWrite],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let found = self.with(|conn| outbox::record_attempts(conn, account, attempts))?;
+        let result = |(a, found): (&AttemptWrite, bool)| match found {
+            true => Ok(()),
+            false => Err(StoreError::UnknownDelivery {
                 path: self.path.clone(),
-                id,
-            })
+                id: a.id,
+            }),
+        };
+        Ok(attempts.iter().zip(found).map(result).collect())
+    }
+
+    fn gather_digest(
+        &self,
+        account: &AccountId,
+        member: DeliveryId,
+        window: &DigestWindow<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Gathered, StoreError> {
+        self.with(|conn| digest::gather(conn, account, member, window, now))
+    }
+
+    fn record_digest(
+        &self,
+        account: &AccountId,
+        digest: DeliveryId,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+        latency: Duration,
+    ) -> Result<usize, StoreError> {
+        match self.with(|conn| digest::record(conn, account, digest, outcome, at, latency))? {
+            0 => Err(StoreError::UnknownDelivery {
+                path: self.path.clone(),
+                id: digest,
+            }),
+            members => Ok(members),
         }
+    }
+
+    fn digest_of(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+    ) -> Result<Option<DigestMembership>, StoreError> {
+        self.with(|conn| digest::membership(conn, account, id))
+    }
+
+    fn digests_waiting(
+        &self,
+        account: &AccountId,
+        sinks: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.with(|conn| digest::waiting(conn, account, sinks, now))
+    }
+
+    fn defer(
+        &self,
+        account: &AccountId,
+        id: DeliveryId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.with(|conn| outbox::defer(conn, account, id, until))
     }
 
     fn get_delivery(

@@ -2,7 +2,6 @@
 //! log (`attempts_log`). Every query names the account.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -13,7 +12,7 @@ use super::rows::{
 use crate::domain::{
     AccountId, Delivery, DeliveryId, DeliveryStatus, Disposition, ExportId, NewDelivery,
 };
-use crate::store::{AttemptOutcome, AttemptRecord, NewRow, RowSubject};
+use crate::store::{AttemptRecord, AttemptWrite, NewRow, RowSubject};
 
 /// Inserts item deliveries (pending, due `now`; or skipped/dead with the
 /// reason as `last_error`); returns how many.
@@ -84,15 +83,14 @@ pub(super) fn due(
          AND o.status = 'pending' AND o.next_attempt_at <= ?2 \
          ORDER BY o.next_attempt_at, o.id LIMIT ?3"
     ))?;
-    let rows = stmt.query_map(
-        params![account.as_str(), to_ms(now), fetch],
-        delivery_from_row,
-    )?;
+    let mut rows = stmt.query(params![account.as_str(), to_ms(now), fetch])?;
     let mut due = Vec::new();
-    for delivery in rows {
-        let delivery = delivery?;
-        if due.len() < limit && !exclude.contains(&delivery.id) {
-            due.push(delivery);
+    // The id first: an excluded row (in flight, parked) is skipped before
+    // its message JSON is decoded, and reading stops at `limit`.
+    while due.len() < limit {
+        let Some(row) = rows.next()? else { break };
+        if !exclude.contains(&DeliveryId(row.get(0)?)) {
+            due.push(delivery_from_row(row)?);
         }
     }
     Ok(due)
@@ -111,47 +109,66 @@ pub(super) fn next_due_at(
     ms.map(|ms| from_ms(ms, 0)).transpose()
 }
 
-/// See [`crate::store::Store::record_attempt`]; false when the delivery is
-/// not the account's.
-pub(super) fn record_attempt(
+/// See [`crate::store::Store::record_attempts`]: every attempt in one
+/// transaction, one flag per attempt (false when the delivery is not the
+/// account's, nothing written for it).
+pub(super) fn record_attempts(
     conn: &mut Connection,
     account: &AccountId,
-    id: DeliveryId,
-    outcome: &AttemptOutcome,
-    at: DateTime<Utc>,
-    latency: Duration,
-) -> rusqlite::Result<bool> {
-    let next = outcome.next_attempt_at().map(to_ms);
-    let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
+    attempts: &[AttemptWrite],
+) -> rusqlite::Result<Vec<bool>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let changed = tx.execute(
-        "UPDATE outbox SET attempts = attempts + 1, status = ?3, next_attempt_at = ?4, \
-         last_error = COALESCE(?5, last_error), updated_at = ?6 WHERE id = ?1 AND account = ?2",
-        params![
-            id.0,
-            account.as_str(),
-            outcome.status().as_str(),
-            next,
-            outcome.error(),
-            to_ms(at)
-        ],
-    )?;
-    if changed == 0 {
-        return Ok(false);
+    let mut found = Vec::with_capacity(attempts.len());
+    {
+        let mut update = tx.prepare_cached(
+            "UPDATE outbox SET attempts = attempts + 1, status = ?3, next_attempt_at = ?4, \
+             last_error = COALESCE(?5, last_error), updated_at = ?6 WHERE id = ?1 AND account = ?2",
+        )?;
+        let mut log = tx.prepare_cached(
+            "INSERT INTO attempts_log (delivery_id, at, outcome, error, latency_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for a in attempts {
+            let (outcome, at) = (&a.outcome, to_ms(a.at));
+            let next = outcome.next_attempt_at().map(to_ms);
+            let changed = update.execute(params![
+                a.id.0,
+                account.as_str(),
+                outcome.status().as_str(),
+                next,
+                outcome.error(),
+                at
+            ])?;
+            found.push(changed > 0);
+            if changed > 0 {
+                let latency_ms = i64::try_from(a.latency.as_millis()).unwrap_or(i64::MAX);
+                log.execute(params![
+                    a.id.0,
+                    at,
+                    outcome.as_str(),
+                    outcome.error(),
+                    latency_ms
+                ])?;
+            }
+        }
     }
-    tx.execute(
-        "INSERT INTO attempts_log (delivery_id, at, outcome, error, latency_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            id.0,
-            to_ms(at),
-            outcome.as_str(),
-            outcome.error(),
-            latency_ms
-        ],
-    )?;
     tx.commit()?;
-    Ok(true)
+    Ok(found)
+}
+
+/// See [`crate::store::Store::defer`].
+pub(super) fn defer(
+    conn: &Connection,
+    account: &AccountId,
+    id: DeliveryId,
+    until: DateTime<Utc>,
+) -> rusqlite::Result<bool> {
+    let changed = conn.execute(
+        "UPDATE outbox SET next_attempt_at = ?3 \
+         WHERE id = ?1 AND account = ?2 AND status = 'pending'",
+        params![id.0, account.as_str(), to_ms(until)],
+    )?;
+    Ok(changed > 0)
 }
 
 /// See [`crate::store::Store::get_delivery`].
@@ -160,13 +177,10 @@ pub(super) fn get(
     account: &AccountId,
     id: DeliveryId,
 ) -> rusqlite::Result<Option<Delivery>> {
-    conn.query_row(
-        &format!(
-            "SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_FROM} WHERE o.id = ?1 AND o.account = ?2"
-        ),
-        params![id.0, account.as_str()],
-        delivery_from_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS} FROM {DELIVERY_FROM} WHERE o.id = ?1 AND o.account = ?2"
+    ))?
+    .query_row(params![id.0, account.as_str()], delivery_from_row)
     .optional()
 }
 
@@ -196,7 +210,7 @@ pub(super) fn retry_dead(
 ) -> rusqlite::Result<usize> {
     conn.execute(
         "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?1, \
-         updated_at = ?1 WHERE account = ?2 AND status = 'dead' AND (?3 IS NULL OR id = ?3)",
+         digest_id = NULL, updated_at = ?1 WHERE account = ?2 AND status = 'dead' AND (?3 IS NULL OR id = ?3)",
         params![to_ms(now), account.as_str(), id.map(|id| id.0)],
     )
 }

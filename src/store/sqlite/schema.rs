@@ -13,7 +13,7 @@ use crate::store::StoreError;
 
 /// The schema version this build writes; files at a lower version are migrated
 /// forward, files at a higher one are refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The migrations, in order: `MIGRATIONS[n - 1]` takes the file to version `n`.
 /// Forward-only: once released, an entry is never edited, only appended to.
@@ -145,6 +145,13 @@ const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (sink, address)
     );",
+    // 5: digests. The members of a digest window claimed for one send carry
+    // its id (the leading member's); NULL while gathering or without one.
+    // A window is found by (account, sink, status, digest_id), however many
+    // sent rows the outbox keeps.
+    "ALTER TABLE outbox ADD COLUMN digest_id INTEGER NULL;
+    CREATE INDEX outbox_by_digest ON outbox (account, digest_id);
+    CREATE INDEX outbox_digest_window ON outbox (account, sink, status, digest_id);",
 ];
 
 /// How long a statement waits for another process (e.g. `outbox list` while

@@ -239,3 +239,36 @@ fn the_schema_2_fixture_moves_alerts_to_their_own_table() {
     SqliteStore::open(&path).unwrap();
     assert!(!dir.path().join("state.db.v2.2.bak").exists());
 }
+
+#[test]
+fn a_schema_4_file_gets_digest_ids_and_keeps_its_pending_rows() {
+    use crate::store::{DigestWindow, Gathered};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        for version in 1..=4 {
+            super::super::schema::apply_migration(&conn, version).unwrap();
+        }
+        conn.execute(
+            "INSERT INTO outbox (account, item_id, event, sink, recipient, message, status, \
+             attempts, next_attempt_at, created_at, updated_at) VALUES ('default', 2439, \
+             'downloadable', 'mail', 'a@example.com', '{\"parts\":{\"text\":\"x\"}}', \
+             'pending', 0, ?1, ?1, ?1)",
+            [t(0).timestamp_millis()],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(version_of(&dir.path().join("state.db.v4.bak")), 4);
+    assert_eq!(count(&store, "PRAGMA user_version"), SCHEMA_VERSION);
+    let old = store.list_deliveries(&me(), None).unwrap()[0].clone();
+    assert_eq!(store.digest_of(&me(), old.id).unwrap(), None);
+    let window = DigestWindow {
+        sink: "mail",
+        recipient: Some("a@example.com"),
+        length: Duration::from_secs(60),
+    };
+    let gathered = store.gather_digest(&me(), old.id, &window, t(60)).unwrap();
+    assert!(matches!(gathered, Gathered::Send { members, .. } if members == [old]));
+}
