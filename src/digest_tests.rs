@@ -136,6 +136,7 @@ fn sink(kind: SinkKind) -> SinkConfig {
         rate_limit: None,
         digest: Some(Duration::from_secs(60)),
         vars: BTreeMap::new(),
+        attach: None,
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod address;
 pub mod app;
+pub mod attach;
 pub mod check;
 pub mod cli;
 pub mod config;

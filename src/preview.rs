@@ -92,7 +92,41 @@ pub fn render_message(
         now,
         account: Default::default(),
     };
-    renderer.render(sink, &input)
+    let message = renderer.render(sink, &input)?;
+    with_placeholder_file(renderer, sink, event, item, message)
+}
+
+/// For a sink with `attach = true`, the `downloadable` message rendered
+/// again as it goes at send time with a file: a placeholder name and size
+/// (the real file is only downloaded when the message is sent).
+fn with_placeholder_file(
+    renderer: &Renderer,
+    sink: &SinkConfig,
+    event: EventKind,
+    item: &ExportItem,
+    message: RenderedMessage,
+) -> Result<RenderedMessage, RenderError> {
+    let (Some(_), EventKind::Downloadable, Some(mut context)) =
+        (sink.attach, event, message.context.clone())
+    else {
+        return Ok(message);
+    };
+    let file = crate::attach::AttachmentView::placeholder(&item.action_name);
+    context["attachment"] = serde_json::to_value(file).unwrap_or_default();
+    renderer.rerender(event, sink, context)
+}
+
+/// The preview card's note of the file a message would carry.
+fn file_note(message: &RenderedMessage) -> String {
+    let file = message.context.as_ref().map(|c| &c["attachment"]);
+    match file.and_then(|f| Some((f["name"].as_str()?, f["size_text"].as_str()?))) {
+        Some((name, size)) => format!(
+            "<div class=\"ctx\">&#128206; would attach {} ({}, placeholder)</div>",
+            esc(name),
+            esc(size)
+        ),
+        None => String::new(),
+    }
 }
 
 /// What `render` prints: pretty JSON for JSON sinks; for email `Subject: …`,
@@ -180,8 +214,9 @@ fn card(sink: &SinkConfig, message: &RenderedMessage) -> String {
         SinkKind::Webhook { .. } => format!("<pre>{}</pre>", esc(&format_for_terminal(message))),
     };
     format!(
-        "<div class=\"card {kind}\"><h3>{} · {kind}</h3>{body}</div>",
-        esc(&sink.name)
+        "<div class=\"card {kind}\"><h3>{} · {kind}</h3>{body}{}</div>",
+        esc(&sink.name),
+        file_note(message)
     )
 }
 

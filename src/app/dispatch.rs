@@ -7,6 +7,7 @@
 //! only its own deliveries; `attempt` is one send and its bookkeeping, made
 //! so that nothing a sink does (panic included) loses the attempt.
 
+mod attach;
 mod attempt;
 mod digest;
 mod lanes;
@@ -16,7 +17,7 @@ mod writer;
 
 pub use quiet::QuietPlan;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +27,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+pub use attach::Attacher;
 
 use crate::config::{Config, DeliveryConfig, SinkConfig};
 use crate::domain::{AccountId, Delivery, DeliveryId};
@@ -208,6 +211,12 @@ pub struct Dispatcher {
     grace: Duration,
     /// Sends start only while this process leads (always, without a lease).
     leading: crate::app::leading::Leading,
+    /// Each sink's settings (`attach`, and for the message rendered again).
+    configs: Arc<BTreeMap<String, SinkConfig>>,
+    /// Downloads export files for `attach = true` sinks; `None`: none attach.
+    attacher: Option<Attacher>,
+    /// The largest `attach_max` of any sink: the one download serves all.
+    attach_cap: u64,
     /// Finished attempts waiting to be written, in batches (`writer`).
     writes: Arc<writer::Writes>,
     /// Each sink's quiet time, per recipient zone.
@@ -280,10 +289,25 @@ impl Dispatcher {
             clock: Clock::System,
             grace: config.delivery.shutdown_grace,
             leading: crate::app::leading::Leading::always(),
+            attach_cap: config
+                .sinks
+                .values()
+                .filter_map(|s| s.attach.map(|a| a.max))
+                .max()
+                .unwrap_or(0),
+            configs: Arc::new(config.sinks.clone()),
+            attacher: None,
             writes: Arc::default(),
             quiet: Arc::new(QuietPlan::new(config)),
             held: quiet::Held::default(),
         }
+    }
+
+    /// The same dispatcher sending export files with the messages of
+    /// `attach = true` sinks.
+    pub fn with_attacher(mut self, attacher: Attacher) -> Self {
+        self.attacher = Some(attacher);
+        self
     }
 
     /// The same dispatcher draining `account`'s outbox: the sinks, their

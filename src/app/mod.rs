@@ -58,6 +58,8 @@ pub enum ServiceError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Spool(#[from] crate::attach::SpoolError),
     #[error("{0}")]
     Reload(String),
     /// `once` against a shared state while a `run` replica holds the lease.
@@ -100,6 +102,9 @@ pub struct App {
     pub dispatcher: Dispatcher,
     /// Every account's client.
     pub clients: Clients,
+    /// The export files' spool, when a sink has `attach = true` (kept
+    /// across reloads: its files belong to pending deliveries).
+    pub spool: Option<Arc<crate::attach::Spool>>,
 }
 
 impl App {
@@ -110,7 +115,10 @@ impl App {
         let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
         let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
         let store = crate::store::open(&config.watch.state)?;
-        Ok(Self::assemble(config, store, clients, renderer, sinks))
+        let spool = open_spool(&config, None)?;
+        Ok(Self::assemble(
+            config, store, clients, renderer, sinks, spool,
+        ))
     }
 
     /// Puts checked parts together (shared by `build` and reload).
@@ -120,6 +128,7 @@ impl App {
         clients: Clients,
         renderer: Renderer,
         sinks: Sinks,
+        spool: Option<Arc<crate::attach::Spool>>,
     ) -> App {
         let config = Arc::new(config);
         let (account, client) = clients
@@ -129,8 +138,14 @@ impl App {
             .expect("a checked config has at least one account");
         let renderer = Arc::new(renderer);
         let sinks = Arc::new(sinks);
-        let dispatcher =
+        let mut dispatcher =
             Dispatcher::new(&config, store.clone(), sinks, renderer.clone()).for_account(&account);
+        if let Some(spool) = &spool {
+            dispatcher = dispatcher.with_attacher(dispatch::Attacher {
+                clients: clients.clone(),
+                spool: spool.clone(),
+            });
+        }
         App {
             config,
             store,
@@ -139,6 +154,7 @@ impl App {
             renderer,
             dispatcher,
             clients,
+            spool,
         }
     }
 
@@ -248,12 +264,14 @@ impl App {
         let clients = self.kept_clients(clients(&config)?, &config);
         let renderer = Renderer::new(config.templates_dir.as_deref(), config.timezone)?;
         let sinks = Sinks::build(&config, &sinks::http_client(&config)?)?;
+        let spool = open_spool(&config, self.spool.clone())?;
         Ok(Self::assemble(
             config,
             self.store.clone(),
             clients,
             renderer,
             sinks,
+            spool,
         ))
     }
 
@@ -285,6 +303,27 @@ impl App {
             retention::prune(store, id, delivery, Utc::now(), rounds);
         }
     }
+}
+
+/// The spool when some sink attaches the export file: `kept` (a reload
+/// keeps the running one), else opened now (which clears orphans).
+fn open_spool(
+    config: &Config,
+    kept: Option<Arc<crate::attach::Spool>>,
+) -> Result<Option<Arc<crate::attach::Spool>>, ServiceError> {
+    if !config
+        .sinks
+        .values()
+        .any(|s| s.enabled && s.attach.is_some())
+    {
+        return Ok(kept);
+    }
+    if let Some(spool) = kept {
+        return Ok(Some(spool));
+    }
+    let dir =
+        crate::attach::Spool::folder_for(&config.watch.state, config.delivery.spool_dir.as_deref());
+    Ok(Some(Arc::new(crate::attach::Spool::open(&dir)?)))
 }
 
 /// Sums what polls of several accounts did (for `once`'s report).

@@ -192,6 +192,7 @@ fn check_delivery(raw: RawDelivery) -> Result<DeliveryConfig, ConfigError> {
         keep_sent: raw.keep_sent,
         keep_fired: raw.keep_fired,
         shutdown_grace: raw.shutdown_grace,
+        spool_dir: raw.spool_dir,
     })
 }
 
@@ -238,12 +239,15 @@ fn check_sink(
         Some(text) => Some(parse_rate(&key("rate_limit"), text)?),
         None => None,
     };
+    let kind = (spec.check)(&name, &raw)?;
+    let attach = crate::attach::check_config(&name, &raw, kind.attach_limit())?;
     let digest = match &raw.digest {
         Some(text) => Some(parse_digest(&key("digest"), text)?),
         None => None,
     };
     let sink = SinkConfig {
-        kind: (spec.check)(&name, &raw)?,
+        kind,
+        attach,
         name: name.clone(),
         enabled: raw.enabled.unwrap_or(true),
         concurrency,

@@ -145,6 +145,9 @@ pub struct RawDelivery {
     /// How long sends in flight may finish on stop (default `10s`).
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Where attached export files are spooled when the state is PostgreSQL
+    /// (a file state spools beside itself); default the temp dir.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RawDelivery {
@@ -157,6 +160,7 @@ impl Default for RawDelivery {
             keep_sent: Duration::from_secs(30 * 86_400),
             keep_fired: Duration::from_secs(90 * 86_400),
             shutdown_grace: Duration::from_secs(10),
+            spool_dir: None,
         }
     }
 }
@@ -308,6 +312,11 @@ pub struct RawSink {
     pub bcc: Option<Vec<String>>,
     pub reply_to: Option<String>,
     pub helo_name: Option<String>,
+    // email, discord, slack in bot_token mode
+    /// Send the export's file with the message (#16).
+    pub attach: Option<bool>,
+    /// Largest file attached, e.g. `10MiB` (default per kind).
+    pub attach_max: Option<String>,
 }
 
 /// `quiet_hours = { from, to }` of a sink, as written (`HH:MM`).
@@ -378,6 +387,8 @@ impl RawSink {
             ("bcc", self.bcc.is_some()),
             ("reply_to", self.reply_to.is_some()),
             ("helo_name", self.helo_name.is_some()),
+            ("attach", self.attach.is_some()),
+            ("attach_max", self.attach_max.is_some()),
         ];
         flags
             .into_iter()

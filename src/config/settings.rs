@@ -107,6 +107,8 @@ pub struct DeliveryConfig {
     pub keep_sent: Duration,
     pub keep_fired: Duration,
     pub shutdown_grace: Duration,
+    /// `delivery.spool_dir`: the attachment spool for a PostgreSQL state.
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// `[alerts]`, checked (the sink exists).
@@ -129,6 +131,9 @@ pub struct SinkConfig {
     /// `digest`: gather messages per recipient this long, then send one.
     pub digest: Option<Duration>,
     pub vars: BTreeMap<String, String>,
+    /// `attach = true`: the export's file goes with the message, up to
+    /// this many bytes (`attach_max`); `None` when off.
+    pub attach: Option<crate::attach::AttachSettings>,
 }
 
 /// One `[[routes]]` entry; globs are compiled by the router.

@@ -19,6 +19,7 @@ use url::Url;
 use crate::http_body::{self, BodyError};
 use crate::secret::Secret;
 
+mod download;
 mod error;
 #[cfg(test)]
 mod tests;

@@ -150,6 +150,7 @@ kind = "email"
 smtp = "smtp://127.0.0.1:25"
 tls = "none"
 from = "Crayon Export Bot <exports@demo.example>"
+attach = true
 "#,
         interval = humantime::format_duration(options.interval),
         state = state_dir.join("state.db").display(),

@@ -140,7 +140,41 @@ pub fn router(sim: Shared) -> Router {
     Router::new()
         .route("/api/v1/connect/token/", post(token))
         .route("/api/v1/exports/", get(exports))
+        .route("/api/v1/exports/{id}/download/", get(download))
         .with_state(sim)
+}
+
+/// A small spreadsheet-like file for item `id` (CSV), so the demo's mails
+/// show an attached export the way a real one arrives.
+async fn download(
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    headers: HeaderMap,
+) -> Result<([(&'static str, String); 2], String), StatusCode> {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer != Some(TOKEN) {
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    let mut csv = String::from("Subscription,Product,Quantity,Unit price (EUR)\n");
+    for row in 1..=12u64 {
+        csv.push_str(&format!(
+            "SUB-{id}-{row:02},Microsoft 365 E3,{},{}.40\n",
+            row * 5 + id % 7,
+            30 + row
+        ));
+    }
+    Ok((
+        [
+            ("content-type", "text/csv; charset=utf-8".to_string()),
+            (
+                "content-disposition",
+                format!("attachment; filename=\"export-{id}-licences.csv\""),
+            ),
+        ],
+        csv,
+    ))
 }
 
 async fn token() -> Json<Value> {

@@ -24,6 +24,7 @@ fn sink(kind: SinkKind) -> SinkConfig {
         rate_limit: None,
         digest: None,
         vars: BTreeMap::new(),
+        attach: None,
     }
 }
 

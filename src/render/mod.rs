@@ -356,6 +356,8 @@ fn context(sink: &SinkConfig, input: &MessageInput<'_>) -> Json {
         "links": { "portal": input.portal },
         "bot": { "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") },
         "now": rfc3339(input.now),
+        // Filled in at send time for `attach = true` sinks (#16).
+        "attachment": Json::Null,
     })
 }
 

@@ -35,6 +35,7 @@ fn sink(name: &str, kind: SinkKind) -> SinkConfig {
         rate_limit: None,
         digest: None,
         vars: BTreeMap::new(),
+        attach: None,
     }
 }
 

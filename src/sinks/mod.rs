@@ -26,6 +26,7 @@ pub use email::EmailSink;
 pub use http::{transport_error, HttpSink};
 pub use registry::{build, SinkKind};
 
+use crate::attach::Attachment;
 use crate::config::Config;
 use crate::domain::Delivery;
 
@@ -84,6 +85,18 @@ pub enum BuildError {
 pub trait Sink: Send + Sync {
     /// Sends one delivery's rendered message.
     fn send<'a>(&'a self, delivery: &'a Delivery) -> SendFuture<'a>;
+
+    /// Sends one delivery's rendered message with the export's file
+    /// (`attach = true`, #16). Kinds that cannot carry a file keep the
+    /// default, which sends the message alone.
+    fn send_with<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        attachment: Option<&'a Attachment>,
+    ) -> SendFuture<'a> {
+        let _ = attachment;
+        self.send(delivery)
+    }
 
     /// Ends the sink's open sessions before a one-shot command exits (SMTP
     /// QUIT); nothing for sinks whose connections need no goodbye.

@@ -144,6 +144,20 @@ impl SinkKind {
         }
     }
 
+    /// The default `attach_max` of a kind that can send the export's file
+    /// (the platform's usual upload limit); `None` where `attach` is refused.
+    pub fn attach_limit(&self) -> Option<u64> {
+        const MIB: u64 = 1024 * 1024;
+        match self {
+            SinkKind::Email(_) | SinkKind::Discord { .. } => Some(10 * MIB),
+            SinkKind::SlackApp(_) => Some(100 * MIB),
+            SinkKind::Console
+            | SinkKind::Webhook { .. }
+            | SinkKind::Slack { .. }
+            | SinkKind::Teams { .. } => None,
+        }
+    }
+
     /// Why this sink cannot carry the bot's own alerts (which have no
     /// requester), if it cannot.
     pub fn alert_problem(&self) -> Option<&'static str> {

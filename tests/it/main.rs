@@ -2,6 +2,7 @@
 //! the Crayon API and as webhook receivers, an SMTP server for email).
 
 mod accounts;
+mod attach;
 mod batched_writes;
 mod chat;
 mod chat_text;

@@ -79,7 +79,8 @@ impl Dispatcher {
             "sending"
         );
         let result = match prepared {
-            Ok(()) => self.send_guarded(&delivery).await,
+            // Digests go without attachments (README).
+            Ok(()) => self.send_guarded(&delivery, digest.is_none()).await,
             Err(e) => Err(e),
         };
         let latency = started.elapsed();
@@ -91,6 +92,7 @@ impl Dispatcher {
         let recorded = self
             .record(&delivery, digest, &outcome, now, latency, stop)
             .await;
+        self.release_unneeded(&delivery);
         // The sink's slot is free only once the outcome is written (or
         // given up): a crash then re-sends at most `concurrency` deliveries.
         drop(permit);
@@ -119,14 +121,18 @@ impl Dispatcher {
 
     /// The sink's send in a task of its own, so a panic inside the sink
     /// becomes a retryable failure instead of a lost attempt.
-    async fn send_guarded(&self, delivery: &Delivery) -> Result<(), SendError> {
-        let (sinks, owned) = (self.sinks.clone(), delivery.clone());
+    async fn send_guarded(&self, delivery: &Delivery, attach: bool) -> Result<(), SendError> {
+        let prepared = match attach {
+            true => self.prepare_attachment(delivery.clone()).await?,
+            false => super::attach::Prepared::plain(delivery.clone()),
+        };
+        let sinks = self.sinks.clone();
         let mut task = AbortOnDrop(tokio::spawn(async move {
-            match sinks.get(&owned.sink) {
-                Some(sink) => sink.send(&owned).await,
+            match sinks.get(&prepared.delivery.sink) {
+                Some(sink) => super::attach::send(sink, &prepared).await,
                 None => Err(SendError::Permanent(format!(
                     "sink {:?} is not configured or is disabled",
-                    owned.sink
+                    prepared.delivery.sink
                 ))),
             }
         }));

@@ -57,6 +57,7 @@ fn sink_config(window: Duration) -> SinkConfig {
         rate_limit: None,
         digest: Some(window),
         vars: BTreeMap::new(),
+        attach: None,
     }
 }
 
@@ -106,6 +107,9 @@ fn dispatcher(dir: &tempfile::TempDir, window: Duration, sink: Arc<Recorder>) ->
         clock,
         grace: Duration::from_secs(1),
         leading: crate::app::leading::Leading::always(),
+        configs: Arc::default(),
+        attacher: None,
+        attach_cap: 0,
     }
 }
 

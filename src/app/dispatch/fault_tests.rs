@@ -248,6 +248,7 @@ fn sink_config(name: &str, concurrency: usize) -> SinkConfig {
         rate_limit: None,
         digest: None,
         vars: Default::default(),
+        attach: None,
     }
 }
 

@@ -55,6 +55,9 @@ pub(super) fn dispatcher_over(
         clock,
         grace: Duration::from_secs(1),
         leading: crate::app::leading::Leading::always(),
+        configs: Arc::default(),
+        attacher: None,
+        attach_cap: 0,
         writes: Arc::default(),
         quiet: Arc::default(),
         held: Default::default(),
@@ -130,6 +133,7 @@ fn a_rate_limit_allows_its_burst_then_holds_back() {
         rate_limit: Some((3, Duration::from_secs(60))),
         digest: None,
         vars: Default::default(),
+        attach: None,
     };
     let limits = SinkLimits::new(&sink);
     let rate = limits.rate.expect("a limiter");

@@ -13,6 +13,7 @@
 mod answer;
 mod fit;
 mod settings;
+mod upload;
 #[cfg(test)]
 mod wire_tests;
 
@@ -160,6 +161,17 @@ impl DiscordSink {
         request: Request<'_>,
         authorized: bool,
     ) -> Result<reqwest::Response, SendError> {
+        self.execute_with(request, authorized, None).await
+    }
+
+    /// [`DiscordSink::execute`], with `form` as a `multipart/form-data`
+    /// body in place of serenity's JSON one (a message with a file).
+    async fn execute_with(
+        &self,
+        request: Request<'_>,
+        authorized: bool,
+        form: Option<reqwest::multipart::Form>,
+    ) -> Result<reqwest::Response, SendError> {
         let built = request
             .build(&self.client, self.http.token(), self.http.proxy.as_deref())
             .and_then(|b| b.build().map_err(serenity::Error::from))
@@ -167,6 +179,10 @@ impl DiscordSink {
         let mut built = built?;
         if !authorized {
             built.headers_mut().remove(AUTHORIZATION);
+        }
+        if let Some(form) = form {
+            built = upload::with_form(&self.client, built, form)
+                .map_err(|e| self.redact(transport_error(e)))?;
         }
         let response = self
             .client
@@ -189,6 +205,14 @@ impl DiscordSink {
 impl Sink for DiscordSink {
     fn send<'a>(&'a self, delivery: &'a Delivery) -> SendFuture<'a> {
         Box::pin(DiscordSink::send(self, delivery))
+    }
+
+    fn send_with<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        attachment: Option<&'a crate::attach::Attachment>,
+    ) -> SendFuture<'a> {
+        Box::pin(DiscordSink::send_with(self, delivery, attachment))
     }
 }
 

@@ -13,7 +13,13 @@ use crate::sinks::webhook::origin_of;
 /// The registry entry of `kind = "discord"`.
 pub const KIND: KindSpec = KindSpec {
     name: "discord",
-    keys: &["webhook_url", "bot_token", "api_base"],
+    keys: &[
+        "webhook_url",
+        "bot_token",
+        "api_base",
+        "attach",
+        "attach_max",
+    ],
     check,
 };
 

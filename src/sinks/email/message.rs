@@ -77,7 +77,18 @@ impl Header for AutoSubmitted {
 /// Builds the message for `delivery`. A per-recipient row goes to its one
 /// address (the envelope) while the headers show the requester and the fixed
 /// `to`/`cc`; an old-style row goes to its address plus every fixed list.
+#[cfg(test)]
 pub fn build(envelope: &Envelope, delivery: &Delivery) -> Result<Message, SendError> {
+    build_with(envelope, delivery, None)
+}
+
+/// [`build`] with the export's file after the text and HTML
+/// (`multipart/mixed`, see [`super::attachment`]).
+pub fn build_with(
+    envelope: &Envelope,
+    delivery: &Delivery,
+    attachment: Option<&crate::attach::Attachment>,
+) -> Result<Message, SendError> {
     let stored = rcpt::decode(delivery.recipient.as_deref())
         .map_err(|e| SendError::Permanent(e.to_string()))?;
     let builder = headers(envelope, delivery);
@@ -89,6 +100,10 @@ pub fn build(envelope: &Envelope, delivery: &Delivery) -> Result<Message, SendEr
         delivery.message.part("text").to_string(),
         delivery.message.part("html").to_string(),
     );
+    let body = match attachment {
+        Some(file) => super::attachment::mixed(body, file)?,
+        None => body,
+    };
     builder
         .multipart(body)
         .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))

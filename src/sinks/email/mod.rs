@@ -5,6 +5,7 @@
 //! `tls.ca_file`. Like every sink it only classifies a failure; retries are
 //! the dispatcher's.
 
+mod attachment;
 mod idn;
 mod message;
 pub mod rcpt;
@@ -116,7 +117,16 @@ impl EmailSink {
 
     /// Sends one delivery as one message and classifies the outcome.
     pub async fn send(&self, delivery: &Delivery) -> Result<(), SendError> {
-        let message = message::build(&self.envelope, delivery)?;
+        self.send_with(delivery, None).await
+    }
+
+    /// [`EmailSink::send`] with the export's file attached (#16).
+    pub async fn send_with(
+        &self,
+        delivery: &Delivery,
+        attachment: Option<&crate::attach::Attachment>,
+    ) -> Result<(), SendError> {
+        let message = message::build_with(&self.envelope, delivery, attachment)?;
         let envelope = message.envelope().clone();
         match &self.outgoing {
             Outgoing::Smtp {

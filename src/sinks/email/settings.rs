@@ -30,6 +30,8 @@ pub const KIND: KindSpec = KindSpec {
         "bcc",
         "reply_to",
         "helo_name",
+        "attach",
+        "attach_max",
     ],
     check,
 };

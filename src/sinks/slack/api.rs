@@ -113,6 +113,43 @@ impl Api {
         self.call(method, self.request(method).form(args)).await
     }
 
+    /// POSTs `file`'s bytes (streamed from the spool) to the `upload_url`
+    /// that `files.getUploadURLExternal` gave. No token goes there, and
+    /// only to https (or loopback, for tests); the URL, a credential of its
+    /// own, is masked in every error.
+    pub async fn upload(
+        &self,
+        upload_url: &str,
+        file: &crate::attach::Attachment,
+    ) -> Result<(), SendError> {
+        const METHOD: &str = "Slack file upload";
+        let url = Url::parse(upload_url)
+            .ok()
+            .filter(|u| {
+                u.scheme() == "https" || (u.scheme() == "http" && crate::config::is_loopback(u))
+            })
+            .ok_or_else(|| {
+                SendError::Retryable(format!("{METHOD}: the upload URL is not an https URL"))
+            })?;
+        let opened = tokio::fs::File::open(&file.path).await.map_err(|e| {
+            SendError::Retryable(format!("{METHOD}: cannot read {}: {e}", file.name))
+        })?;
+        let mut secrets = self.secrets.clone();
+        secrets.insert(0, upload_url.to_string());
+        let response = self
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, file.content_type.as_str())
+            .header(reqwest::header::CONTENT_LENGTH, file.size)
+            .body(reqwest::Body::from(opened))
+            .send()
+            .await
+            .map_err(transport_error)?;
+        classify(response, &secrets)
+            .await
+            .map_err(|e| e.map_message(|m| format!("{METHOD}: {}", mask(&m, &secrets))))
+    }
+
     fn request(&self, method: &str) -> RequestBuilder {
         let mut url = self.base.clone();
         url.set_path(&format!("{}{method}", self.base.path()));

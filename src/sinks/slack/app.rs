@@ -21,7 +21,7 @@ type DmChannel = Arc<tokio::sync::Mutex<Option<String>>>;
 
 /// A Slack app sink (the token lives in its [`Api`], masked in errors).
 pub struct SlackAppSink {
-    api: Api,
+    pub(super) api: Api,
     channel: Option<String>,
     directory: Directory,
     dm_channels: Mutex<HashMap<String, DmChannel>>,
@@ -50,6 +50,17 @@ impl SlackAppSink {
 
     /// Posts one delivery's rendered `json` part (blocks + `text`) once.
     pub async fn send(&self, delivery: &Delivery) -> Result<(), SendError> {
+        let (body, _) = self.addressed(delivery).await?;
+        let posted = self.api.json("chat.postMessage", &body).await;
+        posted.map(drop).map_err(ApiError::into_send_error)
+    }
+
+    /// The rendered message with its `channel` set (and, in channel mode,
+    /// the requester mentioned), and that channel.
+    pub(super) async fn addressed(
+        &self,
+        delivery: &Delivery,
+    ) -> Result<(Value, String), SendError> {
         let mut body: Value = serde_json::from_str(delivery.message.part("json"))
             .map_err(|e| SendError::Permanent(format!("the rendered message is not JSON: {e}")))?;
         let channel = match &self.channel {
@@ -59,9 +70,8 @@ impl SlackAppSink {
             }
             None => self.dm_channel(delivery.recipient.as_deref()).await?,
         };
-        body["channel"] = Value::String(channel);
-        let posted = self.api.json("chat.postMessage", &body).await;
-        posted.map(drop).map_err(ApiError::into_send_error)
+        body["channel"] = Value::String(channel.clone());
+        Ok((body, channel))
     }
 
     /// The DM channel with the requester; skipped when there is nobody.
@@ -136,6 +146,14 @@ impl SlackAppSink {
 impl Sink for SlackAppSink {
     fn send<'a>(&'a self, delivery: &'a Delivery) -> SendFuture<'a> {
         Box::pin(SlackAppSink::send(self, delivery))
+    }
+
+    fn send_with<'a>(
+        &'a self,
+        delivery: &'a Delivery,
+        attachment: Option<&'a crate::attach::Attachment>,
+    ) -> SendFuture<'a> {
+        Box::pin(SlackAppSink::send_with(self, delivery, attachment))
     }
 }
 

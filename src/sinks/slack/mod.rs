@@ -12,6 +12,7 @@ mod lookup;
 #[cfg(test)]
 mod lookup_tests;
 mod settings;
+mod upload;
 
 pub use app::SlackAppSink;
 pub use fit::fit;
@@ -22,6 +23,13 @@ use super::registry::KindSpec;
 /// The registry entry of `kind = "slack"`.
 pub const KIND: KindSpec = KindSpec {
     name: "slack",
-    keys: &["url", "bot_token", "channel", "api_base"],
+    keys: &[
+        "url",
+        "bot_token",
+        "channel",
+        "api_base",
+        "attach",
+        "attach_max",
+    ],
     check: settings::check,
 };

@@ -36,6 +36,8 @@ pub fn check(name: &str, raw: &RawSink) -> Result<SinkKind, ConfigError> {
         for (k, set) in [
             ("channel", raw.channel.is_some()),
             ("api_base", raw.api_base.is_some()),
+            ("attach", raw.attach.is_some()),
+            ("attach_max", raw.attach_max.is_some()),
         ] {
             if set {
                 return Err(ConfigError::invalid(key(k), "is read only with bot_token"));
