@@ -115,7 +115,10 @@ async fn bench(s: Settings) {
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     println!("{}", report(&s, &seen, started, steady_from, &samples));
-    println!("run exited with {status}; log: {} lines", log_lines(dir.path()));
+    println!(
+        "run exited with {status}; log: {} lines",
+        log_lines(dir.path())
+    );
     if let Some(keep) = std::env::var_os("KEEP_LOG") {
         let _ = std::fs::copy(dir.path().join("bot.log"), keep);
     }
@@ -196,7 +199,11 @@ async fn connection(mut socket: TcpStream, seen: Arc<Seen>) {
         let body = answer(&seen, path);
         let mut response = format!(
             "HTTP/1.1 {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-            if body.is_some() { "200 OK" } else { "404 Not Found" },
+            if body.is_some() {
+                "200 OK"
+            } else {
+                "404 Not Found"
+            },
             body.map_or(0, <[u8]>::len)
         )
         .into_bytes();
@@ -239,7 +246,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(11) + field(12)
 }
 
@@ -268,7 +280,11 @@ fn report(
     steady_from: Instant,
     samples: &[Sample],
 ) -> String {
-    let polls: Vec<Vec<Instant>> = seen.polls.iter().map(|p| p.lock().unwrap().clone()).collect();
+    let polls: Vec<Vec<Instant>> = seen
+        .polls
+        .iter()
+        .map(|p| p.lock().unwrap().clone())
+        .collect();
     let total: usize = polls.iter().map(Vec::len).sum();
     let never = polls.iter().filter(|p| p.is_empty()).count();
     let slowest = polls
@@ -278,7 +294,10 @@ fn report(
         .unwrap_or_default();
     let last_first = polls.iter().filter_map(|p| p.first()).max();
     let spread = last_first.map_or(Duration::ZERO, |at| *at - started);
-    let steady: Vec<&Sample> = samples.iter().filter(|(at, ..)| *at >= steady_from).collect();
+    let steady: Vec<&Sample> = samples
+        .iter()
+        .filter(|(at, ..)| *at >= steady_from)
+        .collect();
     let (first, last) = (steady.first(), steady.last());
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu = match (first, last) {
