@@ -305,6 +305,65 @@ async fn healthz_names_the_failing_account_and_metrics_are_labelled() {
     drop(run);
 }
 
+/// Self-alerts are per account and name it: contoso's refused credentials
+/// alert once about contoso; the default account, polling fine, raises none.
+#[tokio::test]
+async fn self_alerts_name_the_account() {
+    let h = Harness::start().await;
+    h.hook_answers(200).await;
+    let refused = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/connect/token/"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_grant"})))
+        .mount(&refused)
+        .await;
+    let ops = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&ops)
+        .await;
+    let alerts = format!(
+        "[sinks.ops]\nkind = \"webhook\"\nurl = \"{}/ops\"\n\
+         [alerts]\nsink = \"ops\"\nafter = \"300ms\"\nrepeat = \"1h\"\n\
+         [[routes]]\nsinks = [\"audit\"]\n",
+        ops.uri()
+    );
+    h.write_config(&(contoso(&refused.uri(), "") + &alerts));
+    let run = h
+        .command(&["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let posted = async || ops.received_requests().await.unwrap_or_default();
+    wait_until("an alert", Duration::from_secs(10), async || {
+        posted().await.len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&run, "-TERM");
+    let out = run.wait_with_output().await.unwrap();
+    let bodies: Vec<Value> = posted()
+        .await
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    let mut conditions: Vec<&str> = bodies
+        .iter()
+        .map(|b| b["alert"]["condition"].as_str().unwrap())
+        .collect();
+    conditions.sort();
+    assert_eq!(
+        conditions,
+        ["credentials_refused", "polls_failing"],
+        "{}",
+        text(&out)
+    );
+    for body in &bodies {
+        let summary = body["alert"]["summary"].as_str().unwrap();
+        assert!(summary.starts_with("Account contoso: "), "{summary}");
+    }
+}
+
 /// A reload adds an account without a restart; removing it again leaves
 /// its pending delivery to go out once its sink answers.
 #[tokio::test]
