@@ -6,11 +6,10 @@
 use std::time::Duration;
 
 use reqwest::header::ACCEPT;
-use reqwest::{Response, StatusCode};
+use reqwest::Response;
 
-use super::{refuse_redirect, CrayonClient, CrayonError, ERROR_BODY_PREFIX};
+use super::{CrayonClient, CrayonError};
 use crate::domain::ExportId;
-use crate::http_body;
 use crate::secret::Secret;
 
 /// Endpoint name used in errors and logs (never the URL: it names the item
@@ -59,24 +58,8 @@ impl CrayonClient {
             .send()
             .await
             .map_err(|e| self.transport(DOWNLOAD, e))?;
-        refuse_redirect(DOWNLOAD, &response)?;
-        match response.status() {
-            StatusCode::UNAUTHORIZED => Ok(None),
-            status if status.is_success() => Ok(Some(response)),
-            status => {
-                let prefix = http_body::read_prefix(response, ERROR_BODY_PREFIX).await;
-                let s = &self.settings;
-                // The answer may echo the request: mask the URL with the secrets.
-                let mut secrets: Vec<String> = [token, &s.client_secret, &s.password]
-                    .map(|v| v.expose().to_owned())
-                    .into();
-                secrets.extend([url.to_string(), url.path().to_string()]);
-                Err(CrayonError::Status {
-                    endpoint: DOWNLOAD,
-                    status: status.as_u16(),
-                    body: http_body::one_line(&prefix, &secrets),
-                })
-            }
-        }
+        // The URL is masked with the secrets: the answer may echo it.
+        let url_text = vec![url.to_string(), url.path().to_string()];
+        self.answer(DOWNLOAD, response, token, url_text).await
     }
 }

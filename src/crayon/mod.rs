@@ -215,18 +215,33 @@ impl CrayonClient {
             .send()
             .await
             .map_err(|e| self.transport(EXPORTS, e))?;
-        refuse_redirect(EXPORTS, &response)?;
+        self.answer(EXPORTS, response, token, Vec::new()).await
+    }
+
+    /// Classifies an answer of `endpoint` (a redirect is refused): `None`
+    /// for 401 (the token is renewed once), the 2xx answer with its body
+    /// unread, else the status with the body's first bytes on one line, the
+    /// token, the client secret, the password and `also` masked (the answer
+    /// may echo the request).
+    async fn answer(
+        &self,
+        endpoint: &'static str,
+        response: Response,
+        token: &Secret,
+        mut also: Vec<String>,
+    ) -> Result<Option<Response>, CrayonError> {
+        refuse_redirect(endpoint, &response)?;
         match response.status() {
             StatusCode::UNAUTHORIZED => Ok(None),
             status if status.is_success() => Ok(Some(response)),
             status => {
                 let prefix = http_body::read_prefix(response, ERROR_BODY_PREFIX).await;
                 let s = &self.settings;
-                let secrets = [token, &s.client_secret, &s.password].map(|v| v.expose().to_owned());
+                also.extend([token, &s.client_secret, &s.password].map(|v| v.expose().to_owned()));
                 Err(CrayonError::Status {
-                    endpoint: EXPORTS,
+                    endpoint,
                     status: status.as_u16(),
-                    body: http_body::one_line(&prefix, &secrets),
+                    body: http_body::one_line(&prefix, &also),
                 })
             }
         }
