@@ -1,6 +1,7 @@
 //! The dispatcher's digests in tokio's paused time: for any arrivals and
 //! any window, every member goes out in exactly one send, with its own
-//! recipient's members only, never before D after the window's first.
+//! recipient's members only, never before D after the window's first;
+//! and with quiet hours besides, still exactly once and never in quiet time.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -83,7 +84,12 @@ fn member(id: i64, recipient: &str) -> NewDelivery {
     }
 }
 
-fn dispatcher(dir: &tempfile::TempDir, window: Duration, sink: Arc<Recorder>) -> Dispatcher {
+fn dispatcher(
+    dir: &tempfile::TempDir,
+    window: Duration,
+    sink: Arc<Recorder>,
+    quiet: QuietPlan,
+) -> Dispatcher {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("state.db")).unwrap());
     let clock = Clock::tokio();
     *sink.clock.lock().unwrap() = Some(clock.clone());
@@ -102,7 +108,7 @@ fn dispatcher(dir: &tempfile::TempDir, window: Duration, sink: Arc<Recorder>) ->
         limits: Arc::default(),
         in_flight: Arc::default(),
         writes: Arc::default(),
-        quiet: Arc::default(),
+        quiet: Arc::new(quiet),
         held: Default::default(),
         clock,
         grace: Duration::from_secs(1),
@@ -119,10 +125,11 @@ fn dispatcher(dir: &tempfile::TempDir, window: Duration, sink: Arc<Recorder>) ->
 async fn play(
     window: Duration,
     arrivals: &[(u64, usize)],
+    quiet: QuietPlan,
 ) -> (Vec<Sent>, HashMap<i64, (String, DateTime<Utc>)>) {
     let dir = tempfile::tempdir().unwrap();
     let sink = Arc::new(Recorder::default());
-    let d = dispatcher(&dir, window, sink.clone());
+    let d = dispatcher(&dir, window, sink.clone(), quiet);
     let start = tokio::time::Instant::now();
     let mut members = HashMap::new();
     let mut pending = arrivals.iter().enumerate().peekable();
@@ -171,12 +178,61 @@ proptest! {
             .build()
             .unwrap();
         let window = Duration::from_secs(window);
-        let (sends, members) = runtime.block_on(play(window, &arrivals));
+        let (sends, members) = runtime.block_on(play(window, &arrivals, QuietPlan::default()));
         let mut seen: HashMap<i64, usize> = HashMap::new();
         for (recipient, ids, at) in &sends {
             prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {:?}", ids);
             let first = ids.iter().map(|id| members[id].1).min().unwrap();
             prop_assert!(*at >= crate::digest::window_end(first, window), "sent early");
+            for id in ids {
+                *seen.entry(*id).or_default() += 1;
+                prop_assert_eq!(Some(&members[id].0), recipient.as_ref(), "own window only");
+            }
+        }
+        prop_assert_eq!(seen.len(), members.len(), "every member sent");
+        prop_assert!(seen.values().all(|n| *n == 1), "each exactly once: {:?}", seen);
+    }
+}
+
+/// The "dm" sink quiet from `from`:00 to `to`:00 in Europe/Oslo, as a plan
+/// and as the times the test checks sends against.
+fn quiet_plan(from: u32, to: u32) -> (QuietPlan, crate::quiet::QuietTime) {
+    let (from, to) = (format!("{from:02}:00"), format!("{to:02}:00"));
+    let window = crate::quiet::QuietWindow::parse(Some((&from, &to)), &[]).unwrap();
+    let zone = chrono_tz::Europe::Oslo;
+    let quiet = crate::config::SinkQuiet {
+        window,
+        timezone: Some(zone),
+    };
+    let kind = sink_config(Duration::from_secs(1)).kind;
+    let plan = QuietPlan::one_sink("dm", &kind, quiet, chrono_tz::UTC);
+    (plan, window.in_zone(zone))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Digests and quiet hours together, over a day and a half of arrivals:
+    /// every member still goes exactly once, and nothing goes in quiet time.
+    #[test]
+    fn with_quiet_hours_every_member_goes_once_and_nothing_goes_in_quiet_time(
+        window in 1u64..3600,
+        from in 0u32..24,
+        length in 1u32..23,
+        mut arrivals in prop::collection::vec((0u64..129_600, 0usize..3), 1..30),
+    ) {
+        arrivals.sort();
+        let (plan, quiet) = quiet_plan(from, (from + length) % 24);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let window = Duration::from_secs(window);
+        let (sends, members) = runtime.block_on(play(window, &arrivals, plan));
+        let mut seen: HashMap<i64, usize> = HashMap::new();
+        for (recipient, ids, at) in &sends {
+            prop_assert!(!quiet.is_quiet(*at), "sent in quiet time at {}", at);
             for id in ids {
                 *seen.entry(*id).or_default() += 1;
                 prop_assert_eq!(Some(&members[id].0), recipient.as_ref(), "own window only");

@@ -62,6 +62,17 @@ impl QuietPlan {
         }
     }
 
+    /// A plan of one sink of `kind` quiet by `quiet` (tests that drive the
+    /// dispatcher without a whole config).
+    #[cfg(test)]
+    pub(crate) fn one_sink(name: &str, kind: &SinkKind, quiet: SinkQuiet, display: Tz) -> Self {
+        QuietPlan {
+            sinks: [(name.to_string(), (quiet, per_person(kind)))].into(),
+            people: HashMap::new(),
+            display,
+        }
+    }
+
     /// The quiet time of `sink` for `recipient`; `None` when the sink has none.
     pub fn time_for(&self, sink: &str, recipient: Option<&str>) -> Option<QuietTime> {
         let (quiet, who) = self.sinks.get(sink)?;
