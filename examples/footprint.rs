@@ -1,9 +1,9 @@
 //! Footprint of the real binary, measured from outside the way a user would
 //! see it: release binary size; peak RSS (`VmHWM`) of `run` idling between
 //! polls with every sink kind this build has (webhook, console); peak RSS of
-//! `run` polling a 100k-item queue; whole-process wall time of `once`
-//! delivering one event to a loopback webhook (this branch has no
-//! `send-test` command, so `once` stands in for it).
+//! `run` polling a 100k-item queue; whole-process wall and CPU time of
+//! `once` delivering one event to a loopback webhook and of `send-test`
+//! sending one test message there (the issue's ≤ 30 ms bounds).
 //!
 //! Crayon is a wiremock fake and the webhook an in-process receiver.
 //! Build the binary first: `cargo build --release`, then
@@ -73,15 +73,57 @@ async fn main() {
     let (peak, _) = bot.run_until_polls(3, "2s").await;
     println!("run, three polls of 100k items: peak RSS {peak} KiB");
 
-    let mut walls = bot.once_one_delivery(&queue, &receiver, 11).await;
-    walls.sort();
+    let rounds = 21;
+    let once = bot.once_one_delivery(&queue, &receiver, rounds).await;
+    print_runs("once, one delivery to a loopback webhook", once);
+    let send_test = bot.send_test(&receiver, rounds).await;
+    print_runs("send-test, one message to a loopback webhook", send_test);
+}
+
+/// One whole process: its wall time and the CPU time it used.
+struct Run {
+    wall: Duration,
+    cpu: Duration,
+}
+
+fn print_runs(what: &str, mut runs: Vec<Run>) {
+    let n = runs.len();
+    runs.sort_by_key(|r| r.wall);
+    let (median, min, max) = (&runs[n / 2], &runs[0], &runs[n - 1]);
+    let mut cpu: Vec<Duration> = runs.iter().map(|r| r.cpu).collect();
+    cpu.sort();
     println!(
-        "once, one delivery to a loopback webhook: median {:.1} ms (min {:.1}, max {:.1}) over {}",
-        ms(walls[walls.len() / 2]),
-        ms(walls[0]),
-        ms(walls[walls.len() - 1]),
-        walls.len()
+        "{what}: wall median {:.1} ms (min {:.1}, max {:.1}), CPU median {:.1} ms, over {n}",
+        ms(median.wall),
+        ms(min.wall),
+        ms(max.wall),
+        ms(cpu[n / 2])
     );
+}
+
+/// CPU time (user + system) of this process's waited-for children so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes into the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Times `cmd` as a whole process (spawn to exit); it must succeed.
+async fn timed(mut cmd: tokio::process::Command) -> Run {
+    let cpu = children_cpu();
+    let started = Instant::now();
+    let status = cmd.status().await.expect("spawn the bot");
+    let wall = started.elapsed();
+    assert!(status.success(), "the bot failed: {status}");
+    Run {
+        wall,
+        cpu: children_cpu() - cpu,
+    }
 }
 
 async fn fake_crayon() -> (MockServer, Queue) {
@@ -191,7 +233,7 @@ impl Bot {
         queue: &Queue,
         receiver: &Receiver,
         rounds: usize,
-    ) -> Vec<Duration> {
+    ) -> Vec<Run> {
         let dir = self.folder("60s");
         let state = support::state_path(dir.path());
         queue.set(1, Queued::All);
@@ -211,14 +253,7 @@ impl Bot {
             }
             std::fs::copy(&saved, &state).expect("restore baseline");
             let before = receiver.requests.load(Ordering::SeqCst);
-            let started = Instant::now();
-            let status = self
-                .command(dir.path(), &["once"])
-                .status()
-                .await
-                .expect("once");
-            walls.push(started.elapsed());
-            assert!(status.success());
+            walls.push(timed(self.command(dir.path(), &["once"])).await);
             assert_eq!(
                 receiver.requests.load(Ordering::SeqCst),
                 before + 1,
@@ -226,6 +261,24 @@ impl Bot {
             );
         }
         walls
+    }
+
+    /// `rounds` whole `send-test --sink audit` processes, each sending one
+    /// test message to the receiver.
+    async fn send_test(&self, receiver: &Receiver, rounds: usize) -> Vec<Run> {
+        let dir = self.folder("60s");
+        let mut runs = Vec::new();
+        for _ in 0..rounds {
+            let before = receiver.requests.load(Ordering::SeqCst);
+            let cmd = self.command(dir.path(), &["send-test", "--sink", "audit"]);
+            runs.push(timed(cmd).await);
+            assert_eq!(
+                receiver.requests.load(Ordering::SeqCst),
+                before + 1,
+                "one test message"
+            );
+        }
+        runs
     }
 }
 
