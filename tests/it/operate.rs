@@ -2,7 +2,23 @@
 
 use std::time::Duration;
 
-use crate::helpers::{item, signal, text, wait_for_bodies, Harness, QueueAnswer};
+use crate::helpers::{
+    item, polls, signal, text, wait_for_baseline, wait_for_bodies, wait_for_polls_after,
+    wait_until, Harness, QueueAnswer,
+};
+
+/// Dead outbox rows of `sink`, read from the state file while `run` runs.
+fn dead_rows(h: &Harness, sink: &str) -> i64 {
+    let Ok(db) = rusqlite::Connection::open(h.state()) else {
+        return 0;
+    };
+    db.query_row(
+        "SELECT COUNT(*) FROM outbox WHERE sink = ?1 AND status = 'dead'",
+        [sink],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -222,7 +238,7 @@ async fn sighup_refuses_a_broken_config_and_applies_a_good_one() {
         format!("{}{}", h.hook.uri(), crate::helpers::HOOK_PATH),
     );
     let run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_for_baseline(&h, 0).await;
 
     let good = std::fs::read_to_string(h.config_path()).unwrap();
     std::fs::write(
@@ -276,7 +292,7 @@ async fn a_config_saved_by_rename_is_reloaded_when_watching() {
         format!("{}{}", h.hook.uri(), crate::helpers::HOOK_PATH),
     );
     let run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_for_baseline(&h, 0).await;
 
     let tmp = h.dir.path().join(".bot.toml.swp");
     std::fs::write(&tmp, format!("{good}\n{SECOND_SINK}\n")).unwrap();
@@ -362,9 +378,17 @@ async fn a_dead_delivery_raises_an_alert_but_the_alert_sink_never_alerts_about_i
     let mut cmd = h.command(&["run"]);
     cmd.env("OPS_URL", format!("{}/ops-broken", h.hook.uri()));
     let run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_for_baseline(&h, 0).await;
     h.queue.set_items(vec![item(8, 2, true)]);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The alert itself goes dead at once (404); a few polls after that is
+    // recorded, an alert about it would have been queued and sent.
+    let ops_dead = wait_until(Duration::from_secs(15), || async {
+        dead_rows(&h, "ops") >= 1
+    })
+    .await;
+    assert!(ops_dead, "the alert was sent (and refused)");
+    wait_for_polls_after(&h, polls(&h).await, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     signal(&run, "-TERM");
     let out = run.wait_with_output().await.unwrap();
     let requests = h.hook.received_requests().await.unwrap();
