@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use crate::email::plain_config;
 use crate::helpers::{
     item, polls, signal, text, wait_for_baseline, wait_for_bodies, wait_for_polls_after,
     wait_until, Harness, QueueAnswer,
 };
+use crate::smtp::{Security, SmtpServer};
 
 /// Dead outbox rows of `sink`, read from the state file while `run` runs.
 fn dead_rows(h: &Harness, sink: &str) -> i64 {
@@ -408,4 +410,43 @@ async fn a_dead_delivery_raises_an_alert_but_the_alert_sink_never_alerts_about_i
         .as_str()
         .unwrap()
         .contains("HTTP 400"));
+}
+
+#[tokio::test]
+async fn sigterm_ends_the_smtp_sessions_of_run_with_quit() {
+    let h = Harness::start().await;
+    let server = SmtpServer::start(Security::Plain).await;
+    h.write_config(&plain_config(&server, ""));
+    h.queue.set_items(vec![item(7, 1, false)]);
+    let run = h
+        .command(&["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_baseline(&h, 0).await;
+    h.queue.set_items(vec![item(7, 2, true)]);
+    let mailed = wait_until(Duration::from_secs(15), || async {
+        !server.delivered().is_empty()
+    })
+    .await;
+    assert!(mailed, "the mail went");
+    assert!(
+        server.sessions().is_empty(),
+        "the pooled session stays open"
+    );
+
+    signal(&run, "-TERM");
+    let out = run.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ended = wait_until(Duration::from_secs(5), || async {
+        !server.sessions().is_empty()
+    })
+    .await;
+    assert!(ended, "the session ended with the process");
+    let sessions = server.sessions();
+    assert!(
+        sessions.iter().all(|quit| *quit),
+        "QUIT before the connection closed: {sessions:?}\n{}",
+        text(&out)
+    );
 }
