@@ -315,3 +315,51 @@ pub async fn wait_for_polls_after(h: &Harness, seen: usize, n: usize) {
 pub async fn wait_for_baseline(h: &Harness, before: usize) {
     wait_for_polls_after(h, before, 2).await;
 }
+
+/// A running bot's stderr, read as it comes, so a test can wait for a log
+/// line (a reload applied) instead of sleeping.
+#[derive(Clone, Default)]
+pub struct LiveLog(Arc<Mutex<String>>);
+
+impl LiveLog {
+    /// Takes `child`'s piped stderr and collects it until the child exits.
+    pub fn follow(child: &mut tokio::process::Child) -> LiveLog {
+        use tokio::io::AsyncBufReadExt;
+        let log = LiveLog::default();
+        let stderr = child.stderr.take().expect("stderr piped");
+        let sink = log.0.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        log
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// How often `needle` was logged so far.
+    pub fn count(&self, needle: &str) -> usize {
+        self.text().matches(needle).count()
+    }
+
+    /// Waits (up to 15 s) until `needle` was logged `n` times; panics with the
+    /// log otherwise.
+    pub async fn wait_for(&self, needle: &str, n: usize) {
+        let seen = wait_until(Duration::from_secs(15), || async {
+            self.count(needle) >= n
+        })
+        .await;
+        assert!(
+            seen,
+            "{needle:?} never logged {n} time(s):\n{}",
+            self.text()
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::email::plain_config;
 use crate::helpers::{
     item, polls, signal, text, wait_for_baseline, wait_for_bodies, wait_for_polls_after,
-    wait_until, Harness, QueueAnswer,
+    wait_until, Harness, LiveLog, QueueAnswer,
 };
 use crate::smtp::{Security, SmtpServer};
 
@@ -239,7 +239,8 @@ async fn sighup_refuses_a_broken_config_and_applies_a_good_one() {
         "SECOND_URL",
         format!("{}{}", h.hook.uri(), crate::helpers::HOOK_PATH),
     );
-    let run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let log = LiveLog::follow(&mut run);
     wait_for_baseline(&h, 0).await;
 
     let good = std::fs::read_to_string(h.config_path()).unwrap();
@@ -249,7 +250,7 @@ async fn sighup_refuses_a_broken_config_and_applies_a_good_one() {
     )
     .unwrap();
     signal(&run, "-HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    log.wait_for("reload refused", 1).await;
     h.queue.set_items(vec![item(1, 2, true), item(2, 1, false)]);
     let bodies = wait_for_bodies(&h, 1, Duration::from_secs(15)).await;
     assert_eq!(bodies.len(), 1, "the old config keeps delivering");
@@ -257,7 +258,9 @@ async fn sighup_refuses_a_broken_config_and_applies_a_good_one() {
 
     std::fs::write(h.config_path(), format!("{good}\n{SECOND_SINK}\n")).unwrap();
     signal(&run, "-HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    log.wait_for("config reloaded", 1).await;
+    // A poll that began before the reload may still be on its way.
+    wait_for_polls_after(&h, polls(&h).await, 1).await;
     h.queue.set_items(vec![item(1, 2, true), item(2, 2, true)]);
     let bodies = wait_for_bodies(&h, 3, Duration::from_secs(15)).await;
     let mut sinks: Vec<String> = bodies[1..]
@@ -271,10 +274,10 @@ async fn sighup_refuses_a_broken_config_and_applies_a_good_one() {
         "the new sink receives the next event"
     );
     signal(&run, "-TERM");
-    let out = run.wait_with_output().await.unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("reload refused"), "{}", text(&out));
-    assert!(text(&out).contains("sinks.broken.kind"), "{}", text(&out));
+    let status = run.wait().await.unwrap();
+    let logged = log.text();
+    assert_eq!(status.code(), Some(0), "{logged}");
+    assert!(logged.contains("sinks.broken.kind"), "{logged}");
 }
 
 #[tokio::test]
@@ -293,19 +296,21 @@ async fn a_config_saved_by_rename_is_reloaded_when_watching() {
         "SECOND_URL",
         format!("{}{}", h.hook.uri(), crate::helpers::HOOK_PATH),
     );
-    let run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let log = LiveLog::follow(&mut run);
     wait_for_baseline(&h, 0).await;
 
     let tmp = h.dir.path().join(".bot.toml.swp");
     std::fs::write(&tmp, format!("{good}\n{SECOND_SINK}\n")).unwrap();
     std::fs::rename(&tmp, h.config_path()).unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    log.wait_for("config reloaded", 1).await;
+    wait_for_polls_after(&h, polls(&h).await, 1).await;
     h.queue.set_items(vec![item(4, 2, true)]);
     let bodies = wait_for_bodies(&h, 2, Duration::from_secs(15)).await;
     signal(&run, "-TERM");
-    let out = run.wait_with_output().await.unwrap();
-    assert_eq!(bodies.len(), 2, "{}", text(&out));
-    assert!(text(&out).contains("config reloaded"), "{}", text(&out));
+    let status = run.wait().await.unwrap();
+    assert_eq!(status.code(), Some(0), "{}", log.text());
+    assert_eq!(bodies.len(), 2, "{}", log.text());
 }
 
 #[tokio::test]
@@ -335,11 +340,14 @@ async fn a_failure_streak_raises_one_alert_and_one_recovery() {
             .map(|r| serde_json::from_slice(&r.body).unwrap())
             .collect()
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_polls_after(&h, 0, 3).await;
     assert!(alerts().await.is_empty(), "healthy: no alert");
 
     h.queue.set(QueueAnswer::Status(500));
-    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let fired = wait_until(Duration::from_secs(15), async || !alerts().await.is_empty()).await;
+    assert!(fired, "the streak raised an alert");
+    // The streak goes on for a few more failed polls: no second alert.
+    wait_for_polls_after(&h, polls(&h).await, 3).await;
     let firing = alerts().await;
     assert_eq!(
         firing.len(),
