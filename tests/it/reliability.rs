@@ -157,7 +157,15 @@ async fn outbox_and_why_work_next_to_a_running_service() {
     )
     .await;
     assert!(sent);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recorded = wait_for(
+        async || {
+            let out = h.bot(&["outbox", "list", "--json"]).await;
+            String::from_utf8_lossy(&out.stdout).contains("\"sent\"")
+        },
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(recorded, "the send was recorded");
 
     let out = h.bot(&["outbox", "list"]).await;
     assert!(out.status.success(), "{}", text(&out));
