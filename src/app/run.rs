@@ -66,15 +66,33 @@ impl App {
                 }
             }
         }
+        let stopping = tokio::time::Instant::now();
         loops.stop().await;
         health.stopped();
         deliveries.stop().await;
+        self.close_sinks(stopping).await;
         lease.stop().await;
         if let Some(server) = server {
             let _ = server.await;
         }
         tracing::info!("stopped");
         Ok(())
+    }
+
+    /// Ends the sinks' open sessions (SMTP QUIT) once the dispatcher
+    /// drained, with what is left of the grace period that began at
+    /// `stopping`; left to the drop at exit, the server just sees the
+    /// connection go.
+    async fn close_sinks(&self, stopping: tokio::time::Instant) {
+        let grace = self.config.delivery.shutdown_grace;
+        let left = grace.saturating_sub(stopping.elapsed());
+        let close = self.dispatcher.close_sinks();
+        if tokio::time::timeout(left, close).await.is_err() {
+            tracing::warn!(
+                grace = %humantime::format_duration(grace),
+                "the sinks' sessions were not closed within the shutdown grace period"
+            );
+        }
     }
 
     /// Every account with its poll interval.

@@ -12,6 +12,7 @@ mod expand;
 mod quiet;
 mod raw;
 mod settings;
+mod source;
 
 use std::path::{Path, PathBuf};
 
@@ -115,7 +116,7 @@ fn layer(
     table: toml::Table,
     env_overrides: Vec<(String, String)>,
 ) -> Result<RawConfig, (String, String)> {
-    let file = config::Config::try_from(&table).map_err(|e| (String::new(), e.to_string()))?;
+    let file = source::TableSource::new(table);
     let env_source = config::Environment::with_prefix("BOT")
         .prefix_separator("__")
         .separator("__")

@@ -98,8 +98,9 @@ pub trait Sink: Send + Sync {
         self.send(delivery)
     }
 
-    /// Ends the sink's open sessions before a one-shot command exits (SMTP
-    /// QUIT); nothing for sinks whose connections need no goodbye.
+    /// Ends the sink's open sessions before the process exits (SMTP QUIT):
+    /// after `once` and `send-test`, and after `run`'s drain at shutdown;
+    /// nothing for sinks whose connections need no goodbye.
     fn close(&self) -> CloseFuture<'_> {
         Box::pin(std::future::ready(()))
     }
@@ -147,7 +148,7 @@ impl Sinks {
         self.sinks.get(name).map(|s| &**s)
     }
 
-    /// Ends open sessions politely (SMTP QUIT) before a one-shot run exits.
+    /// Ends open sessions politely (SMTP QUIT) before the process exits.
     pub async fn close(&self) {
         for sink in self.sinks.values() {
             sink.close().await;

@@ -217,7 +217,7 @@ async fn a_hanging_account_delays_no_other_accounts_polls_or_deliveries() {
     )
     .await;
     // The default account's baseline is taken while contoso hangs.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    crate::helpers::wait_for_baseline(&h, 0).await;
     h.queue.set_items(vec![item(5, 2, true)]);
     let flipped = tokio::time::Instant::now();
     wait_until(
@@ -399,7 +399,18 @@ async fn reload_adds_and_removes_accounts_and_a_removed_accounts_deliveries_stil
         !api.received_requests().await.unwrap_or_default().is_empty()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until(
+        "contoso's baseline done",
+        Duration::from_secs(10),
+        async || {
+            let requests = api.received_requests().await.unwrap_or_default();
+            let polls = requests
+                .iter()
+                .filter(|r| r.url.path() == "/api/v1/exports/");
+            polls.count() >= 2
+        },
+    )
+    .await;
     queue.set_items(vec![item(3, 2, true)]);
     let ops_posts = async || ops.received_requests().await.unwrap_or_default().len();
     wait_until(

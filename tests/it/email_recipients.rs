@@ -284,7 +284,11 @@ async fn once_ends_each_smtp_session_with_quit() {
     let out = baseline_then(&h, vec![ready(7)]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(server.delivered().len(), 3);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ended = crate::helpers::wait_until(Duration::from_secs(5), || async {
+        !server.sessions().is_empty()
+    })
+    .await;
+    assert!(ended, "the sessions ended with the process");
     let sessions = server.sessions();
     assert!(!sessions.is_empty());
     assert!(
@@ -300,7 +304,10 @@ async fn once_ends_each_smtp_session_with_quit() {
             .bot(&["send-test", "--sink", "mail", "--to", "ann@example.com"])
             .await;
         assert!(out.status.success(), "{}", text(&out));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        crate::helpers::wait_until(Duration::from_secs(5), || async {
+            server.sessions().len() > before
+        })
+        .await;
         let sessions = server.sessions();
         assert!(
             sessions.len() > before,

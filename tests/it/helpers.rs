@@ -268,3 +268,98 @@ pub async fn outbox_json(h: &Harness) -> Vec<Value> {
     assert!(out.status.success(), "{}", text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Checks `condition` every 20 ms until it holds or `limit` passes; true when
+/// it held. Tests wait on what they need instead of sleeping a fixed time,
+/// which a busy machine outlasts.
+pub async fn wait_until<F, Fut>(limit: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// How many queue polls the fake Crayon API has answered so far.
+pub async fn polls(h: &Harness) -> usize {
+    let requests = h.crayon.received_requests().await.unwrap_or_default();
+    requests
+        .iter()
+        .filter(|r| r.url.path() == "/api/v1/exports/")
+        .count()
+}
+
+/// Waits until `n` more polls than `seen` reached the fake API; panics after
+/// 15 s. Polls of one account are sequential, so the (n-1)th more poll has
+/// been fully handled (baseline recorded, events queued) once the nth
+/// arrives.
+pub async fn wait_for_polls_after(h: &Harness, seen: usize, n: usize) {
+    let arrived = wait_until(Duration::from_secs(15), || async {
+        polls(h).await >= seen + n
+    })
+    .await;
+    assert!(arrived, "{n} more poll(s) after {seen} never came");
+}
+
+/// Waits until a `run` started after `before` polls has finished its
+/// baseline poll (its second poll arrived); it holds the state lock by then.
+pub async fn wait_for_baseline(h: &Harness, before: usize) {
+    wait_for_polls_after(h, before, 2).await;
+}
+
+/// A running bot's stderr, read as it comes, so a test can wait for a log
+/// line (a reload applied) instead of sleeping.
+#[derive(Clone, Default)]
+pub struct LiveLog(Arc<Mutex<String>>);
+
+impl LiveLog {
+    /// Takes `child`'s piped stderr and collects it until the child exits.
+    pub fn follow(child: &mut tokio::process::Child) -> LiveLog {
+        use tokio::io::AsyncBufReadExt;
+        let log = LiveLog::default();
+        let stderr = child.stderr.take().expect("stderr piped");
+        let sink = log.0.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        log
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// How often `needle` was logged so far.
+    pub fn count(&self, needle: &str) -> usize {
+        self.text().matches(needle).count()
+    }
+
+    /// Waits (up to 15 s) until `needle` was logged `n` times; panics with the
+    /// log otherwise.
+    pub async fn wait_for(&self, needle: &str, n: usize) {
+        let seen = wait_until(Duration::from_secs(15), || async {
+            self.count(needle) >= n
+        })
+        .await;
+        assert!(
+            seen,
+            "{needle:?} never logged {n} time(s):\n{}",
+            self.text()
+        );
+    }
+}

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::helpers::{item, outbox_json, text, Harness};
+use crate::helpers::{
+    item, outbox_json, polls, text, wait_for_baseline, wait_for_polls_after, wait_until, Harness,
+};
 
 /// The harness config with `[delivery]` keys added.
 fn config_with_delivery(h: &Harness, keys: &str) {
@@ -29,7 +31,7 @@ async fn once_beside_a_running_service_is_refused_and_nothing_is_sent_twice() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_for_baseline(&h, 0).await;
     h.queue.set_items(vec![item(3, 2, true), item(4, 2, true)]);
 
     let out = h.bot(&["once"]).await;
@@ -40,13 +42,13 @@ async fn once_beside_a_running_service_is_refused_and_nothing_is_sent_twice() {
         "{stderr}"
     );
 
-    for _ in 0..50 {
-        if h.hook_bodies().await.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let two = wait_until(Duration::from_secs(15), || async {
+        h.hook_bodies().await.len() >= 2
+    })
+    .await;
+    assert!(two, "both flips sent");
+    // Nothing more: a few more polls and dispatcher rounds send nothing.
+    wait_for_polls_after(&h, polls(&h).await, 3).await;
     assert_eq!(h.hook_bodies().await.len(), 2, "each flip sent once");
     crate::helpers::signal(&run, "-TERM");
     assert_eq!(run.wait().await.unwrap().code(), Some(0));
@@ -85,12 +87,13 @@ async fn absurd_retention_durations_keep_everything_instead_of_panicking() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(outbox_json(&h).await.len(), 1, "kept");
 
+    let before = polls(&h).await;
     let mut run = h
         .command(&["run"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    wait_for_polls_after(&h, before, 1).await;
     crate::helpers::signal(&run, "-TERM");
     assert_eq!(
         run.wait().await.unwrap().code(),

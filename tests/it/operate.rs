@@ -2,7 +2,25 @@
 
 use std::time::Duration;
 
-use crate::helpers::{item, signal, text, wait_for_bodies, Harness, QueueAnswer};
+use crate::email::plain_config;
+use crate::helpers::{
+    item, polls, signal, text, wait_for_baseline, wait_for_bodies, wait_for_polls_after,
+    wait_until, Harness, LiveLog, QueueAnswer,
+};
+use crate::smtp::{Security, SmtpServer};
+
+/// Dead outbox rows of `sink`, read from the state file while `run` runs.
+fn dead_rows(h: &Harness, sink: &str) -> i64 {
+    let Ok(db) = rusqlite::Connection::open(h.state()) else {
+        return 0;
+    };
+    db.query_row(
+        "SELECT COUNT(*) FROM outbox WHERE sink = ?1 AND status = 'dead'",
+        [sink],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -221,8 +239,9 @@ async fn sighup_refuses_a_broken_config_and_applies_a_good_one() {
         "SECOND_URL",
         format!("{}{}", h.hook.uri(), crate::helpers::HOOK_PATH),
     );
-    let run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let log = LiveLog::follow(&mut run);
+    wait_for_baseline(&h, 0).await;
 
     let good = std::fs::read_to_string(h.config_path()).unwrap();
     std::fs::write(
@@ -231,7 +250,7 @@ async fn sighup_refuses_a_broken_config_and_applies_a_good_one() {
     )
     .unwrap();
     signal(&run, "-HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    log.wait_for("reload refused", 1).await;
     h.queue.set_items(vec![item(1, 2, true), item(2, 1, false)]);
     let bodies = wait_for_bodies(&h, 1, Duration::from_secs(15)).await;
     assert_eq!(bodies.len(), 1, "the old config keeps delivering");
@@ -239,7 +258,9 @@ async fn sighup_refuses_a_broken_config_and_applies_a_good_one() {
 
     std::fs::write(h.config_path(), format!("{good}\n{SECOND_SINK}\n")).unwrap();
     signal(&run, "-HUP");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    log.wait_for("config reloaded", 1).await;
+    // A poll that began before the reload may still be on its way.
+    wait_for_polls_after(&h, polls(&h).await, 1).await;
     h.queue.set_items(vec![item(1, 2, true), item(2, 2, true)]);
     let bodies = wait_for_bodies(&h, 3, Duration::from_secs(15)).await;
     let mut sinks: Vec<String> = bodies[1..]
@@ -253,10 +274,10 @@ async fn sighup_refuses_a_broken_config_and_applies_a_good_one() {
         "the new sink receives the next event"
     );
     signal(&run, "-TERM");
-    let out = run.wait_with_output().await.unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("reload refused"), "{}", text(&out));
-    assert!(text(&out).contains("sinks.broken.kind"), "{}", text(&out));
+    let status = run.wait().await.unwrap();
+    let logged = log.text();
+    assert_eq!(status.code(), Some(0), "{logged}");
+    assert!(logged.contains("sinks.broken.kind"), "{logged}");
 }
 
 #[tokio::test]
@@ -275,19 +296,21 @@ async fn a_config_saved_by_rename_is_reloaded_when_watching() {
         "SECOND_URL",
         format!("{}{}", h.hook.uri(), crate::helpers::HOOK_PATH),
     );
-    let run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let log = LiveLog::follow(&mut run);
+    wait_for_baseline(&h, 0).await;
 
     let tmp = h.dir.path().join(".bot.toml.swp");
     std::fs::write(&tmp, format!("{good}\n{SECOND_SINK}\n")).unwrap();
     std::fs::rename(&tmp, h.config_path()).unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    log.wait_for("config reloaded", 1).await;
+    wait_for_polls_after(&h, polls(&h).await, 1).await;
     h.queue.set_items(vec![item(4, 2, true)]);
     let bodies = wait_for_bodies(&h, 2, Duration::from_secs(15)).await;
     signal(&run, "-TERM");
-    let out = run.wait_with_output().await.unwrap();
-    assert_eq!(bodies.len(), 2, "{}", text(&out));
-    assert!(text(&out).contains("config reloaded"), "{}", text(&out));
+    let status = run.wait().await.unwrap();
+    assert_eq!(status.code(), Some(0), "{}", log.text());
+    assert_eq!(bodies.len(), 2, "{}", log.text());
 }
 
 #[tokio::test]
@@ -317,11 +340,14 @@ async fn a_failure_streak_raises_one_alert_and_one_recovery() {
             .map(|r| serde_json::from_slice(&r.body).unwrap())
             .collect()
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_polls_after(&h, 0, 3).await;
     assert!(alerts().await.is_empty(), "healthy: no alert");
 
     h.queue.set(QueueAnswer::Status(500));
-    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let fired = wait_until(Duration::from_secs(15), async || !alerts().await.is_empty()).await;
+    assert!(fired, "the streak raised an alert");
+    // The streak goes on for a few more failed polls: no second alert.
+    wait_for_polls_after(&h, polls(&h).await, 3).await;
     let firing = alerts().await;
     assert_eq!(
         firing.len(),
@@ -362,9 +388,17 @@ async fn a_dead_delivery_raises_an_alert_but_the_alert_sink_never_alerts_about_i
     let mut cmd = h.command(&["run"]);
     cmd.env("OPS_URL", format!("{}/ops-broken", h.hook.uri()));
     let run = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_for_baseline(&h, 0).await;
     h.queue.set_items(vec![item(8, 2, true)]);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The alert itself goes dead at once (404); a few polls after that is
+    // recorded, an alert about it would have been queued and sent.
+    let ops_dead = wait_until(Duration::from_secs(15), || async {
+        dead_rows(&h, "ops") >= 1
+    })
+    .await;
+    assert!(ops_dead, "the alert was sent (and refused)");
+    wait_for_polls_after(&h, polls(&h).await, 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     signal(&run, "-TERM");
     let out = run.wait_with_output().await.unwrap();
     let requests = h.hook.received_requests().await.unwrap();
@@ -384,4 +418,43 @@ async fn a_dead_delivery_raises_an_alert_but_the_alert_sink_never_alerts_about_i
         .as_str()
         .unwrap()
         .contains("HTTP 400"));
+}
+
+#[tokio::test]
+async fn sigterm_ends_the_smtp_sessions_of_run_with_quit() {
+    let h = Harness::start().await;
+    let server = SmtpServer::start(Security::Plain).await;
+    h.write_config(&plain_config(&server, ""));
+    h.queue.set_items(vec![item(7, 1, false)]);
+    let run = h
+        .command(&["run"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_baseline(&h, 0).await;
+    h.queue.set_items(vec![item(7, 2, true)]);
+    let mailed = wait_until(Duration::from_secs(15), || async {
+        !server.delivered().is_empty()
+    })
+    .await;
+    assert!(mailed, "the mail went");
+    assert!(
+        server.sessions().is_empty(),
+        "the pooled session stays open"
+    );
+
+    signal(&run, "-TERM");
+    let out = run.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let ended = wait_until(Duration::from_secs(5), || async {
+        !server.sessions().is_empty()
+    })
+    .await;
+    assert!(ended, "the session ended with the process");
+    let sessions = server.sessions();
+    assert!(
+        sessions.iter().all(|quit| *quit),
+        "QUIT before the connection closed: {sessions:?}\n{}",
+        text(&out)
+    );
 }

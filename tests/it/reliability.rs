@@ -149,7 +149,7 @@ async fn outbox_and_why_work_next_to_a_running_service() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    crate::helpers::wait_for_baseline(&h, 0).await;
     h.queue.set_items(vec![item(3, 2, true)]);
     let sent = wait_for(
         async || !h.hook_bodies().await.is_empty(),
@@ -157,7 +157,15 @@ async fn outbox_and_why_work_next_to_a_running_service() {
     )
     .await;
     assert!(sent);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let recorded = wait_for(
+        async || {
+            let out = h.bot(&["outbox", "list", "--json"]).await;
+            String::from_utf8_lossy(&out.stdout).contains("\"sent\"")
+        },
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(recorded, "the send was recorded");
 
     let out = h.bot(&["outbox", "list"]).await;
     assert!(out.status.success(), "{}", text(&out));

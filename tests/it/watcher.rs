@@ -193,7 +193,7 @@ async fn run_delivers_between_polls_and_stops_cleanly_on_sigterm() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    crate::helpers::wait_for_baseline(&h, 0).await;
     h.queue.set_items(vec![item(9, 2, true)]);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while h.hook_bodies().await.is_empty() && tokio::time::Instant::now() < deadline {
@@ -223,7 +223,7 @@ async fn a_second_run_on_the_same_state_refuses_to_start() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    crate::helpers::wait_for_polls_after(&h, 0, 1).await;
     let out = h.bot(&["run"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("already running"), "{}", text(&out));
