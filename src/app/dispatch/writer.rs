@@ -14,8 +14,10 @@
 //! concurrency of 4 a burst is written 4 outcomes per commit, and each
 //! cycle is: 4 sends, one write, 4 slots free.
 //!
-//! The SQLite work runs on the blocking pool, not on an async worker. A
-//! batch the store refuses as a whole is written again one attempt at a
+//! A batch of a few rows is written in the task that completes it (the
+//! last attempt to finish, or the linger timer): a short commit without
+//! fsync costs less than the hop to the blocking pool and back; a larger
+//! batch is written on the blocking pool. A batch the store refuses as a whole is written again one attempt at a
 //! time, so each attempt gets its own result (one bad row fails only
 //! itself) and the caller's retry-the-write loop works as before.
 
@@ -30,6 +32,10 @@ use crate::store::{AttemptWrite, Store, StoreError};
 
 /// The most attempts written in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
+
+/// The largest batch written in the task that completes it (larger ones go
+/// to the blocking pool).
+pub(super) const WRITE_HERE_MAX: usize = 32;
 
 /// The longest a finished attempt waits for the other attempts of its
 /// account still sending before its batch is written anyway.
@@ -141,7 +147,7 @@ impl Drop for Sending {
         };
         // A runtime shutting down drops its tasks; nothing waits then.
         if tokio::runtime::Handle::try_current().is_ok() {
-            self.writes.clone().start(next, self.store.clone());
+            self.writes.clone().start(next, self.store.clone(), false);
         }
     }
 }
@@ -193,17 +199,20 @@ impl Writes {
             }
             queue.next()
         };
-        self.clone().start(next, store.clone());
+        self.clone().start(next, store.clone(), true);
         result
             .await
             .unwrap_or_else(|_| Err(interrupted(store.as_ref())))
     }
 
-    fn start(self: Arc<Self>, next: Next, store: Arc<dyn Store>) {
+    /// Starts what `next` says. `here`: a ready flush runs in the calling
+    /// task (see [`flush_here`](Self::flush_here)); else in a task of its own.
+    fn start(self: Arc<Self>, next: Next, store: Arc<dyn Store>, here: bool) {
         match next {
             Next::Nothing => {}
+            Next::Flush if here => self.flush_here(&store),
             Next::Flush => {
-                tokio::spawn(self.flush(store));
+                tokio::spawn(self.flush(store, None));
             }
             Next::Timer(after) => {
                 tokio::spawn(async move {
@@ -213,18 +222,38 @@ impl Writes {
                         queue.timer = false;
                         queue.next()
                     };
-                    self.start(next, store);
+                    self.start(next, store, true);
                 });
             }
         }
     }
 
-    /// Writes ready batches until none is ready.
-    async fn flush(self: Arc<Self>, store: Arc<dyn Store>) {
+    /// Writes ready batches until none is ready, in the calling task: a
+    /// batch of up to [`WRITE_HERE_MAX`] rows (the slots held keep batches
+    /// to the sinks' concurrency) is one short commit with no fsync (WAL,
+    /// `synchronous = NORMAL`), cheaper than the hop to the blocking pool
+    /// and back, which cost more CPU than the write itself (BENCHMARKS.md,
+    /// session 4). A larger batch goes to the blocking pool.
+    fn flush_here(self: Arc<Self>, store: &Arc<dyn Store>) {
         loop {
-            let batch = match self.next_batch() {
+            match self.next_batch() {
+                Ok(batch) if batch.len() <= WRITE_HERE_MAX => write_batch(store.as_ref(), batch),
+                Ok(batch) => {
+                    tokio::spawn(self.flush(store.clone(), Some(batch)));
+                    return;
+                }
+                Err(next) => return self.start(next, store.clone(), false),
+            }
+        }
+    }
+
+    /// Writes `first`, then ready batches until none is ready, on the
+    /// blocking pool.
+    async fn flush(self: Arc<Self>, store: Arc<dyn Store>, mut first: Option<Vec<Waiting>>) {
+        loop {
+            let batch = match first.take().map_or_else(|| self.next_batch(), Ok) {
                 Ok(batch) => batch,
-                Err(next) => return self.start(next, store),
+                Err(next) => return self.start(next, store, false),
             };
             let size = batch.len();
             let on_pool = store.clone();
