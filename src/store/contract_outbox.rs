@@ -38,6 +38,39 @@ pub(crate) fn due_deliveries_respect_time_limit_and_exclusions(store: &dyn Store
     assert_eq!(store.next_due_at(&me()).unwrap(), Some(t(0)));
 }
 
+/// `due_ids` (the dispatcher's scan) lists the same rows as
+/// `due_deliveries`, in the same order, with the same limit and exclusion.
+pub(crate) fn due_ids_list_what_due_deliveries_returns(store: &dyn Store) {
+    let deliveries = [
+        new_delivery(2439, "a", None),
+        new_delivery(2439, "b", None),
+        new_delivery(2438, "c", None),
+        new_delivery(2437, "d", None),
+    ];
+    baseline_with(store, &me(), &deliveries);
+    let as_ids = |due: Vec<crate::domain::Delivery>| -> Vec<(DeliveryId, String)> {
+        due.into_iter().map(|d| (d.id, d.sink)).collect()
+    };
+    let none = HashSet::new();
+    let all = store.due_ids(&me(), t(0), 10, &none).unwrap();
+    let sinks: Vec<_> = all.iter().map(|(_, sink)| sink.as_str()).collect();
+    assert_eq!(sinks, ["a", "b", "c", "d"]);
+    assert_eq!(
+        all,
+        as_ids(store.due_deliveries(&me(), t(0), 10, &none).unwrap())
+    );
+    let exclude = HashSet::from([all[0].0, all[2].0]);
+    let some = store.due_ids(&me(), t(0), 1, &exclude).unwrap();
+    assert_eq!(some, [all[1].clone()]);
+    assert_eq!(
+        some,
+        as_ids(store.due_deliveries(&me(), t(0), 1, &exclude).unwrap())
+    );
+    assert!(store.due_ids(&me(), t(-1), 10, &none).unwrap().is_empty());
+    let other = AccountId::new("other").unwrap();
+    assert!(store.due_ids(&other, t(0), 10, &none).unwrap().is_empty());
+}
+
 pub(crate) fn defer_moves_a_pending_delivery_without_an_attempt(store: &dyn Store) {
     let id = with_pending(store);
     assert!(store.defer(&me(), id, t(600)).unwrap());

@@ -107,6 +107,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         exclude: &HashSet<DeliveryId>,
     ) -> Result<Vec<Delivery>, StoreError>;
 
+    /// The ids and sinks of what [`due_deliveries`](Store::due_deliveries)
+    /// would return (same order, same exclusion), without decoding the
+    /// messages: the dispatcher parks a burst beyond a sink's window by id,
+    /// and reads each message once, when it is sent. The default reads the
+    /// full rows; a backend may read just the two columns.
+    fn due_ids(
+        &self,
+        account: &AccountId,
+        now: DateTime<Utc>,
+        limit: usize,
+        exclude: &HashSet<DeliveryId>,
+    ) -> Result<Vec<(DeliveryId, String)>, StoreError> {
+        let due = self.due_deliveries(account, now, limit, exclude)?;
+        Ok(due.into_iter().map(|d| (d.id, d.sink)).collect())
+    }
+
     /// Earliest `next_attempt_at` among the account's pending deliveries;
     /// `None` when nothing is pending.
     fn next_due_at(&self, account: &AccountId) -> Result<Option<DateTime<Utc>>, StoreError>;

@@ -4,13 +4,16 @@
 //! state file that refuses the write for a while (the write is retried; the
 //! delivery stays marked in flight meanwhile, so it is not sent again).
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::digest::Gather;
+use super::writer::Sending;
 use super::{log_attempt, Dispatcher};
 use crate::domain::Delivery;
 use crate::sinks::SendError;
@@ -29,16 +32,6 @@ const RECORD_FOR: Duration = Duration::from_secs(60);
 const RECORD_WAIT: Duration = Duration::from_millis(100);
 
 const RECORD_WAIT_MAX: Duration = Duration::from_secs(5);
-
-/// Aborts the task when dropped: a send abandoned at the end of the shutdown
-/// grace stops too, instead of finishing unrecorded.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
 
 impl Dispatcher {
     /// One attempt for one delivery, recorded in the outbox and logged. A
@@ -68,6 +61,7 @@ impl Dispatcher {
         if !self.leading.open() {
             return Err(self.not_leading(&delivery));
         }
+        let sending = self.writes.sending(&self.store, &self.account);
         let started = tokio::time::Instant::now();
         // The bot's own record of a send starting (the HTTP and SMTP
         // libraries' logs are muted: they can carry webhook tokens).
@@ -89,9 +83,14 @@ impl Dispatcher {
         let outcome = self.policy.outcome(attempt, &result, now);
         let outcome = self.retry_after_quiet(&delivery, outcome);
         log_attempt(&self.account, &delivery, attempt, &outcome, latency);
-        let recorded = self
-            .record(&delivery, digest, &outcome, now, latency, stop)
-            .await;
+        let write = AttemptWrite {
+            id: delivery.id,
+            outcome,
+            at: now,
+            latency,
+        };
+        let recorded = self.record(&delivery, digest, &write, stop, sending).await;
+        let outcome = write.outcome;
         self.release_unneeded(&delivery);
         // The sink's slot is free only once the outcome is written (or
         // given up): a crash then re-sends at most `concurrency` deliveries.
@@ -119,31 +118,34 @@ impl Dispatcher {
         }
     }
 
-    /// The sink's send in a task of its own, so a panic inside the sink
-    /// becomes a retryable failure instead of a lost attempt.
+    /// The sink's send with its panics caught, so a panic inside the sink
+    /// becomes a retryable failure instead of a lost attempt. Polled in the
+    /// attempt's own task (no task per send); dropping the attempt (the
+    /// shutdown grace ended) drops the send too, so it never finishes
+    /// unrecorded.
     async fn send_guarded(&self, delivery: &Delivery, attach: bool) -> Result<(), SendError> {
         let prepared = match attach {
             true => self.prepare_attachment(delivery.clone()).await?,
             false => super::attach::Prepared::plain(delivery.clone()),
         };
-        let sinks = self.sinks.clone();
-        let mut task = AbortOnDrop(tokio::spawn(async move {
-            match sinks.get(&prepared.delivery.sink) {
+        let send = async {
+            match self.sinks.get(&prepared.delivery.sink) {
                 Some(sink) => super::attach::send(sink, &prepared).await,
                 None => Err(SendError::Permanent(format!(
                     "sink {:?} is not configured or is disabled",
                     prepared.delivery.sink
                 ))),
             }
-        }));
-        match (&mut task.0).await {
-            Ok(result) => result,
-            Err(e) => {
+        };
+        let caught = CatchUnwind(std::pin::pin!(send)).await;
+        match caught {
+            Some(result) => result,
+            None => {
                 tracing::error!(
                     delivery = delivery.id.0,
                     sink = %delivery.sink,
-                    panicked = e.is_panic(),
-                    "the send task failed; the attempt counts as failed"
+                    panicked = true,
+                    "the send panicked; the attempt counts as failed"
                 );
                 Err(SendError::Retryable(SEND_PANICKED.into()))
             }
@@ -157,11 +159,12 @@ impl Dispatcher {
         &self,
         delivery: &Delivery,
         digest: Option<crate::domain::DeliveryId>,
-        outcome: &AttemptOutcome,
-        at: DateTime<Utc>,
-        latency: Duration,
+        write: &AttemptWrite,
         stop: &CancellationToken,
+        sending: Sending,
     ) -> Result<(), StoreError> {
+        let (outcome, at, latency) = (&write.outcome, write.at, write.latency);
+        let mut sending = Some(sending);
         let started = tokio::time::Instant::now();
         let mut wait = RECORD_WAIT;
         loop {
@@ -169,18 +172,16 @@ impl Dispatcher {
             // members together, in one transaction; single deliveries share
             // batched writes.
             let written = match digest {
-                Some(digest) => self
-                    .store
-                    .record_digest(&self.account, digest, outcome, at, latency)
-                    .map(drop),
+                Some(digest) => {
+                    drop(sending.take());
+                    self.store
+                        .record_digest(&self.account, digest, outcome, at, latency)
+                        .map(drop)
+                }
                 None => {
-                    let write = AttemptWrite {
-                        id: delivery.id,
-                        outcome: outcome.clone(),
-                        at,
-                        latency,
-                    };
-                    self.writes.write(&self.store, &self.account, write).await
+                    self.writes
+                        .write(&self.store, &self.account, write.clone(), sending.take())
+                        .await
                 }
             };
             let error = match written {
@@ -219,6 +220,24 @@ impl Dispatcher {
                 _ = tokio::time::sleep(wait) => {}
             }
             wait = (wait * 2).min(RECORD_WAIT_MAX);
+        }
+    }
+}
+
+/// A future whose panic while polled comes out as `None` (the sink's state
+/// is not looked at again: the future is dropped).
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx)));
+        match polled {
+            Ok(Poll::Ready(output)) => Poll::Ready(Some(output)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(None),
         }
     }
 }

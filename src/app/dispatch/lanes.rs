@@ -4,9 +4,10 @@
 //! drains. A hung sink therefore fills only its own window, and every other
 //! sink keeps taking its deliveries from the same outbox.
 //!
-//! Reading: a scan reads every due delivery not in flight or parked, once,
-//! in pages; a parked delivery is read again only when its sink has room
-//! (by id). A burst is read about twice, never once per completed send.
+//! Reading: a scan lists every due delivery not in flight or parked by id
+//! and sink, in pages, and reads in full only those it takes; a parked
+//! delivery is read when its sink has room (by id). A burst's messages are
+//! decoded once each, never once per completed send.
 //! (The store's due query has no sink filter, so parked rows still pass
 //! through each later scan's exclusion; see `Store::due_deliveries`.)
 
@@ -59,34 +60,71 @@ impl Lanes {
 
     /// Takes every delivery due at `now` that is neither in flight nor
     /// parked: into its sink's window while there is room (marked in flight
-    /// and returned, to be sent), else parked.
+    /// and returned, to be sent), else parked. The due rows are listed by id
+    /// and sink; only the taken ones are read in full (one read), so a
+    /// burst's message is decoded once, when it goes out.
     pub(super) fn scan(
         &mut self,
         d: &Dispatcher,
         now: DateTime<Utc>,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let mut taken = Vec::new();
+        let mut taken: Vec<(DeliveryId, String)> = Vec::new();
         let mut page = BATCH;
-        loop {
+        let listed = loop {
             let mut in_flight = d.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             let exclude: HashSet<DeliveryId> = in_flight.union(&self.parked).copied().collect();
-            let due = d.store.due_deliveries(&d.account, now, page, &exclude)?;
+            let due = match d.store.due_ids(&d.account, now, page, &exclude) {
+                Ok(due) => due,
+                Err(e) => break Err(e),
+            };
             let last_page = due.len() < page;
-            for delivery in due {
-                let lane = self.lanes.entry(delivery.sink.clone()).or_default();
+            for (id, sink) in due {
+                let lane = self.lanes.entry(sink.clone()).or_default();
                 if lane.parked.is_empty() && lane.has_room() {
                     lane.running += 1;
-                    in_flight.insert(delivery.id);
-                    taken.push(delivery);
+                    in_flight.insert(id);
+                    taken.push((id, sink));
                 } else {
-                    lane.parked.push_back(delivery.id);
-                    self.parked.insert(delivery.id);
+                    lane.parked.push_back(id);
+                    self.parked.insert(id);
                 }
             }
             if last_page {
-                return Ok(taken);
+                break Ok(());
             }
             page = (page * 2).min(PAGE_MAX);
+        };
+        let read = listed.and_then(|()| {
+            let ids: Vec<DeliveryId> = taken.iter().map(|(id, _)| *id).collect();
+            d.store.get_deliveries(&d.account, &ids)
+        });
+        let mut found: HashMap<DeliveryId, Delivery> = match read {
+            Ok(found) => found.into_iter().map(|d| (d.id, d)).collect(),
+            Err(e) => {
+                self.untake(d, &taken);
+                return Err(e);
+            }
+        };
+        let (mut sending, mut gone) = (Vec::with_capacity(taken.len()), Vec::new());
+        for (id, sink) in taken {
+            match found.remove(&id).filter(|d| still_due(d, now)) {
+                Some(delivery) => sending.push(delivery),
+                None => gone.push((id, sink)),
+            }
+        }
+        self.untake(d, &gone);
+        Ok(sending)
+    }
+
+    /// Gives back the window places and in-flight marks of deliveries taken
+    /// but not sent (the read failed, or they changed since listed).
+    fn untake(&mut self, d: &Dispatcher, taken: &[(DeliveryId, String)]) {
+        let mut in_flight = d.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, sink) in taken {
+            in_flight.remove(id);
+            if let Some(lane) = self.lanes.get_mut(sink) {
+                lane.running = lane.running.saturating_sub(1);
+            }
         }
     }
 

@@ -1,19 +1,29 @@
 //! Group commit of finished attempts. Every attempt still waits for its own
 //! outcome to be written before its task ends (so `once`, `drain_due` and a
-//! shutdown return only after everything sent is recorded), but the writes
-//! of attempts that finish close together share one transaction: a batch
-//! is written as soon as its first attempt finished, and the attempts that
-//! finish meanwhile form the next one (no timer: the sink's slot stays taken
-//! until the write is done, so that a crash re-sends at most `concurrency`
-//! deliveries, and a timer would hold every slot for it). A burst of 1,000
-//! sends costs a few hundred commits instead of 1,000, and the SQLite work
-//! runs on the blocking pool, not on an async worker.
+//! shutdown return only after everything sent is recorded), and the sink's
+//! slot stays taken until then, so a crash re-sends at most `concurrency`
+//! deliveries. The writes of attempts that finish close together share one
+//! transaction.
 //!
-//! A batch the store refuses as a whole is written again one attempt at a
+//! When to write: the writer knows, per account, how many attempts hold a
+//! sink's slot and have not handed it their outcome yet ([`Sending`]). A
+//! batch of an account is written as soon as none of its attempts is still
+//! sending (all its slots wait for this write: waiting longer gains
+//! nothing), or once its oldest outcome has waited [`LINGER`] (a slow send
+//! does not hold the finished ones' slots for long). With the default
+//! concurrency of 4 a burst is written 4 outcomes per commit, and each
+//! cycle is: 4 sends, one write, 4 slots free.
+//!
+//! A batch of a few rows is written in the task that completes it (the
+//! last attempt to finish, or the linger timer): a short commit without
+//! fsync costs less than the hop to the blocking pool and back; a larger
+//! batch is written on the blocking pool. A batch the store refuses as a whole is written again one attempt at a
 //! time, so each attempt gets its own result (one bad row fails only
 //! itself) and the caller's retry-the-write loop works as before.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -23,18 +33,88 @@ use crate::store::{AttemptWrite, Store, StoreError};
 /// The most attempts written in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
 
+/// The largest batch written in the task that completes it (larger ones go
+/// to the blocking pool).
+pub(super) const WRITE_HERE_MAX: usize = 32;
+
+/// The longest a finished attempt waits for the other attempts of its
+/// account still sending before its batch is written anyway.
+pub(super) const LINGER: Duration = Duration::from_millis(1);
+
 /// One attempt waiting for its write, and where its result goes.
 struct Waiting {
     account: AccountId,
     write: AttemptWrite,
     done: oneshot::Sender<Result<(), StoreError>>,
+    since: Instant,
 }
 
 #[derive(Default)]
 struct Queue {
     waiting: Vec<Waiting>,
-    /// A flush task is running (it takes whatever waits when it is done).
+    /// A flush task is running (it takes whatever is ready when it is done).
     flushing: bool,
+    /// Per account: attempts holding a slot whose outcome is not queued yet.
+    sending: HashMap<AccountId, usize>,
+    /// A linger timer is armed (it looks again when it fires).
+    timer: bool,
+}
+
+/// What to start after the queue changed.
+enum Next {
+    Nothing,
+    Flush,
+    /// Look again after this long (the oldest outcome's linger ends).
+    Timer(Duration),
+}
+
+impl Queue {
+    /// `w`'s account has nothing still sending, or `w` waited long enough.
+    fn ready(&self, w: &Waiting, now: Instant) -> bool {
+        !self.sending.contains_key(&w.account) || now.duration_since(w.since) >= LINGER
+    }
+
+    fn next(&mut self) -> Next {
+        if self.flushing || self.waiting.is_empty() {
+            return Next::Nothing;
+        }
+        let now = Instant::now();
+        if self.waiting.iter().any(|w| self.ready(w, now)) {
+            self.flushing = true;
+            return Next::Flush;
+        }
+        if std::mem::replace(&mut self.timer, true) {
+            return Next::Nothing;
+        }
+        let oldest = self.waiting.iter().map(|w| w.since).min().unwrap_or(now);
+        Next::Timer(LINGER.saturating_sub(now.duration_since(oldest)))
+    }
+
+    /// Up to [`MAX_BATCH`] waiting attempts of the first ready account,
+    /// oldest first.
+    fn batch(&mut self) -> Option<Vec<Waiting>> {
+        let now = Instant::now();
+        let first = self.waiting.iter().find(|w| self.ready(w, now))?;
+        let account = first.account.clone();
+        let (mut batch, mut rest) = (Vec::new(), Vec::with_capacity(self.waiting.len()));
+        for w in self.waiting.drain(..) {
+            match w.account == account && batch.len() < MAX_BATCH {
+                true => batch.push(w),
+                false => rest.push(w),
+            }
+        }
+        self.waiting = rest;
+        Some(batch)
+    }
+
+    fn done_sending(&mut self, account: &AccountId) {
+        if let Some(n) = self.sending.get_mut(account) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.sending.remove(account);
+            }
+        }
+    }
 }
 
 /// The dispatcher's shared write queue (one per dispatcher and its reloaded
@@ -44,39 +124,140 @@ pub(super) struct Writes {
     queue: Mutex<Queue>,
 }
 
+/// An attempt holding a sink's slot whose outcome the writer does not have
+/// yet: the writer holds its account's finished outcomes for it (up to
+/// [`LINGER`]). Handed to [`Writes::write`] with the outcome; dropped
+/// instead (a digest, an abandoned send), it stops being waited for.
+pub(super) struct Sending {
+    writes: Arc<Writes>,
+    store: Arc<dyn Store>,
+    account: AccountId,
+    live: bool,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        if !std::mem::take(&mut self.live) {
+            return;
+        }
+        let next = {
+            let mut queue = self.writes.lock();
+            queue.done_sending(&self.account);
+            queue.next()
+        };
+        // A runtime shutting down drops its tasks; nothing waits then.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.writes.clone().start(next, self.store.clone(), false);
+        }
+    }
+}
+
 impl Writes {
-    /// Writes `write` for `account`, in a batch with whatever other attempts
-    /// finish meanwhile; returns once it is committed (or failed).
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts an attempt of `account` as sending (its slot is taken) until
+    /// the returned guard is handed to [`write`](Self::write) or dropped.
+    pub(super) fn sending(
+        self: &Arc<Self>,
+        store: &Arc<dyn Store>,
+        account: &AccountId,
+    ) -> Sending {
+        *self.lock().sending.entry(account.clone()).or_default() += 1;
+        Sending {
+            writes: self.clone(),
+            store: store.clone(),
+            account: account.clone(),
+            live: true,
+        }
+    }
+
+    /// Writes `write` for `account`, in a batch with the account's other
+    /// attempts finishing about now; returns once it is committed (or
+    /// failed). `sending` is this attempt's guard (`None` when writing
+    /// again after a failed write).
     pub(super) async fn write(
         self: &Arc<Self>,
         store: &Arc<dyn Store>,
         account: &AccountId,
         write: AttemptWrite,
+        sending: Option<Sending>,
     ) -> Result<(), StoreError> {
         let (done, result) = oneshot::channel();
-        let start = {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let next = {
+            let mut queue = self.lock();
             queue.waiting.push(Waiting {
                 account: account.clone(),
                 write,
                 done,
+                since: Instant::now(),
             });
-            !std::mem::replace(&mut queue.flushing, true)
+            if let Some(mut sending) = sending {
+                sending.live = false;
+                queue.done_sending(&sending.account);
+            }
+            queue.next()
         };
-        if start {
-            tokio::spawn(self.clone().flush(store.clone()));
-        }
+        self.clone().start(next, store.clone(), true);
         result
             .await
             .unwrap_or_else(|_| Err(interrupted(store.as_ref())))
     }
 
-    /// Writes batches until nothing waits.
-    async fn flush(self: Arc<Self>, store: Arc<dyn Store>) {
-        while let Some(batch) = self.next_batch() {
+    /// Starts what `next` says. `here`: a ready flush runs in the calling
+    /// task (see [`flush_here`](Self::flush_here)); else in a task of its own.
+    fn start(self: Arc<Self>, next: Next, store: Arc<dyn Store>, here: bool) {
+        match next {
+            Next::Nothing => {}
+            Next::Flush if here => self.flush_here(&store),
+            Next::Flush => {
+                tokio::spawn(self.flush(store, None));
+            }
+            Next::Timer(after) => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let next = {
+                        let mut queue = self.lock();
+                        queue.timer = false;
+                        queue.next()
+                    };
+                    self.start(next, store, true);
+                });
+            }
+        }
+    }
+
+    /// Writes ready batches until none is ready, in the calling task: a
+    /// batch of up to [`WRITE_HERE_MAX`] rows (the slots held keep batches
+    /// to the sinks' concurrency) is one short commit with no fsync (WAL,
+    /// `synchronous = NORMAL`), cheaper than the hop to the blocking pool
+    /// and back, which cost more CPU than the write itself (BENCHMARKS.md,
+    /// session 4). A larger batch goes to the blocking pool.
+    fn flush_here(self: Arc<Self>, store: &Arc<dyn Store>) {
+        loop {
+            match self.next_batch() {
+                Ok(batch) if batch.len() <= WRITE_HERE_MAX => write_batch(store.as_ref(), batch),
+                Ok(batch) => {
+                    tokio::spawn(self.flush(store.clone(), Some(batch)));
+                    return;
+                }
+                Err(next) => return self.start(next, store.clone(), false),
+            }
+        }
+    }
+
+    /// Writes `first`, then ready batches until none is ready, on the
+    /// blocking pool.
+    async fn flush(self: Arc<Self>, store: Arc<dyn Store>, mut first: Option<Vec<Waiting>>) {
+        loop {
+            let batch = match first.take().map_or_else(|| self.next_batch(), Ok) {
+                Ok(batch) => batch,
+                Err(next) => return self.start(next, store, false),
+            };
             let size = batch.len();
-            let store = store.clone();
-            let written = tokio::task::spawn_blocking(move || write_batch(store.as_ref(), batch));
+            let on_pool = store.clone();
+            let written = tokio::task::spawn_blocking(move || write_batch(on_pool.as_ref(), batch));
             if let Err(e) = written.await {
                 // The waiters' senders are gone with the task: each caller
                 // sees an interrupted write and retries it.
@@ -85,21 +266,16 @@ impl Writes {
         }
     }
 
-    /// Up to [`MAX_BATCH`] waiting attempts of one account, oldest first;
-    /// `None` (and no flush running) when nothing waits.
-    fn next_batch(&self) -> Option<Vec<Waiting>> {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(first) = queue.waiting.first() else {
-            queue.flushing = false;
-            return None;
-        };
-        let same = queue
-            .waiting
-            .iter()
-            .take(MAX_BATCH)
-            .take_while(|w| w.account == first.account)
-            .count();
-        Some(queue.waiting.drain(..same).collect())
+    /// The next ready batch, or (the flush ending) what to start instead.
+    fn next_batch(&self) -> Result<Vec<Waiting>, Next> {
+        let mut queue = self.lock();
+        match queue.batch() {
+            Some(batch) => Ok(batch),
+            None => {
+                queue.flushing = false;
+                Err(queue.next())
+            }
+        }
     }
 }
 

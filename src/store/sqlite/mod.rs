@@ -130,6 +130,16 @@ impl Store for SqliteStore {
         self.with(|conn| outbox::due(conn, account, now, limit, exclude))
     }
 
+    fn due_ids(
+        &self,
+        account: &AccountId,
+        now: DateTime<Utc>,
+        limit: usize,
+        exclude: &HashSet<DeliveryId>,
+    ) -> Result<Vec<(DeliveryId, String)>, StoreError> {
+        self.with(|conn| outbox::due_ids(conn, account, now, limit, exclude))
+    }
+
     fn next_due_at(&self, account: &AccountId) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.with(|conn| outbox::next_due_at(conn, account))
     }

@@ -97,6 +97,33 @@ pub(super) fn due(
     Ok(due)
 }
 
+/// See [`crate::store::Store::due_ids`]: [`due`] without the messages.
+pub(super) fn due_ids(
+    conn: &Connection,
+    account: &AccountId,
+    now: DateTime<Utc>,
+    limit: usize,
+    exclude: &HashSet<DeliveryId>,
+) -> rusqlite::Result<Vec<(DeliveryId, String)>> {
+    let fetch = limit.saturating_add(exclude.len());
+    let fetch = i64::try_from(fetch).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(
+        "SELECT o.id, o.sink FROM outbox o WHERE o.account = ?1 \
+         AND o.status = 'pending' AND o.next_attempt_at <= ?2 \
+         ORDER BY o.next_attempt_at, o.id LIMIT ?3",
+    )?;
+    let mut rows = stmt.query(params![account.as_str(), to_ms(now), fetch])?;
+    let mut due = Vec::new();
+    while due.len() < limit {
+        let Some(row) = rows.next()? else { break };
+        let id = DeliveryId(row.get(0)?);
+        if !exclude.contains(&id) {
+            due.push((id, row.get(1)?));
+        }
+    }
+    Ok(due)
+}
+
 /// See [`crate::store::Store::next_due_at`].
 pub(super) fn next_due_at(
     conn: &Connection,
