@@ -4,12 +4,10 @@
 //! state file that refuses the write for a while (the write is retried; the
 //! delivery stays marked in flight meanwhile, so it is not sent again).
 
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::digest::Gather;
@@ -137,10 +135,11 @@ impl Dispatcher {
                 ))),
             }
         };
-        let caught = CatchUnwind(std::pin::pin!(send)).await;
-        match caught {
-            Some(result) => result,
-            None => {
+        // The sink's state is not looked at again after a panic: the send
+        // future is dropped with it.
+        match AssertUnwindSafe(send).catch_unwind().await {
+            Ok(result) => result,
+            Err(_) => {
                 tracing::error!(
                     delivery = delivery.id.0,
                     sink = %delivery.sink,
@@ -220,24 +219,6 @@ impl Dispatcher {
                 _ = tokio::time::sleep(wait) => {}
             }
             wait = (wait * 2).min(RECORD_WAIT_MAX);
-        }
-    }
-}
-
-/// A future whose panic while polled comes out as `None` (the sink's state
-/// is not looked at again: the future is dropped).
-struct CatchUnwind<F>(F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Option<F::Output>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = &mut self.0;
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx)));
-        match polled {
-            Ok(Poll::Ready(output)) => Poll::Ready(Some(output)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(_) => Poll::Ready(None),
         }
     }
 }
