@@ -13,7 +13,8 @@ use serde_json::{json, Value as Json};
 
 use crate::config::{Config, SinkConfig, SinkKind};
 use crate::domain::{
-    Delivery, DeliveryStatus, EventKind, ExportId, ExportItem, RenderedMessage, Subject,
+    Delivery, DeliveryStatus, EventKind, ExportId, ExportItem, RenderedMessage, StoredContext,
+    Subject,
 };
 use crate::render::{Fit, RenderError, Renderer};
 use crate::store::DigestMembership;
@@ -160,13 +161,18 @@ pub fn most_that_fit<E>(
 /// A member's stored template context, or (a row written before contexts
 /// were stored) what the row itself tells: its event and item id.
 pub fn member_context(member: &Delivery) -> Json {
-    member.message.context.clone().unwrap_or_else(|| {
-        let id = match member.subject {
-            Subject::Item(id) => json!(id.0),
-            Subject::Alert { .. } => Json::Null,
-        };
-        json!({ "event": member.event.as_str(), "item": { "id": id } })
-    })
+    member
+        .message
+        .context
+        .as_ref()
+        .map(StoredContext::value)
+        .unwrap_or_else(|| {
+            let id = match member.subject {
+                Subject::Item(id) => json!(id.0),
+                Subject::Alert { .. } => Json::Null,
+            };
+            json!({ "event": member.event.as_str(), "item": { "id": id } })
+        })
 }
 
 /// The digest message of its members' contexts (oldest first; see
@@ -215,7 +221,7 @@ pub fn sample(
             (&entry, nr_of_days),
             now,
         )?;
-        contexts.push(message.context.unwrap_or_default());
+        contexts.push(message.context.map(|c| c.value()).unwrap_or_default());
     }
     render(renderer, sink, &contexts, now)
 }

@@ -158,7 +158,7 @@ fn members(n: i64, name_len: usize) -> Vec<Delivery> {
                 recipient: None,
                 message: RenderedMessage {
                     parts: Default::default(),
-                    context: Some(context),
+                    context: Some(context.into()),
                 },
                 status: crate::domain::DeliveryStatus::Pending,
                 attempts: 0,

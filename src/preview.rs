@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::config::{Config, SinkConfig, SinkKind};
 use crate::domain::{
-    EventKind, ExportItem, RemovedReason, RenderedMessage, Snapshot, SAMPLE_QUEUE,
+    EventKind, ExportItem, RemovedReason, RenderedMessage, Snapshot, StoredContext, SAMPLE_QUEUE,
 };
 use crate::render::{AlertView, MessageInput, RecipientView, RenderError, Renderer};
 use crate::route::Router;
@@ -106,9 +106,11 @@ fn with_placeholder_file(
     item: &ExportItem,
     message: RenderedMessage,
 ) -> Result<RenderedMessage, RenderError> {
-    let (Some(_), EventKind::Downloadable, Some(mut context)) =
-        (sink.attach, event, message.context.clone())
-    else {
+    let (Some(_), EventKind::Downloadable, Some(mut context)) = (
+        sink.attach,
+        event,
+        message.context.as_ref().map(StoredContext::value),
+    ) else {
         return Ok(message);
     };
     let file = crate::attach::AttachmentView::placeholder(&item.action_name);
@@ -118,7 +120,8 @@ fn with_placeholder_file(
 
 /// The preview card's note of the file a message would carry.
 fn file_note(message: &RenderedMessage) -> String {
-    let file = message.context.as_ref().map(|c| &c["attachment"]);
+    let context = message.context.as_ref().map(StoredContext::value);
+    let file = context.as_ref().map(|c| &c["attachment"]);
     match file.and_then(|f| Some((f["name"].as_str()?, f["size_text"].as_str()?))) {
         Some((name, size)) => format!(
             "<div class=\"ctx\">&#128206; would attach {} ({}, placeholder)</div>",

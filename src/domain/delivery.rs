@@ -57,7 +57,57 @@ pub struct RenderedMessage {
     /// exactly the facts of the event, not from a later queue answer.
     /// Absent in rows written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub context: Option<serde_json::Value>,
+    pub context: Option<StoredContext>,
+}
+
+/// A message's template context as stored: the JSON text, decoded into a
+/// tree only when the message is rendered again (an attaching sink, a
+/// digest, a preview). Most sends never look at it, and decoding it for
+/// each of them was most of what reading a due delivery cost (the context
+/// is most of a stored message; BENCHMARKS.md, "Session 5").
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StoredContext(Box<serde_json::value::RawValue>);
+
+impl StoredContext {
+    /// The context of `value`, as it will be stored.
+    pub fn new(value: &serde_json::Value) -> Self {
+        // A `Value` always serializes (its map keys are strings).
+        StoredContext(
+            serde_json::value::to_raw_value(value).expect("a JSON value serializes as JSON"),
+        )
+    }
+
+    /// The context as a tree, to render from. The text was checked to be
+    /// JSON when it was read, so it parses again.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+
+    /// The JSON text as stored.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl From<serde_json::Value> for StoredContext {
+    fn from(value: serde_json::Value) -> Self {
+        StoredContext::new(&value)
+    }
+}
+
+impl PartialEq for StoredContext {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for StoredContext {}
+
+impl fmt::Debug for StoredContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl RenderedMessage {

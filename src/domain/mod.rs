@@ -18,7 +18,7 @@ mod subject;
 
 pub use account::{AccountId, InvalidAccountId};
 pub use delivery::{
-    Delivery, DeliveryId, DeliveryStatus, Disposition, NewDelivery, RenderedMessage,
+    Delivery, DeliveryId, DeliveryStatus, Disposition, NewDelivery, RenderedMessage, StoredContext,
 };
 pub use event::{EventKind, RemovedReason};
 pub use item::{crayon_date, ExportId, ExportItem, ExportStatus};

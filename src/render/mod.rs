@@ -18,7 +18,7 @@ use filters::register_filters;
 pub use filters::{discord_escape, slack_escape};
 
 use crate::config::{RecipientConfig, SinkConfig};
-use crate::domain::{EventKind, ExportItem, RemovedReason, RenderedMessage};
+use crate::domain::{EventKind, ExportItem, RemovedReason, RenderedMessage, StoredContext};
 
 /// Why a template could not be loaded or rendered; messages carry the
 /// template's name (file) and Tera's line and column.
@@ -263,7 +263,7 @@ impl Renderer {
             };
             message.parts.insert((*part).to_string(), text);
         }
-        message.context = Some(value);
+        message.context = Some(StoredContext::new(&value));
         Ok(message)
     }
 }

@@ -19,10 +19,28 @@ use crate::secret::Secret;
 pub const ERROR_BODY_LIMIT: usize = 2048;
 
 /// A sink that POSTs JSON to one URL (a secret: it is never logged).
+///
+/// What every send needs from the settings (the parsed URL, the header map,
+/// the pieces to mask in error texts) is worked out once here, not per send:
+/// at a burst's rate that per-send parsing was a visible share of the
+/// dispatcher's CPU (BENCHMARKS.md, "Session 5").
 pub struct HttpSink {
     client: reqwest::Client,
-    url: Secret,
-    headers: BTreeMap<String, Secret>,
+    /// The parsed URL, or why it cannot be used (then every send fails
+    /// permanently with that reason; the config check refuses such URLs).
+    target: Result<reqwest::Url, String>,
+    headers: Result<HeaderMap, String>,
+    /// What must not appear in an error text: URL pieces and header values.
+    masks: Masks,
+}
+
+/// Secret pieces to mask; `Debug` shows only how many there are.
+struct Masks(Vec<String>);
+
+impl std::fmt::Debug for Masks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Masks({} pieces, ***)", self.0.len())
+    }
 }
 
 impl super::Sink for HttpSink {
@@ -34,10 +52,13 @@ impl super::Sink for HttpSink {
 impl HttpSink {
     /// A sink posting to `url` with extra `headers` over the shared client.
     pub fn new(client: reqwest::Client, url: Secret, headers: BTreeMap<String, Secret>) -> Self {
+        let target = reqwest::Url::parse(url.expose())
+            .map_err(|e| format!("the sink's URL is not valid ({e}; not shown)"));
         HttpSink {
             client,
-            url,
-            headers,
+            target,
+            headers: header_map(&headers),
+            masks: Masks(secret_parts(&url, &headers)),
         }
     }
 
@@ -45,17 +66,18 @@ impl HttpSink {
     /// error text (which ends up in logs and the outbox) has every part of
     /// the URL and of the extra headers masked: a server may echo them.
     pub async fn send(&self, delivery: &Delivery) -> Result<(), SendError> {
-        let secrets = self.secret_parts();
-        self.send_once(delivery, &secrets)
+        let secrets = &self.masks.0;
+        self.send_once(delivery, secrets)
             .await
-            .map_err(|e| e.map_message(|m| crate::secret::mask(&m, &secrets)))
+            .map_err(|e| e.map_message(|m| crate::secret::mask(&m, secrets)))
     }
 
     async fn send_once(&self, delivery: &Delivery, secrets: &[String]) -> Result<(), SendError> {
-        let headers = self.header_map()?;
+        let url = self.target.clone().map_err(SendError::Permanent)?;
+        let headers = self.headers.clone().map_err(SendError::Permanent)?;
         let response = self
             .client
-            .post(self.url.expose())
+            .post(url)
             .headers(headers)
             .header(CONTENT_TYPE, "application/json")
             .body(delivery.message.part("json").to_string())
@@ -64,32 +86,32 @@ impl HttpSink {
             .map_err(transport_error)?;
         classify(response, secrets).await
     }
+}
 
-    /// What must not appear in an error text: URL pieces and header values.
-    fn secret_parts(&self) -> Vec<String> {
-        let mut parts = crate::secret::url_parts(self.url.expose());
-        for value in self.headers.values() {
-            parts.extend(crate::secret::value_parts(value.expose()));
-        }
-        parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        parts
+/// What must not appear in an error text: URL pieces and header values,
+/// longest first.
+fn secret_parts(url: &Secret, headers: &BTreeMap<String, Secret>) -> Vec<String> {
+    let mut parts = crate::secret::url_parts(url.expose());
+    for value in headers.values() {
+        parts.extend(crate::secret::value_parts(value.expose()));
     }
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    parts
+}
 
-    fn header_map(&self) -> Result<HeaderMap, SendError> {
-        let mut map = HeaderMap::new();
-        for (name, value) in &self.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| SendError::Permanent(format!("header name {name:?} is not valid")))?;
-            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
-                SendError::Permanent(format!(
-                    "the value of header {name} is not valid (not shown)"
-                ))
-            })?;
-            value.set_sensitive(true);
-            map.insert(name, value);
-        }
-        Ok(map)
+/// The extra headers as sent (values marked sensitive), or why one cannot
+/// be sent (naming the header, never its value).
+fn header_map(headers: &BTreeMap<String, Secret>) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("header name {name:?} is not valid"))?;
+        let mut value = HeaderValue::from_str(value.expose())
+            .map_err(|_| format!("the value of header {name} is not valid (not shown)"))?;
+        value.set_sensitive(true);
+        map.insert(name, value);
     }
+    Ok(map)
 }
 
 /// A failure before any answer: always worth retrying. The URL is stripped

@@ -119,7 +119,7 @@ pub(crate) fn new_delivery(id: i64, sink: &str, skip: Option<&str>) -> NewDelive
         recipient: Some("someone@example.com".to_owned()),
         message: RenderedMessage {
             parts: BTreeMap::from([("text".to_owned(), format!("item {id} is ready"))]),
-            context: Some(serde_json::json!({ "item": { "id": id } })),
+            context: Some(serde_json::json!({ "item": { "id": id } }).into()),
         },
         disposition: match skip {
             Some(reason) => Disposition::Skipped(reason.to_owned()),

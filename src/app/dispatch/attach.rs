@@ -6,6 +6,7 @@
 //! dead: only a transient download failure before the last attempt retries.
 //! After an attempt the file is removed once no pending delivery needs it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::Dispatcher;
@@ -25,18 +26,20 @@ pub struct Attacher {
 }
 
 /// The message to send, the file to send with it, and the same message
-/// rendered without the file for when the platform refuses the file.
-pub(super) struct Prepared {
-    pub delivery: Delivery,
+/// rendered without the file for when the platform refuses the file. The
+/// delivery is borrowed when it goes as stored (most sends: no copy of the
+/// message per send).
+pub(super) struct Prepared<'a> {
+    pub delivery: Cow<'a, Delivery>,
     pub file: Option<Arc<Attachment>>,
     pub without_file: Option<Delivery>,
 }
 
-impl Prepared {
+impl<'a> Prepared<'a> {
     /// The delivery as it is, without a file (digests, old rows).
-    pub(super) fn plain(delivery: Delivery) -> Self {
+    pub(super) fn plain(delivery: &'a Delivery) -> Self {
         Prepared {
-            delivery,
+            delivery: Cow::Borrowed(delivery),
             file: None,
             without_file: None,
         }
@@ -49,7 +52,7 @@ const REFUSED: &str = "the file was not accepted by the receiving service";
 /// Sends the prepared delivery. If the platform refuses the message with
 /// the file for good (413, an upload error), the message goes again at
 /// once without it, saying so: a file is never why a delivery goes dead.
-pub(super) async fn send(sink: &dyn Sink, prepared: &Prepared) -> Result<(), SendError> {
+pub(super) async fn send(sink: &dyn Sink, prepared: &Prepared<'_>) -> Result<(), SendError> {
     let result = sink
         .send_with(&prepared.delivery, prepared.file.as_deref())
         .await;
@@ -68,20 +71,22 @@ impl Dispatcher {
     /// the stored message has its context (rows older than #16 go as they
     /// are, without a file). `Err` only for a transient download failure
     /// before the delivery's last attempt (retried with its backoff).
-    pub(super) async fn prepare_attachment(
+    pub(super) async fn prepare_attachment<'a>(
         &self,
-        delivery: Delivery,
-    ) -> Result<Prepared, SendError> {
+        delivery: &'a Delivery,
+    ) -> Result<Prepared<'a>, SendError> {
         let (Some(attacher), Some(sink)) = (&self.attacher, self.configs.get(&delivery.sink))
         else {
             return Ok(Prepared::plain(delivery));
         };
-        let (Some(settings), Some(item), Some(context), EventKind::Downloadable) = (
-            sink.attach,
-            delivery.subject.item(),
-            delivery.message.context.clone(),
-            delivery.event,
-        ) else {
+        // The sink's setting first: the stored context is decoded only for
+        // a sink that attaches.
+        let (Some(settings), Some(item), EventKind::Downloadable) =
+            (sink.attach, delivery.subject.item(), delivery.event)
+        else {
+            return Ok(Prepared::plain(delivery));
+        };
+        let Some(context) = delivery.message.context.as_ref().map(|c| c.value()) else {
             return Ok(Prepared::plain(delivery));
         };
         let action_name = context["item"]["action_name"].as_str().unwrap_or_default();
@@ -113,11 +118,11 @@ impl Dispatcher {
                 reason = %reason, "sending without the export file");
         }
         let without_file = file.as_ref().map(|_| {
-            self.rendered_with(&delivery, sink, &context, &AttachmentView::missing(REFUSED))
+            self.rendered_with(delivery, sink, &context, &AttachmentView::missing(REFUSED))
         });
-        let delivery = self.rendered_with(&delivery, sink, &context, &view);
+        let delivery = self.rendered_with(delivery, sink, &context, &view);
         Ok(Prepared {
-            delivery,
+            delivery: Cow::Owned(delivery),
             file,
             without_file,
         })

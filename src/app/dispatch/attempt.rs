@@ -123,8 +123,8 @@ impl Dispatcher {
     /// unrecorded.
     async fn send_guarded(&self, delivery: &Delivery, attach: bool) -> Result<(), SendError> {
         let prepared = match attach {
-            true => self.prepare_attachment(delivery.clone()).await?,
-            false => super::attach::Prepared::plain(delivery.clone()),
+            true => self.prepare_attachment(delivery).await?,
+            false => super::attach::Prepared::plain(delivery),
         };
         let send = async {
             match self.sinks.get(&prepared.delivery.sink) {

@@ -28,7 +28,7 @@ struct Recorder {
 
 impl Sink for Recorder {
     fn send<'a>(&'a self, d: &'a Delivery) -> SendFuture<'a> {
-        let context = d.message.context.clone().unwrap_or_default();
+        let context = d.message.context.as_ref().map(|c| c.value()).unwrap_or_default();
         let ids = match context.get("entries").and_then(Json::as_array) {
             Some(entries) => entries
                 .iter()
@@ -78,7 +78,7 @@ fn member(id: i64, recipient: &str) -> NewDelivery {
         recipient: Some(recipient.into()),
         message: RenderedMessage {
             parts: BTreeMap::from([("json".into(), "{}".into())]),
-            context: Some(context),
+            context: Some(context.into()),
         },
         disposition: Disposition::Pending,
     }
