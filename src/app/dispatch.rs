@@ -173,8 +173,17 @@ struct SinkLimits {
     /// them keeps the limits too (sends started before it count).
     settings: (usize, Option<(u32, Duration)>),
     in_flight: Arc<Semaphore>,
+    /// Attempts started and not yet recorded: [`UNRECORDED_PER_SLOT`] ×
+    /// `concurrency`. A slot is freed when its outcome is queued for the
+    /// write, so sends overlap writes; this bounds what a crash can send
+    /// twice.
+    unrecorded: Arc<Semaphore>,
     rate: Option<RateLimiter>,
 }
+
+/// How many attempts per sink slot may be started and not yet recorded
+/// (sending, or sent with the write pending).
+const UNRECORDED_PER_SLOT: usize = 2;
 
 impl SinkLimits {
     fn new(sink: &SinkConfig) -> Self {
@@ -186,6 +195,7 @@ impl SinkLimits {
         SinkLimits {
             settings: (sink.concurrency, sink.rate_limit),
             in_flight: Arc::new(Semaphore::new(sink.concurrency)),
+            unrecorded: Arc::new(Semaphore::new(sink.concurrency * UNRECORDED_PER_SLOT)),
             rate,
         }
     }

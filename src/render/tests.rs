@@ -69,7 +69,11 @@ fn a_stored_context_renders_the_same_message_again_and_takes_additions() {
         .unwrap();
     let stored: RenderedMessage =
         serde_json::from_str(&serde_json::to_string(&first).unwrap()).unwrap();
-    let mut context = stored.context.as_ref().expect("the context is kept").value();
+    let mut context = stored
+        .context
+        .as_ref()
+        .expect("the context is kept")
+        .value();
     assert_eq!(context["item"]["id"], 2439);
     let again = renderer
         .rerender(EventKind::Downloadable, &sink, context.clone())

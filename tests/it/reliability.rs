@@ -30,7 +30,7 @@ async fn wait_for(mut done: impl AsyncFnMut() -> bool, limit: Duration) -> bool 
 }
 
 #[tokio::test]
-async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_the_concurrency() {
+async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_twice_the_concurrency() {
     let h = Harness::start().await;
     Mock::given(method("POST"))
         .and(path(HOOK_PATH))
@@ -82,9 +82,11 @@ async fn sigkill_mid_burst_loses_nothing_and_duplicates_at_most_the_concurrency(
     let total = h.hook_bodies().await.len();
     let duplicates = total - 20;
     eprintln!("crash test: {at_kill} requests before the kill, {duplicates} duplicate(s)");
+    // Sending (at most `concurrency` = 4) or sent with the write pending
+    // (the slot is freed once the outcome is queued): at most 2 × 4.
     assert!(
-        duplicates <= 4,
-        "duplicates {duplicates} exceed the concurrency (4)"
+        duplicates <= 8,
+        "duplicates {duplicates} exceed 2 × the concurrency (8)"
     );
 }
 

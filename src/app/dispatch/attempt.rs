@@ -8,6 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::digest::Gather;
@@ -49,8 +50,13 @@ impl Dispatcher {
             Gather::Done(result) => return result,
         };
         let limits = self.limits.get(&delivery.sink).cloned();
+        // Never closed, so acquiring cannot fail: `ok()` only unwraps.
+        let unrecorded = match &limits {
+            Some(limits) => limits.unrecorded.clone().acquire_owned().await.ok(),
+            None => None,
+        };
         let permit = match &limits {
-            Some(limits) => Some(limits.in_flight.clone().acquire_owned().await),
+            Some(limits) => limits.in_flight.clone().acquire_owned().await.ok(),
             None => None,
         };
         if let Some(rate) = limits.as_ref().and_then(|l| l.rate.as_ref()) {
@@ -87,12 +93,16 @@ impl Dispatcher {
             at: now,
             latency,
         };
-        let recorded = self.record(&delivery, digest, &write, stop, sending).await;
+        let recorded = self
+            .record(&delivery, digest, &write, stop, (sending, permit))
+            .await;
         let outcome = write.outcome;
         self.release_unneeded(&delivery);
-        // The sink's slot is free only once the outcome is written (or
-        // given up): a crash then re-sends at most `concurrency` deliveries.
-        drop(permit);
+        // The sink's slot was freed once the outcome was queued (the next
+        // send overlaps this write); the attempt stops counting as
+        // unrecorded only now that it is written (or given up): a crash
+        // re-sends at most `2 × concurrency` deliveries per sink.
+        drop(unrecorded);
         self.in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -160,10 +170,10 @@ impl Dispatcher {
         digest: Option<crate::domain::DeliveryId>,
         write: &AttemptWrite,
         stop: &CancellationToken,
-        sending: Sending,
+        (sending, slot): (Sending, Option<OwnedSemaphorePermit>),
     ) -> Result<(), StoreError> {
         let (outcome, at, latency) = (&write.outcome, write.at, write.latency);
-        let mut sending = Some(sending);
+        let (mut sending, mut slot) = (Some(sending), slot);
         let started = tokio::time::Instant::now();
         let mut wait = RECORD_WAIT;
         loop {
@@ -173,14 +183,15 @@ impl Dispatcher {
             let written = match digest {
                 Some(digest) => {
                     drop(sending.take());
-                    self.store
-                        .record_digest(&self.account, digest, outcome, at, latency)
-                        .map(drop)
+                    let written =
+                        self.store
+                            .record_digest(&self.account, digest, outcome, at, latency);
+                    drop(slot.take());
+                    written.map(drop)
                 }
                 None => {
-                    self.writes
-                        .write(&self.store, &self.account, write.clone(), sending.take())
-                        .await
+                    let queued = (write.clone(), sending.take(), slot.take());
+                    self.writes.write(&self.store, &self.account, queued).await
                 }
             };
             let error = match written {

@@ -28,7 +28,12 @@ struct Recorder {
 
 impl Sink for Recorder {
     fn send<'a>(&'a self, d: &'a Delivery) -> SendFuture<'a> {
-        let context = d.message.context.as_ref().map(|c| c.value()).unwrap_or_default();
+        let context = d
+            .message
+            .context
+            .as_ref()
+            .map(|c| c.value())
+            .unwrap_or_default();
         let ids = match context.get("entries").and_then(Json::as_array) {
             Some(entries) => entries
                 .iter()

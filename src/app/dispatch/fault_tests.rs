@@ -285,3 +285,51 @@ fn a_reloaded_dispatcher_keeps_the_in_flight_record_and_unchanged_limits() {
     assert!(next.limits.contains_key("c"));
     assert!(next.in_flight.lock().unwrap().contains(&DeliveryId(7)));
 }
+
+/// A send's slot is freed once its outcome is queued for the write (the
+/// sink's next send overlaps the write), yet no more than 2 × concurrency
+/// attempts are ever sent and not recorded, which bounds what a crash can
+/// send twice: with every write refused, a sink at concurrency 2 gets
+/// exactly 4 sends (the old writer, holding the slot until the write: 2;
+/// without the bound: all 10); once writes work, each is sent once.
+#[tokio::test]
+async fn while_nothing_can_be_recorded_a_sink_gets_twice_its_concurrency_and_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut dispatcher, sink) = dispatcher_with(vec![], &dir);
+    dispatcher.limits = limits_of(&[("s", 2)]);
+    let more: Vec<NewDelivery> = (2..=10).map(|i| new_delivery(i, "s")).collect();
+    let now = dispatcher.clock.now();
+    dispatcher
+        .store
+        .enqueue(&AccountId::default_account(), &more, now)
+        .unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER busy BEFORE UPDATE ON outbox \
+         BEGIN SELECT RAISE(ABORT, 'database is locked'); END;",
+    )
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (d, s) = (dispatcher.clone(), shutdown.clone());
+        async move {
+            d.run(s, Arc::new(Notify::new()), Duration::from_secs(1))
+                .await
+        }
+    });
+    until(|| sink.calls().len() >= 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sink.calls().len(),
+        4,
+        "sent and unrecorded: 2 × concurrency"
+    );
+
+    db.execute_batch("DROP TRIGGER busy").unwrap();
+    let all_sent = || (1..=10).all(|id| delivery(&dispatcher, id).status == DeliveryStatus::Sent);
+    until(all_sent).await;
+    shutdown.cancel();
+    task.await.unwrap();
+    assert!(all_sent(), "every delivery recorded as sent");
+    assert_eq!(sink.calls().len(), 10, "each sent once");
+}

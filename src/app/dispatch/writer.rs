@@ -1,31 +1,32 @@
 //! Group commit of finished attempts. Every attempt still waits for its own
 //! outcome to be written before its task ends (so `once`, `drain_due` and a
-//! shutdown return only after everything sent is recorded), and the sink's
-//! slot stays taken until then, so a crash re-sends at most `concurrency`
-//! deliveries. The writes of attempts that finish close together share one
-//! transaction.
+//! shutdown return only after everything sent is recorded). The sink's slot
+//! is freed as soon as the outcome is queued, so the sink's next send
+//! overlaps this write; the attempt counts against the sink's bound of
+//! unrecorded attempts (2 × `concurrency`) until it is written, so a crash
+//! re-sends at most that many deliveries per sink.
 //!
-//! When to write: the writer knows, per account, how many attempts hold a
-//! sink's slot and have not handed it their outcome yet ([`Sending`]). A
-//! batch of an account is written as soon as none of its attempts is still
-//! sending (all its slots wait for this write: waiting longer gains
-//! nothing), or once its oldest outcome has waited [`LINGER`] (a slow send
-//! does not hold the finished ones' slots for long). With the default
-//! concurrency of 4 a burst is written 4 outcomes per commit, and each
-//! cycle is: 4 sends, one write, 4 slots free.
+//! When to write: the writer numbers, per account, the attempts sending
+//! (holding a sink's slot and not having handed over their outcome,
+//! [`Sending`]). A queued outcome waits for the sends that were in flight
+//! when it finished (its wave), never for sends started since, or at most
+//! [`LINGER`] (a slow send does not hold the finished ones for long). With
+//! the default concurrency of 4 a burst is written 4 outcomes per commit
+//! while the next 4 sends are on the wire.
 //!
 //! A batch of a few rows is written in the task that completes it (the
 //! last attempt to finish, or the linger timer): a short commit without
 //! fsync costs less than the hop to the blocking pool and back; a larger
-//! batch is written on the blocking pool. A batch the store refuses as a whole is written again one attempt at a
-//! time, so each attempt gets its own result (one bad row fails only
-//! itself) and the caller's retry-the-write loop works as before.
+//! batch is written on the blocking pool. A batch the store refuses as a
+//! whole is written again one attempt at a time, so each attempt gets its
+//! own result (one bad row fails only itself) and the caller's
+//! retry-the-write loop works as before.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::domain::AccountId;
 use crate::store::{AttemptWrite, Store, StoreError};
@@ -47,6 +48,10 @@ struct Waiting {
     write: AttemptWrite,
     done: oneshot::Sender<Result<(), StoreError>>,
     since: Instant,
+    /// The sends of its account started before this one finished have a
+    /// number below this: the batch waits for those (its wave), never for
+    /// sends started since.
+    horizon: u64,
 }
 
 #[derive(Default)]
@@ -54,8 +59,11 @@ struct Queue {
     waiting: Vec<Waiting>,
     /// A flush task is running (it takes whatever is ready when it is done).
     flushing: bool,
-    /// Per account: attempts holding a slot whose outcome is not queued yet.
-    sending: HashMap<AccountId, usize>,
+    /// Per account: the numbers of the attempts holding a slot whose
+    /// outcome is not queued yet.
+    sending: HashMap<AccountId, BTreeSet<u64>>,
+    /// The number the next attempt to start sending gets.
+    next_send: u64,
     /// A linger timer is armed (it looks again when it fires).
     timer: bool,
 }
@@ -69,9 +77,11 @@ enum Next {
 }
 
 impl Queue {
-    /// `w`'s account has nothing still sending, or `w` waited long enough.
+    /// Every send of `w`'s account that was in flight when `w` finished has
+    /// handed over its outcome, or `w` waited long enough.
     fn ready(&self, w: &Waiting, now: Instant) -> bool {
-        !self.sending.contains_key(&w.account) || now.duration_since(w.since) >= LINGER
+        let oldest = self.sending.get(&w.account).and_then(|s| s.first());
+        oldest.is_none_or(|&seq| seq >= w.horizon) || now.duration_since(w.since) >= LINGER
     }
 
     fn next(&mut self) -> Next {
@@ -107,10 +117,17 @@ impl Queue {
         Some(batch)
     }
 
-    fn done_sending(&mut self, account: &AccountId) {
-        if let Some(n) = self.sending.get_mut(account) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+    fn start_sending(&mut self, account: &AccountId) -> u64 {
+        let seq = self.next_send;
+        self.next_send += 1;
+        self.sending.entry(account.clone()).or_default().insert(seq);
+        seq
+    }
+
+    fn done_sending(&mut self, account: &AccountId, seq: u64) {
+        if let Some(live) = self.sending.get_mut(account) {
+            live.remove(&seq);
+            if live.is_empty() {
                 self.sending.remove(account);
             }
         }
@@ -132,6 +149,7 @@ pub(super) struct Sending {
     writes: Arc<Writes>,
     store: Arc<dyn Store>,
     account: AccountId,
+    seq: u64,
     live: bool,
 }
 
@@ -142,7 +160,7 @@ impl Drop for Sending {
         }
         let next = {
             let mut queue = self.writes.lock();
-            queue.done_sending(&self.account);
+            queue.done_sending(&self.account, self.seq);
             queue.next()
         };
         // A runtime shutting down drops its tasks; nothing waits then.
@@ -164,11 +182,12 @@ impl Writes {
         store: &Arc<dyn Store>,
         account: &AccountId,
     ) -> Sending {
-        *self.lock().sending.entry(account.clone()).or_default() += 1;
+        let seq = self.lock().start_sending(account);
         Sending {
             writes: self.clone(),
             store: store.clone(),
             account: account.clone(),
+            seq,
             live: true,
         }
     }
@@ -176,29 +195,34 @@ impl Writes {
     /// Writes `write` for `account`, in a batch with the account's other
     /// attempts finishing about now; returns once it is committed (or
     /// failed). `sending` is this attempt's guard (`None` when writing
-    /// again after a failed write).
+    /// again after a failed write); `slot`, the sink's slot it sent in, is
+    /// freed as soon as the outcome is queued, so the sink's next send
+    /// overlaps this write (the attempt still counts against the sink's
+    /// bound of unrecorded attempts until it returns).
     pub(super) async fn write(
         self: &Arc<Self>,
         store: &Arc<dyn Store>,
         account: &AccountId,
-        write: AttemptWrite,
-        sending: Option<Sending>,
+        (write, sending, slot): (AttemptWrite, Option<Sending>, Option<OwnedSemaphorePermit>),
     ) -> Result<(), StoreError> {
         let (done, result) = oneshot::channel();
         let next = {
             let mut queue = self.lock();
+            let horizon = queue.next_send;
             queue.waiting.push(Waiting {
                 account: account.clone(),
                 write,
                 done,
                 since: Instant::now(),
+                horizon,
             });
             if let Some(mut sending) = sending {
                 sending.live = false;
-                queue.done_sending(&sending.account);
+                queue.done_sending(&sending.account, sending.seq);
             }
             queue.next()
         };
+        drop(slot);
         self.clone().start(next, store.clone(), true);
         result
             .await
