@@ -236,7 +236,8 @@ impl App {
             }
         }
         let mut summary = DrainSummary::default();
-        for id in self.clients.keys() {
+        let unconfigured = self.unconfigured_accounts()?;
+        for id in self.clients.keys().chain(&unconfigured) {
             let one = self.dispatcher.for_account(id).drain_due().await;
             let one = one.map_err(PollError::from)?;
             summary.sent += one.sent;
@@ -249,6 +250,19 @@ impl App {
             Some(e) => Err(e),
             None => Ok((report, summary)),
         }
+    }
+
+    /// The accounts the state holds deliveries still to send for that the
+    /// config no longer has (removed while the bot was stopped), each logged
+    /// once: `run` and `once` drain their outboxes through the configured
+    /// sinks (no polls), so removing an account loses no notification.
+    fn unconfigured_accounts(&self) -> Result<Vec<AccountId>, StoreError> {
+        let mut accounts = self.store.accounts_with_pending()?;
+        accounts.retain(|id| self.config.account(id).is_none());
+        for id in &accounts {
+            tracing::info!(account = %id, "account not in the config; its pending deliveries still go");
+        }
+        Ok(accounts)
     }
 
     /// A new App for `config`, sharing this one's state file.

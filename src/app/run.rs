@@ -45,6 +45,7 @@ impl App {
         let server = self.serve(&health, &shutdown).await?;
         let mut deliveries = DeliverySet::new(self.dispatcher.clone());
         deliveries.sync(&self, &shutdown);
+        deliveries.adopt(self.unconfigured_accounts()?, &shutdown);
         let mut loops = LoopSet::default();
         loops
             .sync(&self, &lease.leading, &health, &deliveries, &shutdown, true)
@@ -169,6 +170,21 @@ impl DeliverySet {
                 let dispatcher = self.base.for_account(&account.id);
                 let deliveries = Deliveries::spawn(dispatcher, shutdown);
                 self.running.insert(account.id.clone(), deliveries);
+            }
+        }
+    }
+
+    /// Starts a dispatcher loop (no poll loop) for each of `accounts`: those
+    /// the state holds pending deliveries for that the config does not have.
+    /// Like an account removed by a reload, each keeps its loop for the rest
+    /// of the run (idle once its outbox is empty; taken over as is if a
+    /// reload adds the account back), so no delivery is dropped or sent twice
+    /// by a loop stopping or a second one starting.
+    fn adopt(&mut self, accounts: Vec<AccountId>, shutdown: &CancellationToken) {
+        for id in accounts {
+            if !self.running.contains_key(&id) {
+                let deliveries = Deliveries::spawn(self.base.for_account(&id), shutdown);
+                self.running.insert(id, deliveries);
             }
         }
     }
