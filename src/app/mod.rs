@@ -105,6 +105,10 @@ pub struct App {
     /// The export files' spool, when a sink has `attach = true` (kept
     /// across reloads: its files belong to pending deliveries).
     pub spool: Option<Arc<crate::attach::Spool>>,
+    /// The sinks `dispatcher` sends through: kept here so that `run`, when a
+    /// reload replaces them, can close their sessions (SMTP QUIT) once no
+    /// dispatcher uses them any more.
+    sinks: Arc<Sinks>,
 }
 
 impl App {
@@ -139,7 +143,8 @@ impl App {
         let renderer = Arc::new(renderer);
         let sinks = Arc::new(sinks);
         let mut dispatcher =
-            Dispatcher::new(&config, store.clone(), sinks, renderer.clone()).for_account(&account);
+            Dispatcher::new(&config, store.clone(), sinks.clone(), renderer.clone())
+                .for_account(&account);
         if let Some(spool) = &spool {
             dispatcher = dispatcher.with_attacher(dispatch::Attacher {
                 clients: clients.clone(),
@@ -155,6 +160,7 @@ impl App {
             dispatcher,
             clients,
             spool,
+            sinks,
         }
     }
 

@@ -1,13 +1,21 @@
 //! Where reload requests come from: SIGHUP always, and with
 //! `watch.reload = true` a change of `bot.toml` or of a template on disk.
 //! Folders are watched rather than files, so editors that save by writing a
-//! new file and renaming it over the old one are seen too.
+//! new file and renaming it over the old one are seen too. And what a
+//! reload leaves behind: the sinks it replaced, closed once unused.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::sinks::Sinks;
+
+/// How often a replaced sink set is checked for being unused.
+const UNUSED_CHECK: Duration = Duration::from_millis(100);
 
 /// A live file watcher; dropping it stops watching.
 pub struct FileWatch {
@@ -74,5 +82,37 @@ fn parent(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+/// The sink sets reloads replaced. Each is closed (SMTP QUIT) once nothing
+/// but this holds it: every dispatcher that could send through it (a
+/// send in flight holds one) is gone, so its sends are finished and
+/// recorded and none can start; left to the drop, the server would just
+/// see the connection go, or stay open until the pool's idle timeout.
+#[derive(Default)]
+pub(crate) struct RetiredSinks {
+    closing: JoinSet<()>,
+}
+
+impl RetiredSinks {
+    /// Closes `sinks` as soon as it is unused.
+    pub(crate) fn retire(&mut self, sinks: Arc<Sinks>) {
+        while self.closing.try_join_next().is_some() {}
+        self.closing.spawn(async move {
+            let since = tokio::time::Instant::now();
+            while Arc::strong_count(&sinks) > 1 {
+                tokio::time::sleep(UNUSED_CHECK).await;
+            }
+            sinks.close().await;
+            let waited_ms = since.elapsed().as_millis() as u64;
+            tracing::info!(waited_ms, "closed the sinks' sessions a reload replaced");
+        });
+    }
+
+    /// Waits until every retired set is closed (at shutdown, after the
+    /// sends in flight finished; the caller bounds it by the grace period).
+    pub(crate) async fn closed(mut self) {
+        while self.closing.join_next().await.is_some() {}
     }
 }

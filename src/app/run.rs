@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::app::dispatch::Dispatcher;
 use crate::app::leading::Leading;
+use crate::app::reload::RetiredSinks;
 use crate::app::server;
 use crate::app::telemetry::Health;
 use crate::app::watch_loop::{AccountLoop, Shared};
@@ -47,6 +48,7 @@ impl App {
         deliveries.sync(&self, &shutdown);
         deliveries.adopt(self.unconfigured_accounts()?, &shutdown);
         let mut loops = LoopSet::default();
+        let mut retired = RetiredSinks::default();
         loops
             .sync(&self, &lease.leading, &health, &deliveries, &shutdown, true)
             .await;
@@ -62,7 +64,8 @@ impl App {
                     health.set_accounts(next.intervals());
                     deliveries.sync(&next, &shutdown);
                     loops.sync(&next, &lease.leading, &health, &deliveries, &shutdown, false).await;
-                    self = next;
+                    let replaced = std::mem::replace(&mut self, next);
+                    retired.retire(replaced.sinks.clone());
                     tracing::info!("config reloaded; it applies from this poll on");
                 }
             }
@@ -71,7 +74,7 @@ impl App {
         loops.stop().await;
         health.stopped();
         deliveries.stop().await;
-        self.close_sinks(stopping).await;
+        self.close_sinks(retired, stopping).await;
         lease.stop().await;
         if let Some(server) = server {
             let _ = server.await;
@@ -80,14 +83,17 @@ impl App {
         Ok(())
     }
 
-    /// Ends the sinks' open sessions (SMTP QUIT) once the dispatcher
-    /// drained, with what is left of the grace period that began at
-    /// `stopping`; left to the drop at exit, the server just sees the
-    /// connection go.
-    async fn close_sinks(&self, stopping: tokio::time::Instant) {
+    /// Ends the sinks' open sessions (SMTP QUIT), those of the sinks that
+    /// reloads replaced too, once the dispatcher drained, with what is left
+    /// of the grace period that began at `stopping`; left to the drop at
+    /// exit, the server just sees the connection go.
+    async fn close_sinks(&self, retired: RetiredSinks, stopping: tokio::time::Instant) {
         let grace = self.config.delivery.shutdown_grace;
         let left = grace.saturating_sub(stopping.elapsed());
-        let close = self.dispatcher.close_sinks();
+        let close = async {
+            self.dispatcher.close_sinks().await;
+            retired.closed().await;
+        };
         if tokio::time::timeout(left, close).await.is_err() {
             tracing::warn!(
                 grace = %humantime::format_duration(grace),

@@ -1,6 +1,8 @@
 //! An account removed from `bot.toml` while the bot was stopped: at the next
 //! `run` or `once`, its deliveries still pending in the state (retrying) go
 //! out through the configured sinks, exactly once, without polling it.
+//! And the sinks a reload replaces: their sessions are closed (SMTP QUIT)
+//! once their sends are done, not left to the drop.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -9,9 +11,12 @@ use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::email::plain_config;
 use crate::helpers::{
-    item, outbox_json, signal, text, wait_for_bodies, Harness, LiveLog, Queue, TOKEN,
+    baseline_then_flip, item, outbox_json, signal, text, wait_for_bodies, wait_until, Harness,
+    LiveLog, Queue, TOKEN,
 };
+use crate::smtp::{Security, SmtpServer};
 
 const ADOPTED: &str = "account not in the config; its pending deliveries still go";
 
@@ -126,4 +131,57 @@ async fn once_sends_a_removed_accounts_pending_delivery_once() {
     assert!(!text(&again).contains(ADOPTED), "{}", text(&again));
     let polled_after = api.received_requests().await.unwrap().len();
     assert_eq!(polled_after, polled, "contoso is not polled any more");
+}
+
+/// A reload that replaces the email sink (another `from`) ends the old
+/// sink's SMTP session with QUIT once its send is recorded, while the bot
+/// keeps running; the new sink sends with the new settings.
+#[tokio::test]
+async fn a_reload_closes_the_replaced_sinks_smtp_session() {
+    let h = Harness::start().await;
+    let server = SmtpServer::start(Security::Plain).await;
+    let config = plain_config(&server, "");
+    h.write_config(&config);
+    baseline_then_flip(&h, [5]).await;
+    let mut run = h.command(&["run"]).stderr(Stdio::piped()).spawn().unwrap();
+    let log = LiveLog::follow(&mut run);
+    let mailed = wait_until(Duration::from_secs(15), || async {
+        server.delivered().len() == 1
+    })
+    .await;
+    assert!(mailed, "the first mail never came:\n{}", log.text());
+    assert!(
+        server.sessions().is_empty(),
+        "the session stays open for reuse"
+    );
+
+    h.write_config(&config.replace("exports@example.com", "other@example.com"));
+    signal(&run, "-HUP");
+    log.wait_for("config reloaded", 1).await;
+    let quit = wait_until(Duration::from_secs(5), || async {
+        !server.sessions().is_empty()
+    })
+    .await;
+    assert!(run.try_wait().unwrap().is_none(), "still running");
+    assert!(quit, "the old session never ended:\n{}", log.text());
+    assert_eq!(
+        server.sessions(),
+        [true],
+        "ended with QUIT:\n{}",
+        log.text()
+    );
+
+    h.queue.set_items(vec![item(5, 2, true), item(6, 2, true)]);
+    let mailed = wait_until(Duration::from_secs(15), || async {
+        server.delivered().len() == 2
+    })
+    .await;
+    assert!(mailed, "the second mail never came:\n{}", log.text());
+    assert!(server.delivered()[1]
+        .mail_from
+        .contains("other@example.com"));
+    signal(&run, "-TERM");
+    let out = run.wait_with_output().await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", log.text());
+    assert_eq!(server.sessions(), [true, true], "{}", log.text());
 }
