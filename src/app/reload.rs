@@ -116,3 +116,46 @@ impl RetiredSinks {
         while self.closing.join_next().await.is_some() {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::domain::Delivery;
+    use crate::sinks::{CloseFuture, SendFuture, Sink};
+
+    /// A sink counting its closes.
+    #[derive(Default)]
+    struct Closes(AtomicUsize);
+
+    impl Sink for Closes {
+        fn send<'a>(&'a self, _: &'a Delivery) -> SendFuture<'a> {
+            Box::pin(std::future::ready(Ok(())))
+        }
+        fn close(&self) -> CloseFuture<'_> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    /// A retired set still held elsewhere (a send in flight) is not closed
+    /// until that holder lets go; then it is, once.
+    #[tokio::test(start_paused = true)]
+    async fn a_retired_set_is_closed_once_after_its_last_user_let_go() {
+        let sink = Arc::new(Closes::default());
+        let map = BTreeMap::from([("mail".to_owned(), sink.clone() as Arc<dyn Sink>)]);
+        let sinks = Arc::new(Sinks::from_sinks(map));
+        let in_flight = sinks.clone();
+        let mut retired = RetiredSinks::default();
+        retired.retire(sinks);
+        tokio::time::sleep(UNUSED_CHECK * 10).await;
+        assert_eq!(sink.0.load(Ordering::SeqCst), 0, "not under a send");
+        drop(in_flight);
+        tokio::time::sleep(UNUSED_CHECK * 2).await;
+        assert_eq!(sink.0.load(Ordering::SeqCst), 1);
+        retired.closed().await;
+        assert_eq!(sink.0.load(Ordering::SeqCst), 1, "closed once");
+    }
+}
