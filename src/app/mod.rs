@@ -190,7 +190,8 @@ impl App {
     }
 
     /// `once`: under the state lock (refused while `run` or another `once`
-    /// holds it), one poll, then one attempt for every due delivery, then
+    /// holds it), one poll, then one attempt for every due delivery (also
+    /// those of accounts no longer in the config), then
     /// the same prune `run` does hourly (so a cron-driven deployment does not
     /// grow its state forever).
     /// With a shared (PostgreSQL) state it takes the leader lease for the

@@ -1,7 +1,8 @@
 //! The `run` loop: one poll loop per account (`watch_loop`), one dispatcher
 //! loop per account's outbox sharing the sinks' limits, reloads that add
-//! and remove accounts, and a clean stop that lets sends in flight finish
-//! within the grace period.
+//! and remove accounts (a removed account's outbox still drains, also one
+//! removed while the bot was stopped), and a clean stop that lets sends in
+//! flight finish within the grace period.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,7 +33,9 @@ impl App {
     /// refused (the running config stays), a good one takes effect at the
     /// next poll, pending deliveries untouched; sends in flight finish (and
     /// are recorded) under the config they started with. A reload adds and
-    /// removes accounts; a removed account's pending deliveries still go.
+    /// removes accounts; a removed account's pending deliveries still go, as
+    /// do those of accounts the state holds but the config (at start) does
+    /// not. The sinks a reload replaces are closed once their sends are done.
     pub async fn run(
         mut self,
         shutdown: CancellationToken,
