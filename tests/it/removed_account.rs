@@ -14,9 +14,12 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 use crate::email::plain_config;
 use crate::helpers::{
     baseline_then_flip, item, outbox_json, signal, text, wait_for_bodies, wait_until, Harness,
-    LiveLog, Queue, TOKEN,
+    LiveLog, Queue, HOOK_PATH, TOKEN,
 };
 use crate::smtp::{Security, SmtpServer};
+
+/// Enough attempts that no retry in these tests goes dead.
+const NEVER_DEAD: (&str, &str) = ("BOT__DELIVERY__MAX_ATTEMPTS", "1000");
 
 const ADOPTED: &str = "account not in the config; its pending deliveries still go";
 
@@ -42,14 +45,16 @@ async fn contoso_api() -> (MockServer, Queue) {
 }
 
 /// Accounts `default` (the harness's `[crayon]`, an empty queue) and
-/// `contoso`, whose item 3 turns downloadable while the hook answers 500:
-/// a `run` tries it and is stopped, leaving the delivery pending
-/// (retrying, due again within 200 ms). Returns the contoso API.
-async fn contoso_delivery_left_retrying(h: &Harness) -> MockServer {
+/// `contoso` (with `tables` after it), whose item 3 turns downloadable while
+/// the hook answers 500: a `run` tries it and is stopped, leaving the
+/// delivery pending (retrying, due again within 200 ms). Then contoso (and
+/// `tables`) leave `bot.toml` and the hook answers 200. Returns the contoso
+/// API.
+async fn contoso_delivery_left_retrying(h: &Harness, tables: &str) -> MockServer {
     h.hook_answers(500).await;
     let (api, queue) = contoso_api().await;
     let contoso = format!(
-        "[accounts.contoso]\nbase_url = \"{}\"\nusername = \"bot@contoso.example\"\n",
+        "[accounts.contoso]\nbase_url = \"{}\"\nusername = \"bot@contoso.example\"\n{tables}",
         api.uri()
     );
     h.write_config(&contoso);
@@ -57,7 +62,9 @@ async fn contoso_delivery_left_retrying(h: &Harness) -> MockServer {
     let out = h.bot(&["once"]).await;
     assert!(out.status.success(), "baselines: {}", text(&out));
     queue.set_items(vec![item(3, 2, true)]);
-    let mut run = h.command(&["run"]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut run = h.command(&["run"]);
+    let mut run = run.env(NEVER_DEAD.0, NEVER_DEAD.1);
+    let mut run = run.stderr(Stdio::piped()).spawn().unwrap();
     let log = LiveLog::follow(&mut run);
     log.wait_for("outcome=\"retry\"", 1).await;
     signal(&run, "-TERM");
@@ -102,9 +109,11 @@ async fn sent_once(h: &Harness, log: &str) {
 #[tokio::test]
 async fn run_sends_a_removed_accounts_pending_delivery_once() {
     let h = Harness::start().await;
-    let api = contoso_delivery_left_retrying(&h).await;
+    let api = contoso_delivery_left_retrying(&h, "").await;
     let polled = api.received_requests().await.unwrap().len();
-    let mut run = h.command(&["run"]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut run = h.command(&["run"]);
+    let mut run = run.env(NEVER_DEAD.0, NEVER_DEAD.1);
+    let mut run = run.stderr(Stdio::piped()).spawn().unwrap();
     let log = LiveLog::follow(&mut run);
     let bodies = wait_for_bodies(&h, 1, Duration::from_secs(15)).await;
     assert_eq!(bodies.len(), 1, "the delivery never went:\n{}", log.text());
@@ -120,7 +129,7 @@ async fn run_sends_a_removed_accounts_pending_delivery_once() {
 #[tokio::test]
 async fn once_sends_a_removed_accounts_pending_delivery_once() {
     let h = Harness::start().await;
-    let api = contoso_delivery_left_retrying(&h).await;
+    let api = contoso_delivery_left_retrying(&h, "").await;
     let polled = api.received_requests().await.unwrap().len();
     let out = h.bot(&["once"]).await;
     assert!(out.status.success(), "{}", text(&out));
@@ -131,6 +140,33 @@ async fn once_sends_a_removed_accounts_pending_delivery_once() {
     assert!(!text(&again).contains(ADOPTED), "{}", text(&again));
     let polled_after = api.received_requests().await.unwrap().len();
     assert_eq!(polled_after, polled, "contoso is not polled any more");
+}
+
+/// A removed account's delivery to a sink that left the config too goes
+/// dead with the usual reason, as for a configured account.
+#[tokio::test]
+async fn a_removed_accounts_delivery_to_a_removed_sink_goes_dead() {
+    let h = Harness::start().await;
+    let ops = format!(
+        "[sinks.ops]\nkind = \"webhook\"\nurl = \"{}{HOOK_PATH}\"\n\
+         [[routes]]\naccounts = [\"contoso\"]\nsinks = [\"ops\"]\n",
+        h.hook.uri()
+    );
+    contoso_delivery_left_retrying(&h, &ops).await;
+    let out = h.bot(&["once"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "dead is a failure: {}",
+        text(&out)
+    );
+    assert!(h.hook_bodies().await.is_empty(), "{}", text(&out));
+    assert_eq!(contoso_statuses(&h), ["dead"], "{}", text(&out));
+    let db = rusqlite::Connection::open(h.state()).unwrap();
+    let error: String = db
+        .query_row("SELECT last_error FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert!(error.contains("\"ops\" is not configured"), "{error}");
 }
 
 /// A reload that replaces the email sink (another `from`) ends the old
