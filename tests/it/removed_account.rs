@@ -62,10 +62,7 @@ async fn contoso_delivery_left_retrying(h: &Harness, tables: &str) -> MockServer
     let out = h.bot(&["once"]).await;
     assert!(out.status.success(), "baselines: {}", text(&out));
     queue.set_items(vec![item(3, 2, true)]);
-    let mut run = h.command(&["run"]);
-    let mut run = run.env(NEVER_DEAD.0, NEVER_DEAD.1);
-    let mut run = run.stderr(Stdio::piped()).spawn().unwrap();
-    let log = LiveLog::follow(&mut run);
+    let (run, log) = start_run(h);
     log.wait_for("outcome=\"retry\"", 1).await;
     signal(&run, "-TERM");
     let out = run.wait_with_output().await.unwrap();
@@ -81,6 +78,15 @@ async fn contoso_delivery_left_retrying(h: &Harness, tables: &str) -> MockServer
     h.hook_answers(200).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     api
+}
+
+/// A `run` whose retries never go dead, its stderr followed.
+fn start_run(h: &Harness) -> (tokio::process::Child, LiveLog) {
+    let mut cmd = h.command(&["run"]);
+    cmd.env(NEVER_DEAD.0, NEVER_DEAD.1).stderr(Stdio::piped());
+    let mut run = cmd.spawn().unwrap();
+    let log = LiveLog::follow(&mut run);
+    (run, log)
 }
 
 /// The statuses of contoso's outbox rows, read from the state file (the
@@ -111,10 +117,7 @@ async fn run_sends_a_removed_accounts_pending_delivery_once() {
     let h = Harness::start().await;
     let api = contoso_delivery_left_retrying(&h, "").await;
     let polled = api.received_requests().await.unwrap().len();
-    let mut run = h.command(&["run"]);
-    let mut run = run.env(NEVER_DEAD.0, NEVER_DEAD.1);
-    let mut run = run.stderr(Stdio::piped()).spawn().unwrap();
-    let log = LiveLog::follow(&mut run);
+    let (run, log) = start_run(&h);
     let bodies = wait_for_bodies(&h, 1, Duration::from_secs(15)).await;
     assert_eq!(bodies.len(), 1, "the delivery never went:\n{}", log.text());
     tokio::time::sleep(Duration::from_millis(800)).await;
