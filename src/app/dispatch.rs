@@ -426,14 +426,16 @@ impl Dispatcher {
     /// reloaded config) takes over for the deliveries taken from then on,
     /// while sends already in flight finish under the config they started
     /// with and are recorded, never abandoned and sent again. The grace on
-    /// shutdown is the latest config's `shutdown_grace`.
+    /// shutdown is the latest config's `shutdown_grace`. It takes `self`, so
+    /// once replaced nothing here holds the old sinks (`run` closes them
+    /// when their last send is done).
     pub async fn run_with_reloads(
-        &self,
+        self,
         shutdown: CancellationToken,
         wake: Arc<Notify>,
         reloads: watch::Receiver<Dispatcher>,
     ) {
-        run::Runner::new(self.clone())
+        run::Runner::new(self)
             .serve(shutdown, wake, Some(reloads))
             .await
     }

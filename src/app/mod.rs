@@ -105,6 +105,10 @@ pub struct App {
     /// The export files' spool, when a sink has `attach = true` (kept
     /// across reloads: its files belong to pending deliveries).
     pub spool: Option<Arc<crate::attach::Spool>>,
+    /// The sinks `dispatcher` sends through: kept here so that `run`, when a
+    /// reload replaces them, can close their sessions (SMTP QUIT) once no
+    /// dispatcher uses them any more.
+    sinks: Arc<Sinks>,
 }
 
 impl App {
@@ -139,7 +143,8 @@ impl App {
         let renderer = Arc::new(renderer);
         let sinks = Arc::new(sinks);
         let mut dispatcher =
-            Dispatcher::new(&config, store.clone(), sinks, renderer.clone()).for_account(&account);
+            Dispatcher::new(&config, store.clone(), sinks.clone(), renderer.clone())
+                .for_account(&account);
         if let Some(spool) = &spool {
             dispatcher = dispatcher.with_attacher(dispatch::Attacher {
                 clients: clients.clone(),
@@ -155,6 +160,7 @@ impl App {
             dispatcher,
             clients,
             spool,
+            sinks,
         }
     }
 
@@ -184,7 +190,8 @@ impl App {
     }
 
     /// `once`: under the state lock (refused while `run` or another `once`
-    /// holds it), one poll, then one attempt for every due delivery, then
+    /// holds it), one poll, then one attempt for every due delivery (also
+    /// those of accounts no longer in the config), then
     /// the same prune `run` does hourly (so a cron-driven deployment does not
     /// grow its state forever).
     /// With a shared (PostgreSQL) state it takes the leader lease for the
@@ -236,7 +243,8 @@ impl App {
             }
         }
         let mut summary = DrainSummary::default();
-        for id in self.clients.keys() {
+        let unconfigured = self.unconfigured_accounts()?;
+        for id in self.clients.keys().chain(&unconfigured) {
             let one = self.dispatcher.for_account(id).drain_due().await;
             let one = one.map_err(PollError::from)?;
             summary.sent += one.sent;
@@ -249,6 +257,19 @@ impl App {
             Some(e) => Err(e),
             None => Ok((report, summary)),
         }
+    }
+
+    /// The accounts the state holds deliveries still to send for that the
+    /// config no longer has (removed while the bot was stopped), each logged
+    /// once: `run` and `once` drain their outboxes through the configured
+    /// sinks (no polls), so removing an account loses no notification.
+    fn unconfigured_accounts(&self) -> Result<Vec<AccountId>, StoreError> {
+        let mut accounts = self.store.accounts_with_pending()?;
+        accounts.retain(|id| self.config.account(id).is_none());
+        for id in &accounts {
+            tracing::info!(account = %id, "account not in the config; its pending deliveries still go");
+        }
+        Ok(accounts)
     }
 
     /// A new App for `config`, sharing this one's state file.

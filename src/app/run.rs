@@ -1,7 +1,8 @@
 //! The `run` loop: one poll loop per account (`watch_loop`), one dispatcher
 //! loop per account's outbox sharing the sinks' limits, reloads that add
-//! and remove accounts, and a clean stop that lets sends in flight finish
-//! within the grace period.
+//! and remove accounts (a removed account's outbox still drains, also one
+//! removed while the bot was stopped), and a clean stop that lets sends in
+//! flight finish within the grace period.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tracing::Instrument;
 
 use crate::app::dispatch::Dispatcher;
 use crate::app::leading::Leading;
+use crate::app::reload::RetiredSinks;
 use crate::app::server;
 use crate::app::telemetry::Health;
 use crate::app::watch_loop::{AccountLoop, Shared};
@@ -31,7 +33,9 @@ impl App {
     /// refused (the running config stays), a good one takes effect at the
     /// next poll, pending deliveries untouched; sends in flight finish (and
     /// are recorded) under the config they started with. A reload adds and
-    /// removes accounts; a removed account's pending deliveries still go.
+    /// removes accounts; a removed account's pending deliveries still go, as
+    /// do those of accounts the state holds but the config (at start) does
+    /// not. The sinks a reload replaces are closed once their sends are done.
     pub async fn run(
         mut self,
         shutdown: CancellationToken,
@@ -45,7 +49,9 @@ impl App {
         let server = self.serve(&health, &shutdown).await?;
         let mut deliveries = DeliverySet::new(self.dispatcher.clone());
         deliveries.sync(&self, &shutdown);
+        deliveries.adopt(self.unconfigured_accounts()?, &shutdown);
         let mut loops = LoopSet::default();
+        let mut retired = RetiredSinks::default();
         loops
             .sync(&self, &lease.leading, &health, &deliveries, &shutdown, true)
             .await;
@@ -61,7 +67,8 @@ impl App {
                     health.set_accounts(next.intervals());
                     deliveries.sync(&next, &shutdown);
                     loops.sync(&next, &lease.leading, &health, &deliveries, &shutdown, false).await;
-                    self = next;
+                    let replaced = std::mem::replace(&mut self, next);
+                    retired.retire(replaced.sinks.clone());
                     tracing::info!("config reloaded; it applies from this poll on");
                 }
             }
@@ -70,7 +77,7 @@ impl App {
         loops.stop().await;
         health.stopped();
         deliveries.stop().await;
-        self.close_sinks(stopping).await;
+        self.close_sinks(retired, stopping).await;
         lease.stop().await;
         if let Some(server) = server {
             let _ = server.await;
@@ -79,14 +86,17 @@ impl App {
         Ok(())
     }
 
-    /// Ends the sinks' open sessions (SMTP QUIT) once the dispatcher
-    /// drained, with what is left of the grace period that began at
-    /// `stopping`; left to the drop at exit, the server just sees the
-    /// connection go.
-    async fn close_sinks(&self, stopping: tokio::time::Instant) {
+    /// Ends the sinks' open sessions (SMTP QUIT), those of the sinks that
+    /// reloads replaced too, once the dispatcher drained, with what is left
+    /// of the grace period that began at `stopping`; left to the drop at
+    /// exit, the server just sees the connection go.
+    async fn close_sinks(&self, retired: RetiredSinks, stopping: tokio::time::Instant) {
         let grace = self.config.delivery.shutdown_grace;
         let left = grace.saturating_sub(stopping.elapsed());
-        let close = self.dispatcher.close_sinks();
+        let close = async {
+            self.dispatcher.close_sinks().await;
+            retired.closed().await;
+        };
         if tokio::time::timeout(left, close).await.is_err() {
             tracing::warn!(
                 grace = %humantime::format_duration(grace),
@@ -169,6 +179,21 @@ impl DeliverySet {
                 let dispatcher = self.base.for_account(&account.id);
                 let deliveries = Deliveries::spawn(dispatcher, shutdown);
                 self.running.insert(account.id.clone(), deliveries);
+            }
+        }
+    }
+
+    /// Starts a dispatcher loop (no poll loop) for each of `accounts`: those
+    /// the state holds pending deliveries for that the config does not have.
+    /// Like an account removed by a reload, each keeps its loop for the rest
+    /// of the run (idle once its outbox is empty; taken over as is if a
+    /// reload adds the account back), so no delivery is dropped or sent twice
+    /// by a loop stopping or a second one starting.
+    fn adopt(&mut self, accounts: Vec<AccountId>, shutdown: &CancellationToken) {
+        for id in accounts {
+            if !self.running.contains_key(&id) {
+                let deliveries = Deliveries::spawn(self.base.for_account(&id), shutdown);
+                self.running.insert(id, deliveries);
             }
         }
     }

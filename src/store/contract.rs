@@ -48,6 +48,7 @@ macro_rules! store_contract {
             retry_dead_all_touches_only_dead_ones,
             prune_removes_old_sent_and_fired_but_keeps_the_rest,
             prune_deletes_at_most_limit_rows_per_call,
+            accounts_with_pending_lists_every_outbox_still_to_drain,
             every_outbox_query_is_scoped_to_its_account,
             alerts_are_their_own_subject_never_an_item,
             alert_history_is_the_latest_per_condition_and_state,

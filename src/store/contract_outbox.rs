@@ -393,3 +393,41 @@ pub(crate) fn prune_deletes_at_most_limit_rows_per_call(store: &dyn Store) {
     assert_eq!(rounds, [(2, 2), (2, 2), (1, 1), (0, 0)]);
     assert!(store.list_deliveries(&me(), None).unwrap().is_empty());
 }
+
+/// The accounts with something still to send are listed whatever their
+/// deliveries' next attempt (due, retrying later, deferred); those holding
+/// only sent, dead or skipped deliveries are not.
+pub(crate) fn accounts_with_pending_lists_every_outbox_still_to_drain(store: &dyn Store) {
+    assert!(store.accounts_with_pending().unwrap().is_empty());
+    let account = |name| AccountId::new(name).unwrap();
+    let names = |store: &dyn Store| -> Vec<String> {
+        let accounts = store.accounts_with_pending().unwrap();
+        accounts.iter().map(|a| a.as_str().to_owned()).collect()
+    };
+    for name in ["zed", "retrying", "done", "deferred", "gone_dead"] {
+        baseline_with(store, &account(name), &[new_delivery(2439, "s", None)]);
+    }
+    baseline_with(
+        store,
+        &account("skips"),
+        &[new_delivery(2439, "s", Some("x"))],
+    );
+    baseline_with(store, &me(), &[]);
+    let only = |name| all_due(store, &account(name), 0)[0];
+    let record = |name, outcome: AttemptOutcome| {
+        let at = (t(1), Duration::ZERO);
+        store.record_attempt(&account(name), only(name), &outcome, at.0, at.1)
+    };
+    let later = AttemptOutcome::Retry {
+        error: "HTTP 500".into(),
+        next_attempt_at: t(86_400),
+    };
+    record("retrying", later).unwrap();
+    record("done", AttemptOutcome::Sent).unwrap();
+    record("gone_dead", dead("x")).unwrap();
+    let deferred = only("deferred");
+    assert!(store
+        .defer(&account("deferred"), deferred, t(7_200))
+        .unwrap());
+    assert_eq!(names(store), ["deferred", "retrying", "zed"]);
+}

@@ -123,6 +123,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         Ok(due.into_iter().map(|d| (d.id, d.sink)).collect())
     }
 
+    /// Every account with a delivery still to send (pending, whatever its
+    /// `next_attempt_at`: due, retrying, held for quiet hours or waiting in
+    /// a digest window), sorted: at start, `run` and `once` drain the
+    /// outboxes of accounts that left the config too, so no notification is
+    /// lost with the account.
+    fn accounts_with_pending(&self) -> Result<Vec<AccountId>, StoreError>;
+
     /// Earliest `next_attempt_at` among the account's pending deliveries;
     /// `None` when nothing is pending.
     fn next_due_at(&self, account: &AccountId) -> Result<Option<DateTime<Utc>>, StoreError>;

@@ -22,6 +22,7 @@ mod preview;
 mod quiet;
 mod redirects;
 mod reliability;
+mod removed_account;
 mod render_cli;
 mod secrets;
 mod slack_app;

@@ -141,6 +141,10 @@ impl Store for PostgresStore {
             .with(|c| outbox::due(c, account, now, limit, exclude))
     }
 
+    fn accounts_with_pending(&self) -> Result<Vec<AccountId>, StoreError> {
+        self.conn.with(outbox::accounts_with_pending)
+    }
+
     fn next_due_at(&self, account: &AccountId) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.conn.with(|c| outbox::next_due_at(c, account))
     }

@@ -335,3 +335,28 @@ pub(super) fn dead_count(
     let n: i64 = row.try_get(0)?;
     Ok((n.unsigned_abs(), row.try_get(1)?))
 }
+
+/// See [`crate::store::Store::accounts_with_pending`]. `outbox_due` leads
+/// with `(account, status)`: a loose index scan steps from one account to
+/// the next (one index probe each, never the sent history), keeping those
+/// with a pending row (one more probe each).
+pub(super) fn accounts_with_pending(db: &mut impl GenericClient) -> PgResult<Vec<AccountId>> {
+    let rows = db.query(
+        "WITH RECURSIVE accounts(account) AS ( \
+           (SELECT account FROM outbox ORDER BY account LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT o.account FROM outbox o WHERE o.account > a.account \
+                   ORDER BY o.account LIMIT 1) \
+           FROM accounts a WHERE a.account IS NOT NULL) \
+         SELECT a.account FROM accounts a WHERE a.account IS NOT NULL AND EXISTS \
+           (SELECT 1 FROM outbox o WHERE o.account = a.account AND o.status = 'pending') \
+         ORDER BY a.account",
+        &[],
+    )?;
+    rows.iter()
+        .map(|row| {
+            let name: String = row.try_get(0)?;
+            AccountId::new(&name).map_err(|e| decode_err("account", e))
+        })
+        .collect()
+}

@@ -140,6 +140,10 @@ impl Store for SqliteStore {
         self.with(|conn| outbox::due_ids(conn, account, now, limit, exclude))
     }
 
+    fn accounts_with_pending(&self) -> Result<Vec<AccountId>, StoreError> {
+        self.with(|conn| outbox::accounts_with_pending(conn))
+    }
+
     fn next_due_at(&self, account: &AccountId) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.with(|conn| outbox::next_due_at(conn, account))
     }

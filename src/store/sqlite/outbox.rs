@@ -351,3 +351,20 @@ pub(super) fn dead_count(
         |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?)),
     )
 }
+
+/// See [`crate::store::Store::accounts_with_pending`]. `status = 'pending'`
+/// is the leading column of `outbox_due`, so this reads only the pending
+/// rows' index range (a handful), never the sent history.
+pub(super) fn accounts_with_pending(conn: &Connection) -> rusqlite::Result<Vec<AccountId>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT account FROM outbox INDEXED BY outbox_due \
+         WHERE status = 'pending' ORDER BY account",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        let name: String = row.get(0)?;
+        AccountId::new(&name).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        })
+    })?;
+    rows.collect()
+}
