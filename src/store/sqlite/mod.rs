@@ -20,6 +20,7 @@ use crate::store::{
 };
 
 mod alerts;
+mod checkpoint;
 mod digest;
 mod dump;
 mod outbox;
@@ -40,6 +41,9 @@ pub use schema::SCHEMA_VERSION;
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// Copies the WAL back into the file off the commit path; `None` if its
+    /// thread could not start (then SQLite checkpoints in the commits).
+    checkpoints: Option<checkpoint::Checkpointer>,
 }
 
 impl SqliteStore {
@@ -48,10 +52,34 @@ impl SqliteStore {
     /// A file that is not SQLite, or from a newer schema, is refused untouched.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let conn = schema::open(path)?;
+        let checkpoints = Self::checkpointer(&conn, path);
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            checkpoints,
         })
+    }
+
+    /// The checkpoint thread, if its connection opens and its thread starts;
+    /// else checkpoints stay in the commits (SQLite's default), with a
+    /// warning.
+    fn checkpointer(conn: &Connection, path: &Path) -> Option<checkpoint::Checkpointer> {
+        let started = schema::open_for_checkpoints(path)
+            .map_err(|e| e.to_string())
+            .and_then(|second| checkpoint::Checkpointer::start(second).map_err(|e| e.to_string()))
+            .and_then(|c| {
+                schema::checkpoint_elsewhere(conn)
+                    .map(|()| c)
+                    .map_err(|e| e.to_string())
+            });
+        match started {
+            Ok(checkpoints) => Some(checkpoints),
+            Err(error) => {
+                tracing::warn!(state = %path.display(), %error,
+                    "no checkpoint thread; the state file checkpoints in its commits");
+                None
+            }
+        }
     }
 
     /// The state file's path.
@@ -69,7 +97,14 @@ impl SqliteStore {
             .conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut conn).map_err(|source| sqlite_err(&self.path, source))
+        let changes = conn.total_changes();
+        let result = f(&mut conn).map_err(|source| sqlite_err(&self.path, source));
+        if let Some(checkpoints) = &self.checkpoints {
+            if conn.total_changes() != changes {
+                checkpoints.wrote();
+            }
+        }
+        result
     }
 }
 

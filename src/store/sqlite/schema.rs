@@ -189,6 +189,34 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// The WAL size (in 4 KiB pages) at which a commit checkpoints by itself,
+/// as SQLite does at 1,000 by default: only a safety net, since the
+/// checkpoint thread (`checkpoint.rs`) copies the WAL back shortly after
+/// writes, off the commit path. About 32 MiB.
+pub(super) const WAL_SAFETY_NET: u32 = 8192;
+
+/// What the WAL file is cut back to after a checkpoint emptied it, so a
+/// burst does not leave a large file behind.
+const WAL_KEEP_BYTES: u64 = 4 << 20;
+
+/// The store's connection leaves checkpoints to the checkpoint thread (up to
+/// [`WAL_SAFETY_NET`]).
+pub(super) fn checkpoint_elsewhere(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!(
+        "PRAGMA wal_autocheckpoint = {WAL_SAFETY_NET}; \
+         PRAGMA journal_size_limit = {WAL_KEEP_BYTES};"
+    ))
+}
+
+/// A second connection to the (already opened and migrated) file, for the
+/// checkpoint thread.
+pub(super) fn open_for_checkpoints(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.execute_batch(&format!("PRAGMA journal_size_limit = {WAL_KEEP_BYTES};"))?;
+    Ok(conn)
+}
+
 /// Creates the file empty with mode 0600 if it does not exist, so SQLite (and
 /// its -wal/-shm files, which copy the mode) never makes it world-readable.
 fn create_private(path: &Path) -> std::io::Result<()> {

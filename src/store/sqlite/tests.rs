@@ -324,3 +324,29 @@ fn generate_state_v2_fixture() {
     });
     write_fixture(2, &out, upgrade::insert_v2_rows);
 }
+
+/// Writes reach the file through the checkpoint thread shortly after they
+/// are committed, although they are far below SQLite's own threshold (the
+/// commits themselves only append to the WAL): the file grows on its own
+/// within a few checkpoint delays. Without the thread, the pages would stay
+/// in the WAL until 1,000 pages (or the close).
+#[test]
+fn the_checkpoint_thread_copies_committed_writes_into_the_file() {
+    let (dir, store) = temp_store();
+    let file = dir.path().join("state.db");
+    let size = || std::fs::metadata(&file).unwrap().len();
+    std::thread::sleep(checkpoint::AFTER_WRITES * 3);
+    let before = size();
+    let deliveries: Vec<NewDelivery> = (1..=40).map(|i| new_delivery(i, "s", None)).collect();
+    store.enqueue(&me(), &deliveries, t(0)).unwrap();
+    assert_eq!(size(), before, "the commit only appended to the WAL");
+    let deadline = std::time::Instant::now() + checkpoint::AFTER_WRITES * 20;
+    while size() == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        size() > before,
+        "checkpointed into the file ({before} bytes)"
+    );
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM outbox"), 40);
+}
