@@ -6,7 +6,9 @@ use std::io::Write;
 
 use super::attempt::SEND_PANICKED;
 use super::lanes::{Lanes, REFILL_BELOW};
-use super::tests::{dispatcher_over, dispatcher_with, gaps, now, policy, run_until_calls};
+use super::tests::{
+    dispatcher_over, dispatcher_with, gaps, now, policy, run_until_calls, start_run,
+};
 use super::*;
 use crate::config::SinkKind;
 use crate::domain::{DeliveryStatus, Disposition, EventKind, ExportId, NewDelivery};
@@ -123,6 +125,18 @@ impl Logs {
 }
 
 /// Waits (in real time, up to 10 s) until `done`.
+/// A connection to the state file that makes every outbox update fail (as a
+/// locked file would) until `DROP TRIGGER busy`.
+fn refuse_updates(dir: &tempfile::TempDir) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER busy BEFORE UPDATE ON outbox \
+         BEGIN SELECT RAISE(ABORT, 'database is locked'); END;",
+    )
+    .unwrap();
+    db
+}
+
 async fn until(done: impl Fn() -> bool) {
     for _ in 0..1000 {
         if done() {
@@ -141,20 +155,8 @@ async fn a_failing_write_after_the_send_is_retried_and_the_message_sent_once() {
     let (dispatcher, sink) = dispatcher_with(vec![], &dir);
     let logs = Logs::default();
     let _guard = logs.capture();
-    let db = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
-    db.execute_batch(
-        "CREATE TRIGGER busy BEFORE UPDATE ON outbox \
-         BEGIN SELECT RAISE(ABORT, 'database is locked'); END;",
-    )
-    .unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let (d, s) = (dispatcher.clone(), shutdown.clone());
-        async move {
-            d.run(s, Arc::new(Notify::new()), Duration::from_secs(1))
-                .await
-        }
-    });
+    let db = refuse_updates(&dir);
+    let (shutdown, task) = start_run(&dispatcher);
     until(|| !sink.calls().is_empty()).await;
     // The writes at about 0, 0.1, 0.3 and 0.7 s fail; a later one works.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -303,20 +305,8 @@ async fn while_nothing_can_be_recorded_a_sink_gets_twice_its_concurrency_and_no_
         .store
         .enqueue(&AccountId::default_account(), &more, now)
         .unwrap();
-    let db = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
-    db.execute_batch(
-        "CREATE TRIGGER busy BEFORE UPDATE ON outbox \
-         BEGIN SELECT RAISE(ABORT, 'database is locked'); END;",
-    )
-    .unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn({
-        let (d, s) = (dispatcher.clone(), shutdown.clone());
-        async move {
-            d.run(s, Arc::new(Notify::new()), Duration::from_secs(1))
-                .await
-        }
-    });
+    let db = refuse_updates(&dir);
+    let (shutdown, task) = start_run(&dispatcher);
     until(|| sink.calls().len() >= 4).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(

@@ -65,7 +65,10 @@ pub(super) fn dispatcher_over(
     (dispatcher, sink)
 }
 
-pub(super) async fn run_until_calls(dispatcher: &Dispatcher, sink: &ScriptedSink, calls: usize) {
+/// `dispatcher.run` in a task of its own; cancel the token to stop it.
+pub(super) fn start_run(
+    dispatcher: &Dispatcher,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn({
         let (d, s) = (dispatcher.clone(), shutdown.clone());
@@ -74,6 +77,11 @@ pub(super) async fn run_until_calls(dispatcher: &Dispatcher, sink: &ScriptedSink
                 .await
         }
     });
+    (shutdown, task)
+}
+
+pub(super) async fn run_until_calls(dispatcher: &Dispatcher, sink: &ScriptedSink, calls: usize) {
+    let (shutdown, task) = start_run(dispatcher);
     for _ in 0..10_000 {
         if sink.calls().len() >= calls {
             break;
