@@ -160,10 +160,23 @@ impl Bot {
             .sum()
     }
 
-    /// Returns once all `n` are recorded as sent (looking every 0.5 ms, so
-    /// the looking itself barely competes for the state file).
+    /// Returns once all `n` are recorded as sent, looking every 0.5 ms
+    /// through a connection of its own: a WAL reader never holds up the
+    /// store's writes (looking through the store would take its lock
+    /// between the dispatcher's commits).
     async fn wait_all_sent(&self, n: usize) {
-        while self.sent() < n {
+        let reader = rusqlite::Connection::open(support::state_path(self._dir.path()))
+            .expect("open the state file to read");
+        let sent = || -> usize {
+            reader
+                .query_row(
+                    "SELECT COUNT(*) FROM outbox WHERE status = 'sent'",
+                    [],
+                    |row| row.get::<_, i64>(0),
+                )
+                .expect("count sent") as usize
+        };
+        while sent() < n {
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
     }
