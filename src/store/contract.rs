@@ -40,6 +40,7 @@ macro_rules! store_contract {
             item_history_collects_item_fired_and_deliveries,
             due_deliveries_respect_time_limit_and_exclusions,
             due_ids_list_what_due_deliveries_returns,
+            pending_sinks_of_items_lists_each_items_pending_sinks,
             attempts_move_deliveries_through_their_states,
             recording_an_unknown_delivery_is_an_error,
             record_attempts_writes_each_attempt_of_a_batch,

@@ -71,6 +71,55 @@ pub(crate) fn due_ids_list_what_due_deliveries_returns(store: &dyn Store) {
     assert!(store.due_ids(&other, t(0), 10, &none).unwrap().is_empty());
 }
 
+/// `pending_sinks_of_items` (is an export file still needed?) lists the
+/// sinks each asked-for item still has pending deliveries to, whatever
+/// their next attempt time; sent ones, other items and other accounts'
+/// are not listed.
+pub(crate) fn pending_sinks_of_items_lists_each_items_pending_sinks(store: &dyn Store) {
+    let deliveries = [
+        new_delivery(2439, "a", None),
+        new_delivery(2439, "b", None),
+        new_delivery(2438, "c", None),
+        new_delivery(2437, "d", None),
+    ];
+    baseline_with(store, &me(), &deliveries);
+    let sorted = |mut pairs: Vec<(ExportId, String)>| {
+        pairs.sort();
+        pairs
+    };
+    let asked = [ExportId(2439), ExportId(2438), ExportId(1)];
+    let pairs = |s: &[(i64, &str)]| -> Vec<(ExportId, String)> {
+        s.iter()
+            .map(|(i, k)| (ExportId(*i), k.to_string()))
+            .collect()
+    };
+    let found = store.pending_sinks_of_items(&me(), &asked).unwrap();
+    assert_eq!(
+        sorted(found),
+        pairs(&[(2438, "c"), (2439, "a"), (2439, "b")])
+    );
+    let due = store.due_ids(&me(), t(0), 10, &HashSet::new()).unwrap();
+    let to = |sink: &str| due.iter().find(|(_, s)| s == sink).unwrap().0;
+    store
+        .record_attempt(&me(), to("a"), &AttemptOutcome::Sent, t(1), Duration::ZERO)
+        .unwrap();
+    let retry = AttemptOutcome::Retry {
+        error: "HTTP 503".into(),
+        next_attempt_at: t(3600),
+    };
+    store
+        .record_attempt(&me(), to("c"), &retry, t(1), Duration::ZERO)
+        .unwrap();
+    let found = store.pending_sinks_of_items(&me(), &asked).unwrap();
+    assert_eq!(sorted(found), pairs(&[(2438, "c"), (2439, "b")]));
+    let other = AccountId::new("other").unwrap();
+    assert!(store
+        .pending_sinks_of_items(&other, &asked)
+        .unwrap()
+        .is_empty());
+    assert!(store.pending_sinks_of_items(&me(), &[]).unwrap().is_empty());
+}
+
 pub(crate) fn defer_moves_a_pending_delivery_without_an_attempt(store: &dyn Store) {
     let id = with_pending(store);
     assert!(store.defer(&me(), id, t(600)).unwrap());

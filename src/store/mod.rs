@@ -130,6 +130,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// lost with the account.
     fn accounts_with_pending(&self) -> Result<Vec<AccountId>, StoreError>;
 
+    /// The sinks each of `items` still has pending deliveries to (any
+    /// `next_attempt_at`), as (item, sink) pairs in no particular order:
+    /// after each attempt the dispatcher asks whether the export files it
+    /// holds are still needed, without reading every pending message. The
+    /// default reads the pending rows in full; a backend may look the items
+    /// up by index.
+    fn pending_sinks_of_items(
+        &self,
+        account: &AccountId,
+        items: &[ExportId],
+    ) -> Result<Vec<(ExportId, String)>, StoreError> {
+        let pending = self.list_deliveries(account, Some(DeliveryStatus::Pending))?;
+        Ok(pending
+            .into_iter()
+            .filter_map(|d| Some((d.subject.item()?, d.sink)))
+            .filter(|(item, _)| items.contains(item))
+            .collect())
+    }
+
     /// Earliest `next_attempt_at` among the account's pending deliveries;
     /// `None` when nothing is pending.
     fn next_due_at(&self, account: &AccountId) -> Result<Option<DateTime<Utc>>, StoreError>;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::Dispatcher;
 use crate::attach::{human_size, Attachment, AttachmentView, Fetched, Spool};
-use crate::domain::{Delivery, DeliveryStatus, EventKind};
+use crate::domain::{Delivery, EventKind};
 use crate::sinks::{SendError, Sink};
 
 /// What the dispatcher needs to attach files: the Crayon client (the
@@ -166,25 +166,21 @@ impl Dispatcher {
         if held.is_empty() || delivery.subject.item().is_none() {
             return;
         }
-        let pending = match self
-            .store
-            .list_deliveries(&self.account, Some(DeliveryStatus::Pending))
-        {
+        // The held items' pending sinks only, by index: reading every
+        // pending message after each attempt made a burst of attaching
+        // deliveries quadratic.
+        let pending = match self.store.pending_sinks_of_items(&self.account, &held) {
             Ok(pending) => pending,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot check whether export files are still needed");
                 return;
             }
         };
-        let attaching = |d: &&Delivery| {
-            self.configs
-                .get(&d.sink)
-                .is_some_and(|s| s.attach.is_some())
-        };
+        let attaching = |sink: &String| self.configs.get(sink).is_some_and(|s| s.attach.is_some());
         let needed: std::collections::HashSet<_> = pending
-            .iter()
-            .filter(attaching)
-            .filter_map(|d| d.subject.item())
+            .into_iter()
+            .filter(|(_, sink)| attaching(sink))
+            .map(|(item, _)| item)
             .collect();
         for item in held.into_iter().filter(|item| !needed.contains(item)) {
             attacher.spool.release(&self.account, item);

@@ -145,6 +145,15 @@ impl Store for PostgresStore {
         self.conn.with(outbox::accounts_with_pending)
     }
 
+    fn pending_sinks_of_items(
+        &self,
+        account: &AccountId,
+        items: &[ExportId],
+    ) -> Result<Vec<(ExportId, String)>, StoreError> {
+        self.conn
+            .with(|c| outbox::pending_sinks_of_items(c, account, items))
+    }
+
     fn next_due_at(&self, account: &AccountId) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.conn.with(|c| outbox::next_due_at(c, account))
     }

@@ -360,3 +360,20 @@ pub(super) fn accounts_with_pending(db: &mut impl GenericClient) -> PgResult<Vec
         })
         .collect()
 }
+
+/// See [`crate::store::Store::pending_sinks_of_items`].
+pub(super) fn pending_sinks_of_items(
+    db: &mut impl GenericClient,
+    account: &AccountId,
+    items: &[ExportId],
+) -> PgResult<Vec<(ExportId, String)>> {
+    let ids: Vec<i64> = items.iter().map(|i| i.0).collect();
+    let rows = db.query(
+        "SELECT item_id, sink FROM outbox WHERE account = $1 AND item_id = ANY($2) \
+         AND status = 'pending'",
+        &[&account.as_str(), &ids],
+    )?;
+    rows.iter()
+        .map(|row| Ok((ExportId(row.try_get(0)?), row.try_get(1)?)))
+        .collect()
+}

@@ -165,6 +165,14 @@ impl Store for SqliteStore {
         self.with(|conn| outbox::due(conn, account, now, limit, exclude))
     }
 
+    fn pending_sinks_of_items(
+        &self,
+        account: &AccountId,
+        items: &[ExportId],
+    ) -> Result<Vec<(ExportId, String)>, StoreError> {
+        self.with(|conn| outbox::pending_sinks_of_items(conn, account, items))
+    }
+
     fn due_ids(
         &self,
         account: &AccountId,

@@ -368,3 +368,23 @@ pub(super) fn accounts_with_pending(conn: &Connection) -> rusqlite::Result<Vec<A
     })?;
     rows.collect()
 }
+
+/// See [`crate::store::Store::pending_sinks_of_items`]: one index lookup
+/// (`outbox_by_item`) per item.
+pub(super) fn pending_sinks_of_items(
+    conn: &Connection,
+    account: &AccountId,
+    items: &[ExportId],
+) -> rusqlite::Result<Vec<(ExportId, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT sink FROM outbox WHERE account = ?1 AND item_id = ?2 AND status = 'pending'",
+    )?;
+    let mut found = Vec::new();
+    for item in items {
+        let sinks = stmt.query_map(params![account.as_str(), item.0], |row| row.get(0))?;
+        for sink in sinks {
+            found.push((*item, sink?));
+        }
+    }
+    Ok(found)
+}
