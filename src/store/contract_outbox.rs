@@ -38,16 +38,20 @@ pub(crate) fn due_deliveries_respect_time_limit_and_exclusions(store: &dyn Store
     assert_eq!(store.next_due_at(&me()).unwrap(), Some(t(0)));
 }
 
-/// `due_ids` (the dispatcher's scan) lists the same rows as
-/// `due_deliveries`, in the same order, with the same limit and exclusion.
-pub(crate) fn due_ids_list_what_due_deliveries_returns(store: &dyn Store) {
-    let deliveries = [
+/// Two sinks for item 2439, one each for 2438 and 2437, due in that order.
+fn four_deliveries() -> [crate::domain::NewDelivery; 4] {
+    [
         new_delivery(2439, "a", None),
         new_delivery(2439, "b", None),
         new_delivery(2438, "c", None),
         new_delivery(2437, "d", None),
-    ];
-    baseline_with(store, &me(), &deliveries);
+    ]
+}
+
+/// `due_ids` (the dispatcher's scan) lists the same rows as
+/// `due_deliveries`, in the same order, with the same limit and exclusion.
+pub(crate) fn due_ids_list_what_due_deliveries_returns(store: &dyn Store) {
+    baseline_with(store, &me(), &four_deliveries());
     let as_ids = |due: Vec<crate::domain::Delivery>| -> Vec<(DeliveryId, String)> {
         due.into_iter().map(|d| (d.id, d.sink)).collect()
     };
@@ -76,13 +80,7 @@ pub(crate) fn due_ids_list_what_due_deliveries_returns(store: &dyn Store) {
 /// their next attempt time; sent ones, other items and other accounts'
 /// are not listed.
 pub(crate) fn pending_sinks_of_items_lists_each_items_pending_sinks(store: &dyn Store) {
-    let deliveries = [
-        new_delivery(2439, "a", None),
-        new_delivery(2439, "b", None),
-        new_delivery(2438, "c", None),
-        new_delivery(2437, "d", None),
-    ];
-    baseline_with(store, &me(), &deliveries);
+    baseline_with(store, &me(), &four_deliveries());
     let sorted = |mut pairs: Vec<(ExportId, String)>| {
         pairs.sort();
         pairs
