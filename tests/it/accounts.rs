@@ -8,28 +8,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{item, outbox_json, signal, text, Harness, Queue, QueueAnswer, TOKEN};
-
-/// A second fake Crayon API (the account `contoso`), its queue answering
-/// empty until the test sets it.
-async fn second_api() -> (MockServer, Queue) {
-    let api = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/v1/connect/token/"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"AccessToken": TOKEN, "ExpiresIn": 3600})),
-        )
-        .mount(&api)
-        .await;
-    let queue = Queue::empty();
-    Mock::given(method("GET"))
-        .and(path("/api/v1/exports/"))
-        .respond_with(queue.clone())
-        .mount(&api)
-        .await;
-    (api, queue)
-}
+use crate::helpers::{item, outbox_json, second_api, signal, text, Harness, QueueAnswer};
 
 /// A fake Crayon API that answers nothing for a minute, on every request.
 async fn hanging_api() -> MockServer {

@@ -363,3 +363,24 @@ impl LiveLog {
         );
     }
 }
+
+/// A second fake Crayon API (the account `contoso`), its queue answering
+/// empty until the test sets it.
+pub async fn second_api() -> (MockServer, Queue) {
+    let api = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/connect/token/"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"AccessToken": TOKEN, "ExpiresIn": 3600})),
+        )
+        .mount(&api)
+        .await;
+    let queue = Queue::empty();
+    Mock::given(method("GET"))
+        .and(path("/api/v1/exports/"))
+        .respond_with(queue.clone())
+        .mount(&api)
+        .await;
+    (api, queue)
+}

@@ -7,14 +7,12 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::json;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
 use crate::email::plain_config;
 use crate::helpers::{
-    baseline_then_flip, item, outbox_json, signal, text, wait_for_bodies, wait_until, Harness,
-    LiveLog, Queue, HOOK_PATH, TOKEN,
+    baseline_then_flip, item, outbox_json, second_api, signal, text, wait_for_bodies, wait_until,
+    Harness, LiveLog, HOOK_PATH,
 };
 use crate::smtp::{Security, SmtpServer};
 
@@ -22,27 +20,6 @@ use crate::smtp::{Security, SmtpServer};
 const NEVER_DEAD: (&str, &str) = ("BOT__DELIVERY__MAX_ATTEMPTS", "1000");
 
 const ADOPTED: &str = "account not in the config; its pending deliveries still go";
-
-/// A second fake Crayon API for the account `contoso`, its queue empty
-/// until the test sets it.
-async fn contoso_api() -> (MockServer, Queue) {
-    let api = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/v1/connect/token/"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"AccessToken": TOKEN, "ExpiresIn": 3600})),
-        )
-        .mount(&api)
-        .await;
-    let queue = Queue::empty();
-    Mock::given(method("GET"))
-        .and(path("/api/v1/exports/"))
-        .respond_with(queue.clone())
-        .mount(&api)
-        .await;
-    (api, queue)
-}
 
 /// Accounts `default` (the harness's `[crayon]`, an empty queue) and
 /// `contoso` (with `tables` after it), whose item 3 turns downloadable while
@@ -52,7 +29,7 @@ async fn contoso_api() -> (MockServer, Queue) {
 /// API.
 async fn contoso_delivery_left_retrying(h: &Harness, tables: &str) -> MockServer {
     h.hook_answers(500).await;
-    let (api, queue) = contoso_api().await;
+    let (api, queue) = second_api().await;
     let contoso = format!(
         "[accounts.contoso]\nbase_url = \"{}\"\nusername = \"bot@contoso.example\"\n{tables}",
         api.uri()
