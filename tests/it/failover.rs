@@ -19,7 +19,8 @@ use crate::pg_cluster;
 const LEASE: Duration = Duration::from_secs(3);
 /// `watch.interval` of the harness config.
 const INTERVAL: Duration = Duration::from_millis(200);
-/// The webhook sink's default concurrency: the sends in flight at a kill.
+/// The webhook sink's default concurrency: at a kill, at most twice this
+/// many sends are in flight or unrecorded.
 const CONCURRENCY: usize = 4;
 /// Items in the burst.
 const BURST: i64 = 20;
@@ -218,9 +219,11 @@ async fn a_sigkilled_leader_is_replaced_within_the_lease_and_nothing_is_lost() {
     assert_eq!(out.status.code(), Some(0));
     let duplicates = h.hook_bodies().await.len() - BURST as usize;
     eprintln!("failover: {at_kill} sent before the kill, takeover after {takeover:?}, {duplicates} duplicate(s)");
+    // In flight: sending (at most `concurrency`) or sent with the write
+    // pending (a slot is freed once its outcome is queued): at most 2 ×.
     assert!(
-        duplicates <= CONCURRENCY,
-        "duplicates {duplicates} exceed the sends in flight ({CONCURRENCY})"
+        duplicates <= 2 * CONCURRENCY,
+        "duplicates {duplicates} exceed the sends in flight or unrecorded (2 × {CONCURRENCY})"
     );
 }
 
