@@ -185,9 +185,10 @@ async fn the_sends_of_one_wave_share_one_commit() {
     assert_eq!(sent, burst, "every send is recorded before once exits");
     assert_eq!(received.load(Ordering::SeqCst), burst, "sent once each");
     eprintln!("waves: {commits} commits for {burst} outcomes in {WAVES} waves");
-    // The poll's commit and one per wave, with room for a wave split by a
-    // busy machine.
-    let most = 1 + WAVES + WAVES / 2;
+    // The poll's commit and one per wave, with room for waves split by a
+    // busy machine (a wave's answers more than `LINGER` apart: 17 seen at
+    // load 4); the old writer's 26-27 still fail.
+    let most = 1 + WAVES * 2;
     assert!(
         commits <= most,
         "{commits} commits for {WAVES} waves (at most {most})"
