@@ -86,27 +86,49 @@ async fn measure(n: usize) -> Round {
     let cpu = support::process_cpu_time();
     round.floor = floor(&bot.messages, &receiver.url()).await;
     round.floor_cpu = ms(support::process_cpu_time() - cpu);
+    // Each bot's state file has a checkpoint thread: dropped before the next
+    // phase, so it does not copy its WAL back during that phase.
+    drop(bot);
 
     let bot = Bot::new(n, &receiver);
     let (shutdown, wake) = (CancellationToken::new(), Arc::new(Notify::new()));
+    let before = receiver.requests.load(Ordering::SeqCst);
     let (started, cpu) = (Instant::now(), support::process_cpu_time());
     let dispatcher = tokio::spawn({
         let (d, s) = (bot.app.dispatcher.clone(), shutdown.clone());
         async move { d.run(s, wake, Duration::from_secs(5)).await }
     });
-    bot.wait_all_sent(n).await;
+    bot.wait_all_sent(n, &receiver, before + n).await;
     round.run = ms(started.elapsed());
     round.run_cpu = ms(support::process_cpu_time() - cpu);
+    phase("run", started);
     shutdown.cancel();
     dispatcher.await.expect("dispatcher stops");
+    drop(bot);
 
     let bot = Bot::new(n, &receiver);
     let started = Instant::now();
     let summary = bot.app.dispatcher.drain_due().await.expect("drain");
     round.once = ms(started.elapsed());
+    phase("once", started);
     assert_eq!(summary.sent, n, "once sent everything");
     assert_eq!(bot.sent(), n);
     round
+}
+
+/// With `DISPATCH_PHASES` set, prints the phase's start and end on the
+/// monotonic clock (what `perf record -k CLOCK_MONOTONIC` stamps), to cut
+/// a profile to one phase with `perf script --time START,END`.
+fn phase(name: &str, started: Instant) {
+    if std::env::var_os("DISPATCH_PHASES").is_some() {
+        let end = support::monotonic_now();
+        let start = end - started.elapsed();
+        println!(
+            "PHASE {name} {:.6},{:.6}",
+            start.as_secs_f64(),
+            end.as_secs_f64()
+        );
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -160,13 +182,19 @@ impl Bot {
             .sum()
     }
 
-    /// Returns once all `n` are recorded as sent, looking every 0.5 ms
+    /// Returns once all `n` are recorded as sent. Until the receiver has
+    /// answered `answered` requests in all it only watches that counter
+    /// (reading the state file every 0.5 ms through the burst cost the
+    /// dispatcher CPU it was being measured on); then it looks every 0.1 ms
     /// through a connection of its own: a WAL reader never holds up the
     /// store's writes (looking through the store would take its lock
     /// between the dispatcher's commits).
-    async fn wait_all_sent(&self, n: usize) {
+    async fn wait_all_sent(&self, n: usize, receiver: &Receiver, answered: usize) {
         let reader = rusqlite::Connection::open(support::state_path(self._dir.path()))
             .expect("open the state file to read");
+        while receiver.requests.load(Ordering::SeqCst) < answered {
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
         let sent = || -> usize {
             reader
                 .query_row(
@@ -176,9 +204,12 @@ impl Bot {
                 )
                 .expect("count sent") as usize
         };
-        while sent() < n {
-            tokio::time::sleep(Duration::from_micros(500)).await;
-        }
+        // Tokio's timer has a 1 ms resolution; a thread sleep is finer.
+        tokio::task::block_in_place(|| {
+            while sent() < n {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        });
     }
 }
 
