@@ -76,11 +76,13 @@ pub fn outbox_json(deliveries: &[(AccountId, Delivery)], notes: &[Option<String>
     serde_json::to_string_pretty(&rows).unwrap_or_else(|_| "[]".into())
 }
 
-/// `outbox list`: one aligned row per delivery under a header; with rows
-/// of several accounts, each row starts with its account; a digest note
-/// comes before the last error.
+/// `outbox list`: one aligned row per delivery under a header; unless all
+/// rows are the `default` account's (`[crayon]` alone), each row starts
+/// with its account (of several, or a named one, or one that left the
+/// config); a digest note comes before the last error.
 pub fn outbox_table(deliveries: &[(AccountId, Delivery)], notes: &[Option<String>]) -> String {
-    let several = deliveries.iter().any(|(a, _)| *a != deliveries[0].0);
+    let default = AccountId::default_account();
+    let several = deliveries.iter().any(|(a, _)| *a != default);
     let account = |name: &str| {
         if several {
             format!("{name:<14} ")

@@ -7,11 +7,14 @@ use crate::store::{Store, StoreError};
 
 use super::{open_store, Failure, OutboxAction};
 
-/// Runs one `outbox` action against every configured account's rows.
+/// Runs one `outbox` action against the rows of every configured account,
+/// and of every account that left the config with deliveries still pending
+/// (`run` and `once` send those too, so they are listed, retried and purged
+/// with the rest).
 pub(super) fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(), Failure> {
     let (config, store) = open_store(path)?;
-    let accounts: Vec<AccountId> = config.accounts.iter().map(|a| a.id.clone()).collect();
     let runtime = |e: StoreError| Failure::Runtime(e.into());
+    let accounts = accounts(&config, &*store).map_err(runtime)?;
     match action {
         OutboxAction::List { status, json } => {
             let deliveries = list(&*store, &accounts, status).map_err(runtime)?;
@@ -57,6 +60,16 @@ pub(super) fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// The configured accounts, then those only the outbox still knows (with a
+/// pending delivery), sorted.
+fn accounts(config: &Config, store: &dyn Store) -> Result<Vec<AccountId>, StoreError> {
+    let mut accounts: Vec<AccountId> = config.accounts.iter().map(|a| a.id.clone()).collect();
+    let mut left = store.accounts_with_pending()?;
+    left.retain(|id| config.account(id).is_none());
+    accounts.extend(left);
+    Ok(accounts)
 }
 
 /// Every account's deliveries (or those with one status), newest first.

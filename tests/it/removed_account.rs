@@ -67,7 +67,7 @@ fn start_run(h: &Harness) -> (tokio::process::Child, LiveLog) {
 }
 
 /// The statuses of contoso's outbox rows, read from the state file (the
-/// CLI lists configured accounts only).
+/// CLI lists a removed account's rows only while one is pending).
 fn contoso_statuses(h: &Harness) -> Vec<String> {
     let db = rusqlite::Connection::open(h.state()).unwrap();
     let mut stmt = db
@@ -120,6 +120,24 @@ async fn once_sends_a_removed_accounts_pending_delivery_once() {
     assert!(!text(&again).contains(ADOPTED), "{}", text(&again));
     let polled_after = api.received_requests().await.unwrap().len();
     assert_eq!(polled_after, polled, "contoso is not polled any more");
+}
+
+/// `outbox list` shows what the next `run` will send: the removed
+/// account's pending delivery is listed under its account.
+#[tokio::test]
+async fn outbox_list_shows_a_removed_accounts_pending_delivery() {
+    let h = Harness::start().await;
+    let _api = contoso_delivery_left_retrying(&h, "").await;
+    let rows = outbox_json(&h).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0]["account"].as_str(), rows[0]["status"].as_str()),
+        (Some("contoso"), Some("pending")),
+        "{rows:?}"
+    );
+    let out = h.bot(&["outbox", "list"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("contoso"), "{}", text(&out));
 }
 
 /// A removed account's delivery to a sink that left the config too goes
