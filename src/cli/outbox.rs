@@ -64,7 +64,7 @@ pub(super) fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(),
 
 /// The configured accounts, then those only the outbox still knows (with a
 /// pending delivery), sorted.
-fn accounts(config: &Config, store: &dyn Store) -> Result<Vec<AccountId>, StoreError> {
+pub(super) fn accounts(config: &Config, store: &dyn Store) -> Result<Vec<AccountId>, StoreError> {
     let mut accounts: Vec<AccountId> = config.accounts.iter().map(|a| a.id.clone()).collect();
     let mut left = store.accounts_with_pending()?;
     left.retain(|id| config.account(id).is_none());

@@ -18,26 +18,28 @@ pub(super) fn why(
     account: Option<String>,
 ) -> Result<(), Failure> {
     let (config, store) = open_store(path)?;
+    let runtime = |e: crate::store::StoreError| Failure::Runtime(e.into());
     let id = ExportId(item_id);
+    // The configured accounts, and those that left the config with
+    // deliveries still pending (`run` sends them).
+    let known = super::outbox::accounts(&config, &*store).map_err(runtime)?;
     let accounts: Vec<AccountId> = match account {
         Some(name) => {
-            let known = config.accounts.iter().find(|a| a.id.as_str() == name);
-            let Some(known) = known else {
-                let names: Vec<&str> = config.accounts.iter().map(|a| a.id.as_str()).collect();
+            let Some(known) = known.iter().find(|a| a.as_str() == name) else {
+                let names: Vec<&str> = known.iter().map(|a| a.as_str()).collect();
                 return Err(Failure::Usage(anyhow::anyhow!(
                     "--account {name:?}: no such account in the config (accounts: {})",
                     names.join(", ")
                 )));
             };
-            vec![known.id.clone()]
+            vec![known.clone()]
         }
-        None => config.accounts.iter().map(|a| a.id.clone()).collect(),
+        None => known,
     };
     let (account, history) = pick(&*store, &accounts, id)?;
     if accounts.len() > 1 || account != AccountId::default_account() {
         outln!("account {account}");
     }
-    let runtime = |e: crate::store::StoreError| Failure::Runtime(e.into());
     let deliveries = history.deliveries.iter().map(|(d, _)| (&account, d));
     let notes = super::outbox::digest_notes(&*store, &config, deliveries).map_err(runtime)?;
     let quiet = QuietPlan::new(&config);

@@ -122,10 +122,10 @@ async fn once_sends_a_removed_accounts_pending_delivery_once() {
     assert_eq!(polled_after, polled, "contoso is not polled any more");
 }
 
-/// `outbox list` shows what the next `run` will send: the removed
-/// account's pending delivery is listed under its account.
+/// `outbox list` and `why` show what the next `run` will send: the removed
+/// account's pending delivery, under its account.
 #[tokio::test]
-async fn outbox_list_shows_a_removed_accounts_pending_delivery() {
+async fn outbox_list_and_why_show_a_removed_accounts_pending_delivery() {
     let h = Harness::start().await;
     let _api = contoso_delivery_left_retrying(&h, "").await;
     let rows = outbox_json(&h).await;
@@ -138,6 +138,13 @@ async fn outbox_list_shows_a_removed_accounts_pending_delivery() {
     let out = h.bot(&["outbox", "list"]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("contoso"), "{}", text(&out));
+    for args in [&["why", "3"][..], &["why", "3", "--account", "contoso"]] {
+        let out = h.bot(args).await;
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        let shown = text(&out);
+        assert!(shown.contains("account contoso"), "{args:?}: {shown}");
+        assert!(shown.contains("pending"), "{args:?}: {shown}");
+    }
 }
 
 /// A removed account's delivery to a sink that left the config too goes
