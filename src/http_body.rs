@@ -127,6 +127,9 @@ pub enum CaFileError {
     /// nothing extra would fail later and less clearly.
     #[error("tls.ca_file {} holds no PEM certificate", path.display())]
     Empty { path: PathBuf },
+    /// PEM, but a certificate TLS cannot trust as a root (not X.509).
+    #[error("tls.ca_file {} holds a certificate that cannot be a trust root: {reason}", path.display())]
+    NotARoot { path: PathBuf, reason: String },
 }
 
 /// The extra root CA(s) of `tls.ca_file`, trusted on top of the system
@@ -134,8 +137,9 @@ pub enum CaFileError {
 pub struct ExtraCa {
     /// The file as read, for TLS stacks that parse PEM themselves (lettre).
     pub pem: Vec<u8>,
-    /// Every certificate in it, for reqwest clients.
-    pub certs: Vec<reqwest::Certificate>,
+    /// Every certificate in it (each checked to be usable as a root), for
+    /// the HTTP clients' rustls set-up (`crate::tls`).
+    pub certs: Vec<rustls_pki_types::CertificateDer<'static>>,
 }
 
 /// Reads and checks `tls.ca_file` once for every client: a missing file, a
@@ -145,14 +149,24 @@ pub fn load_ca_file(path: &Path) -> Result<ExtraCa, CaFileError> {
         path: path.to_owned(),
         source,
     })?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| CaFileError::NotPem {
-        path: path.to_owned(),
-        reason: error_chain(&e.without_url()),
-    })?;
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CaFileError::NotPem {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     if certs.is_empty() {
         return Err(CaFileError::Empty {
             path: path.to_owned(),
         });
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in &certs {
+        roots.add(cert.clone()).map_err(|e| CaFileError::NotARoot {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     }
     Ok(ExtraCa { pem, certs })
 }

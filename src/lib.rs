@@ -33,3 +33,4 @@ pub mod state_lock;
 pub mod status;
 pub mod store;
 pub mod text;
+pub mod tls;

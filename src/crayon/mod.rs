@@ -88,21 +88,21 @@ impl CrayonClient {
     /// share one (one connection pool, one TLS root store: a thousand
     /// accounts must not hold a thousand), each keeping its own token.
     pub fn http_client(settings: &CrayonSettings) -> Result<reqwest::Client, CrayonError> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
+        let extra = match &settings.ca_file {
+            Some(path) => http_body::load_ca_file(path)?.certs,
+            None => Vec::new(),
+        };
+        reqwest::Client::builder()
+            .use_preconfigured_tls(crate::tls::http_client_config(&extra))
             .redirect(reqwest::redirect::Policy::none())
             .referer(false)
             .user_agent(USER_AGENT)
             .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(MAX_CONNECT_TIMEOUT));
-        if let Some(path) = &settings.ca_file {
-            for cert in http_body::load_ca_file(path)?.certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        builder.build().map_err(|e| CrayonError::HttpClient {
-            source: e.without_url(),
-        })
+            .connect_timeout(settings.timeout.min(MAX_CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| CrayonError::HttpClient {
+                source: e.without_url(),
+            })
     }
 
     /// Uses a ready HTTP client (tests pass one built with `.no_proxy()`).

@@ -157,7 +157,7 @@ impl Sinks {
 }
 
 /// The HTTP client every HTTP sink shares: rustls with the system roots (plus
-/// `tls.ca_file`), bounded timeouts. Redirects are never followed and no
+/// `tls.ca_file`; [`crate::tls`]), bounded timeouts. Redirects are never followed and no
 /// `Referer` is sent: a followed 307/308 re-sends the body and headers (and
 /// the webhook URL as `Referer`) to another host, a followed 301/302 turns
 /// the POST into a GET that "succeeds" with nothing delivered. A 3xx is a
@@ -171,15 +171,17 @@ pub fn http_client(config: &Config) -> Result<reqwest::Client, BuildError> {
         .pool_idle_timeout(Duration::from_secs(90))
         .redirect(reqwest::redirect::Policy::none())
         .referer(false);
-    if let Some(path) = &config.ca_file {
-        let ca = crate::http_body::load_ca_file(path).map_err(|e| BuildError::Sink {
-            sink: "tls.ca_file".into(),
-            message: e.to_string(),
-        })?;
-        for cert in ca.certs {
-            builder = builder.add_root_certificate(cert);
+    let extra = match &config.ca_file {
+        Some(path) => {
+            let ca = crate::http_body::load_ca_file(path).map_err(|e| BuildError::Sink {
+                sink: "tls.ca_file".into(),
+                message: e.to_string(),
+            })?;
+            ca.certs
         }
-    }
+        None => Vec::new(),
+    };
+    builder = builder.use_preconfigured_tls(crate::tls::http_client_config(&extra));
     builder.build().map_err(|e| BuildError::Sink {
         sink: "http".into(),
         message: e.without_url().to_string(),

@@ -1,7 +1,8 @@
 //! HTTP on the wire: redirects are never followed (not by any sink, not by
 //! the Crayon client), every HTTP sink classifies statuses alike (a 408 with
 //! `Retry-After` is retried then), a header value reqwest would refuse fails
-//! `check`, and a TLS failure names the certificate problem.
+//! `check`, `tls.ca_file` is trusted by every HTTP client, and a TLS failure
+//! names the certificate problem.
 
 use std::sync::Arc;
 
@@ -316,6 +317,66 @@ async fn untrusted_tls_server() -> String {
         }
     });
     format!("https://127.0.0.1:{port}/hooks/tls-s3cret")
+}
+
+/// A TLS front on loopback for `backend`, presenting `ca`'s certificate
+/// for 127.0.0.1: after the handshake the bytes pass through both ways.
+async fn tls_front(ca: &TestCa, backend: &MockServer) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&ca.server));
+    let backend = *backend.address();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    port
+}
+
+/// Both HTTP clients, the Crayon API's and the sinks', trust a private CA
+/// given as `tls.ca_file` on top of the system roots: the queue is read and
+/// the webhook delivered over TLS to servers whose certificate it signed.
+#[tokio::test]
+async fn a_ca_in_tls_ca_file_is_trusted_by_the_crayon_client_and_the_sinks() {
+    let h = Harness::start().await;
+    h.hook_answers(200).await;
+    let ca = TestCa::new();
+    std::fs::write(h.dir.path().join("ca.pem"), &ca.ca_pem).unwrap();
+    let crayon = tls_front(&ca, &h.crayon).await;
+    let hook = tls_front(&ca, &h.hook).await;
+    h.write_config("[tls]\nca_file = \"ca.pem\"\n");
+    let once = || {
+        h.command(&["once"])
+            .env(
+                "BOT__CRAYON__BASE_URL",
+                format!("https://127.0.0.1:{crayon}/"),
+            )
+            .env(
+                "AUDIT_WEBHOOK_URL",
+                format!("https://127.0.0.1:{hook}{HOOK_PATH}"),
+            )
+            .output()
+    };
+    h.queue.set_items(vec![item(7, 1, false)]);
+    let out = once().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    h.queue.set_items(vec![item(7, 2, true)]);
+    let out = once().await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(outbox(&h), [("sent".to_string(), None)], "{}", text(&out));
+    let bodies = h.hook_bodies().await;
+    assert_eq!(bodies.len(), 1, "{}", text(&out));
+    assert_eq!(bodies[0]["item"]["id"], 7);
 }
 
 #[tokio::test]

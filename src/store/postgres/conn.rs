@@ -178,9 +178,8 @@ pub(super) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 /// rustls with the ring provider, trusting the system roots plus the PEM
 /// certificates in `ca_file`; the server's name is always verified.
 fn tls_config(ca_file: Option<&Path>) -> Result<MakeRustlsConnect, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    let mut roots = rustls::RootCertStore::clone(&crate::tls::system_roots());
+    let added = roots.len();
     if let Some(path) = ca_file {
         let shown = path.display();
         let pem =
