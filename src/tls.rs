@@ -31,23 +31,34 @@ pub fn system_roots() -> Arc<RootCertStore> {
     Arc::clone(roots)
 }
 
-/// The client config for an HTTP client: the system roots plus `extra`
-/// (the certificates of `tls.ca_file`, already checked by
-/// [`crate::http_body::load_ca_file`]), HTTP/1.1 announced by ALPN as
-/// reqwest's own set-up does.
-pub fn http_client_config(extra: &[CertificateDer<'static>]) -> ClientConfig {
-    let mut roots = system_roots();
-    if !extra.is_empty() {
-        let mut more = RootCertStore::clone(&roots);
-        more.add_parsable_certificates(extra.iter().cloned());
-        roots = Arc::new(more);
+/// The system roots plus `extra` (the certificates of `tls.ca_file`,
+/// already checked by [`crate::http_body::load_ca_file`]); without extras,
+/// the shared store itself.
+pub fn roots_with(extra: &[CertificateDer<'static>]) -> Arc<RootCertStore> {
+    let roots = system_roots();
+    if extra.is_empty() {
+        return roots;
     }
+    let mut more = RootCertStore::clone(&roots);
+    more.add_parsable_certificates(extra.iter().cloned());
+    Arc::new(more)
+}
+
+/// rustls with the ring provider, trusting `roots`; the server's name is
+/// always verified.
+pub fn client_config(roots: Arc<RootCertStore>) -> ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
+    ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
         .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_no_client_auth()
+}
+
+/// The client config for an HTTP client: [`roots_with`] `extra`, HTTP/1.1
+/// announced by ALPN as reqwest's own set-up does.
+pub fn http_client_config(extra: &[CertificateDer<'static>]) -> ClientConfig {
+    let mut config = client_config(roots_with(extra));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config
 }

@@ -62,8 +62,8 @@ pub(super) fn outbox(path: &std::path::Path, action: OutboxAction) -> Result<(),
     Ok(())
 }
 
-/// The configured accounts, then those only the outbox still knows (with a
-/// pending delivery), sorted.
+/// The configured accounts in config order, then those only the outbox
+/// still knows (with a pending delivery), by name.
 pub(super) fn accounts(config: &Config, store: &dyn Store) -> Result<Vec<AccountId>, StoreError> {
     let mut accounts: Vec<AccountId> = config.accounts.iter().map(|a| a.id.clone()).collect();
     let mut left = store.accounts_with_pending()?;

@@ -156,9 +156,9 @@ impl Sinks {
     }
 }
 
-/// The HTTP client every HTTP sink shares: rustls with the system roots (plus
-/// `tls.ca_file`; [`crate::tls`]), bounded timeouts. Redirects are never followed and no
-/// `Referer` is sent: a followed 307/308 re-sends the body and headers (and
+/// The HTTP client every HTTP sink shares: rustls with the system roots
+/// (plus `tls.ca_file`; [`crate::tls`]), bounded timeouts. Redirects are
+/// never followed and no `Referer` is sent: a followed 307/308 re-sends the body and headers (and
 /// the webhook URL as `Referer`) to another host, a followed 301/302 turns
 /// the POST into a GET that "succeeds" with nothing delivered. A 3xx is a
 /// permanent failure instead (see `http::redirect_error`). Discord's

@@ -12,12 +12,10 @@
 //! the network round trip; calls from plain threads (the CLI) run inline.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use postgres::{Client, Config};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::rows::{PgError, PgResult};
@@ -175,34 +173,21 @@ pub(super) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-/// rustls with the ring provider, trusting the system roots plus the PEM
-/// certificates in `ca_file`; the server's name is always verified.
+/// rustls trusting the system roots plus the PEM certificates in
+/// `ca_file` (read and checked as for the HTTP clients); the server's name
+/// is always verified.
 fn tls_config(ca_file: Option<&Path>) -> Result<MakeRustlsConnect, String> {
-    let mut roots = rustls::RootCertStore::clone(&crate::tls::system_roots());
-    let added = roots.len();
-    if let Some(path) = ca_file {
-        let shown = path.display();
-        let pem =
-            std::fs::read(path).map_err(|e| format!("cannot read tls.ca_file {shown}: {e}"))?;
-        let mut found = 0;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert.map_err(|e| format!("tls.ca_file {shown}: {e}"))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("tls.ca_file {shown}: {e}"))?;
-            found += 1;
+    let extra = match ca_file {
+        Some(path) => {
+            crate::http_body::load_ca_file(path)
+                .map_err(|e| e.to_string())?
+                .certs
         }
-        if found == 0 {
-            return Err(format!("tls.ca_file {shown} holds no PEM certificate"));
-        }
-    } else if added == 0 {
-        tracing::debug!("no system root certificates found; TLS to the database will fail");
+        None => Vec::new(),
+    };
+    let roots = crate::tls::roots_with(&extra);
+    if roots.is_empty() {
+        tracing::debug!("no root certificates; TLS to the database will fail");
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(MakeRustlsConnect::new(config))
+    Ok(MakeRustlsConnect::new(crate::tls::client_config(roots)))
 }
